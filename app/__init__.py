@@ -1,0 +1,1 @@
+"""Riffwright's desktop interface (PySide6). Reaches torch only through `app.bridge`."""
