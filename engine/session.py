@@ -1,0 +1,711 @@
+"""The session model: tracks, regions, tempo/meter/key, takes and provenance, with undo.
+
+Plain Python, no Qt. The app subscribes to changes with `Session.subscribe(callback)`; the
+callback gets `(event, payload)` where event is one of `track_added`, `track_removed`,
+`track_changed`, `regions_changed`, `session_changed`, `reset`.
+
+A session on disk is a folder (like an Ardour session)::
+
+    session.json      versioned manifest, written atomically (temp file + rename)
+    audio/<id>.wav    one 32-bit float WAV per track, written once (track audio is immutable)
+    peaks/<id>.npy    min/max peak summary at PEAK_BLOCK samples per block
+
+Every edit goes through an undo command (`UndoStack.push`); commands with the same merge key
+pushed in a row (a slider drag) merge into one step until `UndoStack.close_merge()`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.errors import RiffwrightError
+
+MANIFEST_VERSION = 1
+MANIFEST_NAME = "session.json"
+PEAK_BLOCK = 64
+ROLES = ("context", "reference", "generated")
+DEFAULT_COLORS = (
+    "#e0a040", "#4fb0e8", "#8fd460", "#e86f8f", "#b48cf0", "#50d0b8", "#f08a4b", "#d0d060",
+)
+
+
+class SessionError(RiffwrightError):
+    """A session folder that cannot be read or written."""
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+# --------------------------------------------------------------------------------------------
+# peaks
+
+
+def compute_peaks(audio: np.ndarray, block: int = PEAK_BLOCK) -> np.ndarray:
+    """(channels, frames) -> (2, ceil(frames / block)) float32: min and max over channels."""
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim == 1:
+        audio = audio[None]
+    frames = audio.shape[1]
+    n = max(1, math.ceil(frames / block))
+    pad = n * block - frames
+    lo = audio.min(axis=0)
+    hi = audio.max(axis=0)
+    if pad:
+        lo = np.concatenate([lo, np.full(pad, lo[-1] if frames else 0.0, np.float32)])
+        hi = np.concatenate([hi, np.full(pad, hi[-1] if frames else 0.0, np.float32)])
+    return np.stack([lo.reshape(n, block).min(axis=1), hi.reshape(n, block).max(axis=1)])
+
+
+class PeakPyramid:
+    """Min/max summaries at block sizes PEAK_BLOCK * 4**k, for drawing at any zoom."""
+
+    def __init__(self, base: np.ndarray, block: int = PEAK_BLOCK):
+        self.block = block
+        self.levels: list[np.ndarray] = [np.asarray(base, np.float32)]
+        while self.levels[-1].shape[1] > 512:
+            prev = self.levels[-1]
+            n = math.ceil(prev.shape[1] / 4)
+            pad = n * 4 - prev.shape[1]
+            lo = np.pad(prev[0], (0, pad), mode="edge").reshape(n, 4).min(axis=1)
+            hi = np.pad(prev[1], (0, pad), mode="edge").reshape(n, 4).max(axis=1)
+            self.levels.append(np.stack([lo, hi]))
+
+    def level_for(self, frames_per_pixel: float) -> int:
+        """The coarsest level whose blocks are at most half a pixel wide."""
+        k = 0
+        while k + 1 < len(self.levels) and self.block * 4 ** (k + 1) <= frames_per_pixel / 2:
+            k += 1
+        return k
+
+    def segment(self, start: int, stop: int, frames_per_pixel: float):
+        """(block_frames, first_block_index, (2, n) peaks) covering frames [start, stop)."""
+        k = self.level_for(frames_per_pixel)
+        bf = self.block * 4**k
+        lev = self.levels[k]
+        i0 = max(0, start // bf)
+        i1 = min(lev.shape[1], stop // bf + 2)
+        return bf, i0, lev[:, i0:max(i0, i1)]
+
+
+# --------------------------------------------------------------------------------------------
+# model
+
+
+@dataclass
+class Region:
+    start: float
+    end: float
+    id: str = field(default_factory=_new_id)
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "start": self.start, "end": self.end}
+
+
+@dataclass
+class Track:
+    name: str
+    audio: np.ndarray  # (channels, frames) float32 at the session rate; never mutated
+    role: str = "context"
+    id: str = field(default_factory=_new_id)
+    offset: int = 0  # frames from session time zero
+    mute: bool = False
+    solo: bool = False
+    gain_db: float = 0.0
+    in_context: bool = True
+    color: str = ""
+    regions: list[Region] = field(default_factory=list)
+    provenance: dict | None = None
+    take_group: str | None = None
+    take: int | None = None
+    source_file: str = ""
+    _peaks: PeakPyramid | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def frames(self) -> int:
+        return int(self.audio.shape[1])
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.frames
+
+    @property
+    def gain(self) -> float:
+        return 0.0 if self.gain_db <= -60 else 10 ** (self.gain_db / 20)
+
+    def peaks(self) -> PeakPyramid:
+        if self._peaks is None:
+            self._peaks = PeakPyramid(compute_peaks(self.audio))
+        return self._peaks
+
+    def meta(self) -> dict:
+        d = {
+            k: getattr(self, k)
+            for k in ("id", "name", "role", "offset", "mute", "solo", "gain_db", "in_context",
+                      "color", "provenance", "take_group", "take", "source_file")
+        }
+        d["regions"] = [r.to_dict() for r in self.regions]
+        d["channels"] = int(self.audio.shape[0])
+        d["frames"] = self.frames
+        return d
+
+
+TRACK_ATTRS = ("name", "role", "mute", "solo", "gain_db", "in_context", "color", "offset")
+SESSION_ATTRS = ("tempo", "meter", "key", "loop", "recipe", "active_takes", "title")
+
+
+class Session:
+    """Tracks and settings of one song; observable; saved as a folder."""
+
+    def __init__(self, sample_rate: int = 48000):
+        self.sample_rate = int(sample_rate)
+        self.tracks: list[Track] = []
+        self.tempo: float | None = None
+        self.meter: tuple[int, int] = (4, 4)
+        self.key: str | None = None
+        self.loop: tuple[float, float] | None = None
+        self.recipe: dict = {}
+        self.active_takes: dict[str, str] = {}  # take group -> active track id (A/B switch)
+        self.title = "Untitled"
+        self.path: Path | None = None
+        self.dirty = False
+        self._listeners: list[Callable[[str, dict], None]] = []
+
+    # ---- observation
+    def subscribe(self, callback: Callable[[str, dict], None]) -> None:
+        self._listeners.append(callback)
+
+    def unsubscribe(self, callback: Callable[[str, dict], None]) -> None:
+        if callback in self._listeners:
+            self._listeners.remove(callback)
+
+    def emit(self, event: str, **payload: Any) -> None:
+        if event != "reset":
+            self.dirty = True
+        for cb in list(self._listeners):
+            cb(event, payload)
+
+    # ---- queries
+    def track(self, track_id: str) -> Track:
+        for t in self.tracks:
+            if t.id == track_id:
+                return t
+        raise KeyError(track_id)
+
+    def index_of(self, track_id: str) -> int:
+        return next(i for i, t in enumerate(self.tracks) if t.id == track_id)
+
+    @property
+    def frames(self) -> int:
+        return max((t.end for t in self.tracks), default=0)
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.sample_rate
+
+    def audible(self, track: Track) -> bool:
+        """Mute/solo rule: any solo -> only soloed tracks; muted tracks never; inactive takes never."""
+        if track.mute or not self.take_active(track):
+            return False
+        if any(t.solo for t in self.tracks):
+            return track.solo
+        return True
+
+    def take_active(self, track: Track) -> bool:
+        if not track.take_group:
+            return True
+        return self.active_takes.get(track.take_group, track.id) == track.id
+
+    def takes(self, group: str) -> list[Track]:
+        return [t for t in self.tracks if t.take_group == group]
+
+    def next_color(self) -> str:
+        return DEFAULT_COLORS[len(self.tracks) % len(DEFAULT_COLORS)]
+
+    def context_mix(self, start: float | None = None, end: float | None = None) -> np.ndarray:
+        """The sum of tracks marked "in context" (gain applied, mute ignored), (2, frames)."""
+        return self.render(
+            [t for t in self.tracks if t.in_context and t.role != "reference"
+             and self.take_active(t)],
+            start, end, apply_mute=False,
+        )
+
+    def render(self, tracks: list[Track] | None = None, start: float | None = None,
+               end: float | None = None, apply_mute: bool = True,
+               frames: int | None = None) -> np.ndarray:
+        """Mix `tracks` (default: all audible) to stereo (2, frames) float32 from session zero."""
+        tracks = self.tracks if tracks is None else tracks
+        total = self.frames if frames is None else frames
+        a = 0 if start is None else int(round(start * self.sample_rate))
+        b = total if end is None else int(round(end * self.sample_rate))
+        out = np.zeros((2, max(0, b - a)), np.float32)
+        for t in tracks:
+            if apply_mute and not self.audible(t):
+                continue
+            add_track_into(out, t, a)
+        return out
+
+    # ---- mutation (used by commands; each emits an event)
+    def insert_track(self, track: Track, index: int | None = None) -> None:
+        if not track.color:
+            track.color = self.next_color()
+        index = len(self.tracks) if index is None else index
+        self.tracks.insert(index, track)
+        self.emit("track_added", track=track, index=index)
+
+    def pop_track(self, track_id: str) -> tuple[Track, int]:
+        i = self.index_of(track_id)
+        t = self.tracks.pop(i)
+        self.emit("track_removed", track=t, index=i)
+        return t, i
+
+    def set_track_attr(self, track_id: str, attr: str, value: Any) -> None:
+        if attr not in TRACK_ATTRS:
+            raise AttributeError(attr)
+        setattr(self.track(track_id), attr, value)
+        self.emit("track_changed", track=self.track(track_id), attr=attr)
+
+    def set_regions(self, track_id: str, regions: list[Region]) -> None:
+        self.track(track_id).regions = [copy.copy(r) for r in regions]
+        self.emit("regions_changed", track=self.track(track_id))
+
+    def set_attr(self, attr: str, value: Any) -> None:
+        if attr not in SESSION_ATTRS:
+            raise AttributeError(attr)
+        setattr(self, attr, copy.deepcopy(value))
+        self.emit("session_changed", attr=attr)
+
+    # ---- time helpers
+    def seconds_per_bar(self) -> float | None:
+        if not self.tempo:
+            return None
+        num, den = self.meter
+        return num * (4.0 / den) * 60.0 / self.tempo
+
+    def snap(self, seconds: float, division: int = 1) -> float:
+        """Snap to the nearest bar (or 1/division of a bar) when a tempo is set."""
+        spb = self.seconds_per_bar()
+        if not spb:
+            return seconds
+        step = spb / division
+        return round(seconds / step) * step
+
+    def bars_beats(self, seconds: float) -> str:
+        """'bar|beat' (1-based) for a time, or '' without tempo."""
+        if not self.tempo:
+            return ""
+        num, den = self.meter
+        beat_s = (4.0 / den) * 60.0 / self.tempo
+        beats = seconds / beat_s
+        bar = int(beats // num) + 1
+        beat = beats - (bar - 1) * num + 1
+        return f"{bar}|{beat:.0f}" if abs(beat - round(beat)) < 1e-6 else f"{bar}|{beat:.2f}"
+
+    # ---- persistence
+    def manifest(self) -> dict:
+        return {
+            "format": "riffwright-session",
+            "version": MANIFEST_VERSION,
+            "title": self.title,
+            "sample_rate": self.sample_rate,
+            "tempo": self.tempo,
+            "meter": list(self.meter),
+            "key": self.key,
+            "loop": list(self.loop) if self.loop else None,
+            "recipe": self.recipe,
+            "active_takes": self.active_takes,
+            "tracks": [dict(t.meta(), audio=f"audio/{t.id}.wav", peaks=f"peaks/{t.id}.npy")
+                       for t in self.tracks],
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+
+    def save(self, folder: str | os.PathLike, *, set_path: bool = True) -> Path:
+        """Write the session folder; audio files are written once, the manifest atomically."""
+        import soundfile as sf
+
+        folder = Path(folder)
+        (folder / "audio").mkdir(parents=True, exist_ok=True)
+        (folder / "peaks").mkdir(exist_ok=True)
+        for t in self.tracks:
+            wav = folder / "audio" / f"{t.id}.wav"
+            if not wav.exists():
+                tmp = wav.with_suffix(".tmp.wav")
+                sf.write(tmp, t.audio.T, self.sample_rate, subtype="FLOAT")
+                os.replace(tmp, wav)
+            pk = folder / "peaks" / f"{t.id}.npy"
+            if not pk.exists():
+                _atomic_np_save(pk, t.peaks().levels[0])
+        atomic_write_text(folder / MANIFEST_NAME, json.dumps(self.manifest(), indent=1,
+                                                              default=_json_default))
+        # drop audio of tracks no longer in the session
+        keep = {t.id for t in self.tracks}
+        for sub, ext in (("audio", ".wav"), ("peaks", ".npy")):
+            for f in (folder / sub).glob(f"*{ext}"):
+                if f.stem not in keep:
+                    f.unlink(missing_ok=True)
+        if set_path:
+            self.path = folder
+            self.dirty = False
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> Session:
+        import soundfile as sf
+
+        folder = Path(folder)
+        mf = folder / MANIFEST_NAME
+        if not mf.exists():
+            raise SessionError(f"{folder} is not a Riffwright session (no {MANIFEST_NAME})")
+        try:
+            m = json.loads(mf.read_text())
+        except (OSError, ValueError) as e:
+            raise SessionError(f"cannot read {mf}: {e}") from None
+        if m.get("version", 0) > MANIFEST_VERSION:
+            raise SessionError(
+                f"{mf} was written by a newer Riffwright (manifest version {m.get('version')})")
+        s = cls(int(m.get("sample_rate", 48000)))
+        s.title = m.get("title", folder.name)
+        s.tempo = m.get("tempo")
+        s.meter = tuple(m.get("meter") or (4, 4))
+        s.key = m.get("key")
+        s.loop = tuple(m["loop"]) if m.get("loop") else None
+        s.recipe = m.get("recipe") or {}
+        s.active_takes = m.get("active_takes") or {}
+        for tm in m.get("tracks", []):
+            path = folder / tm.get("audio", f"audio/{tm['id']}.wav")
+            try:
+                data, sr = sf.read(path, dtype="float32", always_2d=True)
+            except Exception as e:  # noqa: BLE001 - soundfile raises several types
+                raise SessionError(f"cannot read track audio {path}: {e}") from None
+            t = Track(name=tm["name"], audio=np.ascontiguousarray(data.T), id=tm["id"])
+            for k in ("role", "offset", "mute", "solo", "gain_db", "in_context", "color",
+                      "provenance", "take_group", "take", "source_file"):
+                if k in tm:
+                    setattr(t, k, tm[k])
+            t.regions = [Region(r["start"], r["end"], r.get("id") or _new_id())
+                         for r in tm.get("regions", [])]
+            pk = folder / tm.get("peaks", f"peaks/{t.id}.npy")
+            if pk.exists():
+                try:
+                    t._peaks = PeakPyramid(np.load(pk))
+                except (OSError, ValueError):
+                    t._peaks = None
+            s.tracks.append(t)
+        s.path = folder
+        s.dirty = False
+        return s
+
+
+def add_track_into(out: np.ndarray, t: Track, start_frame: int = 0) -> None:
+    """Add track `t` (with gain, mono spread to both sides) into stereo `out` in place."""
+    n = out.shape[1]
+    a = t.offset - start_frame  # where the track starts inside `out`
+    src0 = max(0, -a)
+    dst0 = max(0, a)
+    m = min(t.frames - src0, n - dst0)
+    if m <= 0 or t.gain == 0:
+        return
+    seg = t.audio[:, src0:src0 + m]
+    g = np.float32(t.gain)
+    if seg.shape[0] == 1:
+        out[:, dst0:dst0 + m] += g * seg[0]
+    else:
+        out[:, dst0:dst0 + m] += g * seg[:2]
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (tuple, set)):
+        return list(o)
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _atomic_np_save(path: Path, arr: np.ndarray) -> None:
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, arr)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------------------------
+# autosave and crash recovery
+
+
+def autosave(session: Session, root: str | os.PathLike, slot: str) -> Path:
+    """Write the whole session to `root/slot` (Ardour's `.pending`), with a marker file."""
+    folder = Path(root) / slot
+    session.save(folder, set_path=False)
+    atomic_write_text(folder / "autosave.json", json.dumps({
+        "origin": str(session.path) if session.path else None,
+        "time": time.time(),
+        "title": session.title,
+    }))
+    return folder
+
+
+def recovery_candidates(root: str | os.PathLike) -> list[tuple[Path, dict]]:
+    """Autosaves left behind by a session that did not close cleanly, newest first."""
+    root = Path(root)
+    out = []
+    if root.is_dir():
+        for d in root.iterdir():
+            info = d / "autosave.json"
+            if info.exists() and (d / MANIFEST_NAME).exists():
+                try:
+                    out.append((d, json.loads(info.read_text())))
+                except ValueError:
+                    continue
+    return sorted(out, key=lambda x: -x[1].get("time", 0))
+
+
+def discard_autosave(root: str | os.PathLike, slot: str) -> None:
+    shutil.rmtree(Path(root) / slot, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------
+# undo commands
+
+
+class Command:
+    """A named, undoable edit. `merge_key` not None -> merges with the previous same-key command."""
+
+    text = "Edit"
+    merge_key: Any = None
+
+    def redo(self, s: Session) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def undo(self, s: Session) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def merge(self, other: Command) -> bool:
+        return False
+
+
+class SetTrackAttr(Command):
+    def __init__(self, s: Session, track_id: str, attr: str, value: Any, merge: bool = False):
+        self.track_id, self.attr, self.new = track_id, attr, value
+        self.old = getattr(s.track(track_id), attr)
+        self.text = f"Change {attr.replace('_db', '').replace('_', ' ')} of {s.track(track_id).name}"
+        self.merge_key = ("track", track_id, attr) if merge else None
+
+    def redo(self, s):
+        s.set_track_attr(self.track_id, self.attr, self.new)
+
+    def undo(self, s):
+        s.set_track_attr(self.track_id, self.attr, self.old)
+
+    def merge(self, other):
+        self.new = other.new
+        return True
+
+
+class SetSessionAttr(Command):
+    def __init__(self, s: Session, attr: str, value: Any, merge: bool = False, text: str = ""):
+        self.attr, self.new = attr, copy.deepcopy(value)
+        self.old = copy.deepcopy(getattr(s, attr))
+        self.text = text or f"Change {attr}"
+        self.merge_key = ("session", attr) if merge else None
+
+    def redo(self, s):
+        s.set_attr(self.attr, self.new)
+
+    def undo(self, s):
+        s.set_attr(self.attr, self.old)
+
+    def merge(self, other):
+        self.new = other.new
+        return True
+
+
+class SetRegions(Command):
+    def __init__(self, s: Session, track_id: str, regions: list[Region], text: str = "Edit region"):
+        self.track_id = track_id
+        self.old = [copy.copy(r) for r in s.track(track_id).regions]
+        self.new = [copy.copy(r) for r in regions]
+        self.text = text
+
+    def redo(self, s):
+        s.set_regions(self.track_id, self.new)
+
+    def undo(self, s):
+        s.set_regions(self.track_id, self.old)
+
+
+class AddTracks(Command):
+    def __init__(self, tracks: list[Track], text: str = "Add tracks",
+                 active_takes: dict[str, str] | None = None):
+        self.tracks = list(tracks)
+        self.text = text
+        self.active_takes = active_takes or {}
+        self._old_active: dict[str, str] = {}
+
+    def redo(self, s):
+        for t in self.tracks:
+            s.insert_track(t)
+        if self.active_takes:
+            self._old_active = dict(s.active_takes)
+            s.set_attr("active_takes", {**s.active_takes, **self.active_takes})
+
+    def undo(self, s):
+        for t in reversed(self.tracks):
+            s.pop_track(t.id)
+        if self.active_takes:
+            s.set_attr("active_takes", self._old_active)
+
+
+class RemoveTrack(Command):
+    def __init__(self, s: Session, track_id: str):
+        self.track_id = track_id
+        self.text = f"Delete {s.track(track_id).name}"
+        self.saved: tuple[Track, int] | None = None
+
+    def redo(self, s):
+        self.saved = s.pop_track(self.track_id)
+
+    def undo(self, s):
+        t, i = self.saved
+        s.insert_track(t, i)
+
+
+class Macro(Command):
+    def __init__(self, text: str, commands: list[Command]):
+        self.text, self.commands = text, commands
+
+    def redo(self, s):
+        for c in self.commands:
+            c.redo(s)
+
+    def undo(self, s):
+        for c in reversed(self.commands):
+            c.undo(s)
+
+
+class UndoStack:
+    """Linear undo history over a Session. Listeners get called after every change."""
+
+    def __init__(self, session: Session):
+        self.session = session
+        self._done: list[Command] = []
+        self._undone: list[Command] = []
+        self._merge_open = False
+        self._listeners: list[Callable[[], None]] = []
+        self.clean_index = 0
+
+    def subscribe(self, cb: Callable[[], None]) -> None:
+        self._listeners.append(cb)
+
+    def _changed(self) -> None:
+        for cb in list(self._listeners):
+            cb()
+
+    def push(self, cmd: Command) -> None:
+        """Apply `cmd` and record it (merging into the previous one while a drag is open)."""
+        cmd.redo(self.session)
+        top = self._done[-1] if self._done else None
+        if (cmd.merge_key is not None and self._merge_open and top is not None
+                and top.merge_key == cmd.merge_key and top.merge(cmd)):
+            pass
+        else:
+            self._done.append(cmd)
+        self._merge_open = cmd.merge_key is not None
+        self._undone.clear()
+        self._changed()
+
+    def close_merge(self) -> None:
+        """End the current drag: the next push starts a new step."""
+        self._merge_open = False
+
+    def undo(self) -> bool:
+        if not self._done:
+            return False
+        cmd = self._done.pop()
+        cmd.undo(self.session)
+        self._undone.append(cmd)
+        self._merge_open = False
+        self._changed()
+        return True
+
+    def redo(self) -> bool:
+        if not self._undone:
+            return False
+        cmd = self._undone.pop()
+        cmd.redo(self.session)
+        self._done.append(cmd)
+        self._merge_open = False
+        self._changed()
+        return True
+
+    def can_undo(self) -> bool:
+        return bool(self._done)
+
+    def can_redo(self) -> bool:
+        return bool(self._undone)
+
+    def undo_text(self) -> str:
+        return self._done[-1].text if self._done else ""
+
+    def redo_text(self) -> str:
+        return self._undone[-1].text if self._undone else ""
+
+    def __len__(self) -> int:
+        return len(self._done)
+
+    def clear(self) -> None:
+        self._done.clear()
+        self._undone.clear()
+        self._merge_open = False
+        self._changed()
+
+
+def safe_name(text: str) -> str:
+    """A file-name-safe version of a track or session name."""
+    s = re.sub(r"[^A-Za-z0-9#+\-]+", "_", text.strip()).strip("_")
+    return s[:60] or "track"
+
+
+def track_from_audio(name: str, audio: np.ndarray, role: str = "context", **kw) -> Track:
+    audio = np.asarray(audio, np.float32)
+    if audio.ndim == 1:
+        audio = audio[None]
+    return Track(name=name, audio=np.ascontiguousarray(audio), role=role, **kw)
+
+
+__all__ = [
+    "AddTracks", "Command", "Macro", "PeakPyramid", "Region", "RemoveTrack", "Session",
+    "SessionError", "SetRegions", "SetSessionAttr", "SetTrackAttr", "Track", "UndoStack",
+    "add_track_into", "autosave", "compute_peaks", "discard_autosave",
+    "recovery_candidates", "safe_name", "track_from_audio",
+]
