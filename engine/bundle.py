@@ -1,0 +1,353 @@
+"""Model bundles: a folder with `bundle.json` and safetensors weights.
+
+```
+my-bundle/
+  bundle.json            format, sample rate, latent spec and statistics, σd, conditioner,
+                         window, default parameters
+  cae.safetensors        the consistency autoencoder (config in the file's metadata)
+  conditioner.safetensors  the built-in text/audio encoder (or a reference to a LAION-CLAP
+                         checkpoint with its SHA-256)
+  ldm.safetensors        the diffusion U-Net
+  MODEL_CARD.md          optional: data, training, figures, limits
+```
+
+Search order for the bundle to use: an explicit path (`--model`), `RIFFWRIGHT_MODEL`, the
+user data dir (`<user_data_dir>/models/default`, or the only bundle there), the default bundle
+shipped in `resources/models/default`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.errors import BundleError
+
+FORMAT_VERSION = 1
+MANIFEST = "bundle.json"
+DEFAULT_PARAMETERS = {
+    "steps": 30,
+    "cfg_context": 1.25,
+    "cfg_clap": 1.25,
+    "stereo_width": 0.4,
+    "sampler": "heun",
+    "variation_strength": 0.5,
+}
+
+
+def resources_dir() -> Path:
+    """`resources/` in a source checkout, or inside a frozen (PyInstaller) app."""
+    frozen = getattr(sys, "_MEIPASS", None)
+    if frozen:
+        return Path(frozen) / "resources"
+    return Path(__file__).resolve().parent.parent / "resources"
+
+
+def default_bundle_dir() -> Path:
+    return resources_dir() / "models" / "default"
+
+
+def user_models_dir() -> Path:
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("riffwright", appauthor=False)) / "models"
+
+
+def is_bundle(path: Path) -> bool:
+    return (Path(path) / MANIFEST).is_file()
+
+
+def find_bundle(explicit: str | os.PathLike | None = None) -> Path:
+    """Resolve which bundle to use (see the module docstring for the order)."""
+    if explicit:
+        p = Path(explicit).expanduser()
+        if not is_bundle(p):
+            raise BundleError(f"{p} is not a model bundle (no {MANIFEST} in it)")
+        return p
+    env = os.environ.get("RIFFWRIGHT_MODEL")
+    if env:
+        p = Path(env).expanduser()
+        if not is_bundle(p):
+            raise BundleError(f"RIFFWRIGHT_MODEL={env} is not a model bundle (no {MANIFEST})")
+        return p
+    user = user_models_dir()
+    if is_bundle(user / "default"):
+        return user / "default"
+    found = [p for p in sorted(user.glob("*")) if is_bundle(p)] if user.is_dir() else []
+    if len(found) == 1:
+        return found[0]
+    if is_bundle(default_bundle_dir()):
+        return default_bundle_dir()
+    raise BundleError(
+        "no model bundle found: pass --model DIR, set RIFFWRIGHT_MODEL, or create one with "
+        "`riffwright models init --arch tiny --out DIR`"
+    )
+
+
+def list_bundles() -> list[dict]:
+    """Every bundle Riffwright can see, with where it was found."""
+    seen: list[dict] = []
+    candidates: list[tuple[str, Path]] = []
+    env = os.environ.get("RIFFWRIGHT_MODEL")
+    if env:
+        candidates.append(("RIFFWRIGHT_MODEL", Path(env).expanduser()))
+    user = user_models_dir()
+    if user.is_dir():
+        candidates += [("user", p) for p in sorted(user.iterdir())]
+    candidates.append(("built-in", default_bundle_dir()))
+    for origin, p in candidates:
+        if is_bundle(p):
+            try:
+                m = read_manifest(p)
+                seen.append({"path": str(p), "origin": origin, "name": m.get("name", p.name),
+                             "arch": m["ldm"].get("arch"), "sample_rate": m["sample_rate"]})
+            except BundleError as e:
+                seen.append({"path": str(p), "origin": origin, "error": str(e)})
+    return seen
+
+
+def _require(d: dict, key: str, kind: type | tuple, where: str) -> Any:
+    if key not in d:
+        raise BundleError(f"{where}: missing field '{key}'")
+    if not isinstance(d[key], kind):
+        raise BundleError(f"{where}: field '{key}' has the wrong type")
+    return d[key]
+
+
+def read_manifest(path: str | os.PathLike) -> dict:
+    """Read and validate `bundle.json`; name exactly what is wrong."""
+    path = Path(path)
+    f = path / MANIFEST
+    if not f.is_file():
+        raise BundleError(f"{path} is not a model bundle (no {MANIFEST})")
+    try:
+        m = json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BundleError(f"{f} is not valid JSON ({e})") from None
+    if not isinstance(m, dict):
+        raise BundleError(f"{f} must hold a JSON object")
+    where = str(f)
+    fmt = _require(m, "format", int, where)
+    if fmt > FORMAT_VERSION:
+        raise BundleError(f"{where}: format {fmt} is newer than this Riffwright understands "
+                          f"({FORMAT_VERSION}); update Riffwright")
+    _require(m, "sample_rate", int, where)
+    lat = _require(m, "latent", dict, where)
+    dim = _require(lat, "dim", int, where + " latent")
+    _require(lat, "hop", int, where + " latent")
+    for k in ("mean", "std"):
+        v = _require(lat, k, list, where + " latent")
+        if len(v) != dim:
+            raise BundleError(f"{where}: latent {k} has {len(v)} values for {dim} channels")
+    if any(s <= 0 for s in lat["std"]):
+        raise BundleError(f"{where}: latent std must be positive")
+    for section in ("cae", "conditioner", "ldm"):
+        _require(m, section, dict, where)
+    _require(m["ldm"], "file", str, where + " ldm")
+    m.setdefault("sigma_data", 1.0)
+    m.setdefault("window_frames", 128)
+    m.setdefault("overlap_frames", 32)
+    m["defaults"] = {**DEFAULT_PARAMETERS, **m.get("defaults", {})}
+    return m
+
+
+def bundle_hash(path: str | os.PathLike) -> str:
+    """SHA-256 over the manifest and every weights file: the model's identity in provenance."""
+    from engine.weights import sha256_file
+
+    path = Path(path)
+    h = hashlib.sha256((path / MANIFEST).read_bytes())
+    for f in sorted(path.glob("*.safetensors")):
+        h.update(f.name.encode())
+        h.update(bytes.fromhex(sha256_file(f)))
+    return h.hexdigest()
+
+
+@dataclass
+class Bundle:
+    """A loaded model: the CAE, the conditioner, the diffusion model and their settings."""
+
+    path: Path
+    manifest: dict
+    cae: Any
+    conditioner: Any
+    precond: Any  # engine.edm.EDMPrecond around the U-Net
+    device: Any
+    hash: str
+    latent_mean: Any = field(repr=False)  # (1, C, 1) tensors on the device
+    latent_std: Any = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.manifest.get("name", self.path.name)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.manifest["sample_rate"]
+
+    @property
+    def hop(self) -> int:
+        return self.manifest["latent"]["hop"]
+
+    @property
+    def defaults(self) -> dict:
+        return self.manifest["defaults"]
+
+    def normalize(self, latents):
+        return (latents - self.latent_mean) / self.latent_std
+
+    def denormalize(self, z):
+        return z * self.latent_std + self.latent_mean
+
+
+def _load_cae(spec: dict, root: Path, device):
+    backend = spec.get("backend", "riffwright")
+    if backend == "music2latent":
+        from engine.cae import load_music2latent
+
+        ckpt = Path(spec.get("checkpoint", "")).expanduser()
+        if not ckpt.is_absolute():
+            ckpt = root / ckpt
+        return load_music2latent(ckpt, device=device)
+    from engine.cae import load_cae
+
+    return load_cae(root / _require(spec, "file", str, "bundle.json cae"), device=device)
+
+
+def _load_conditioner(spec: dict, root: Path, device):
+    from engine.conditioning import check_conditioner_matches, load_conditioner, load_laion_clap
+
+    kind = spec.get("kind", "builtin")
+    if kind == "laion-clap":
+        ckpt = Path(_require(spec, "checkpoint", str, "bundle.json conditioner")).expanduser()
+        if not ckpt.is_absolute():
+            ckpt = root / ckpt
+        cond = load_laion_clap(ckpt, device, expected_sha256=spec.get("sha256"),
+                               amodel=spec.get("amodel"))
+    else:
+        cond = load_conditioner(root / _require(spec, "file", str, "bundle.json conditioner"),
+                                device=device)
+    if spec.get("id"):
+        check_conditioner_matches(cond, spec["id"])
+    return cond
+
+
+def load_bundle(path: str | os.PathLike | None = None, device: Any = "cpu") -> Bundle:
+    """Load a bundle onto `device`, checking every shape against its config."""
+    import torch
+
+    from engine.edm import EDMPrecond
+    from engine.unet import UNet1d, UNetConfig
+    from engine.weights import load_into, read_checkpoint
+
+    root = find_bundle(path)
+    m = read_manifest(root)
+    device = torch.device(device)
+    cae = _load_cae(m["cae"], root, device)
+    lat = m["latent"]
+    if (cae.latent_dim, cae.hop) != (lat["dim"], lat["hop"]):
+        raise BundleError(f"{root}: the CAE makes {cae.latent_dim}x{cae.hop} latents but the "
+                          f"bundle declares {lat['dim']}x{lat['hop']}")
+    if cae.sample_rate != m["sample_rate"]:
+        raise BundleError(f"{root}: the CAE runs at {cae.sample_rate} Hz, the bundle says "
+                          f"{m['sample_rate']} Hz")
+    conditioner = _load_conditioner(m["conditioner"], root, device)
+    tensors, _, config = read_checkpoint(root / m["ldm"]["file"], expected_kind=UNet1d.kind)
+    ucfg = UNetConfig.from_dict(config)
+    if ucfg.latent_dim != lat["dim"]:
+        raise BundleError(f"{root}: the diffusion model expects {ucfg.latent_dim}-channel "
+                          f"latents, the CAE makes {lat['dim']}")
+    if ucfg.clap_dim != conditioner.dim:
+        raise BundleError(f"{root}: the diffusion model expects {ucfg.clap_dim}-d embeddings, "
+                          f"the conditioner gives {conditioner.dim}-d")
+    net = UNet1d(ucfg)
+    load_into(net, tensors, f"{root.name}/{m['ldm']['file']}")
+    precond = EDMPrecond(net, sigma_data=float(m["sigma_data"])).to(device).eval()
+    mean = torch.tensor(lat["mean"], dtype=torch.float32, device=device).reshape(1, -1, 1)
+    std = torch.tensor(lat["std"], dtype=torch.float32, device=device).reshape(1, -1, 1)
+    return Bundle(root, m, cae, conditioner, precond, device, bundle_hash(root), mean, std)
+
+
+def write_manifest(path: str | os.PathLike, manifest: dict) -> None:
+    from engine.weights import atomic_write_bytes
+
+    atomic_write_bytes(Path(path) / MANIFEST,
+                       (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode())
+
+
+def save_ldm(precond_or_net, path: Path, dtype=None) -> None:
+    from engine.weights import save_module
+
+    net = getattr(precond_or_net, "net", precond_or_net)
+    save_module(net, path, net.kind, net.config.to_dict(), dtype=dtype)
+
+
+def init_bundle(arch: str, out: str | os.PathLike, *, cae_arch: str | None = None,
+                seed: int = 0, name: str | None = None) -> Path:
+    """Write an untrained bundle: for tests, and as the starting point of training.
+
+    The latent statistics are measured on a few seconds of synthetic audio through the
+    untrained CAE, so the diffusion model sees roughly unit-scale latents even here.
+    """
+    import torch
+
+    from engine.cae import create_cae
+    from engine.conditioning import create_conditioner
+    from engine.unet import UNet1d, arch_config
+    from engine.weights import save_module
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise BundleError(f"{out} exists and is not empty; choose a new folder")
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    cae = create_cae(cae_arch or ("tiny" if arch == "tiny" else "small")).eval()
+    cond = create_conditioner("builtin")
+    net = UNet1d(arch_config(arch, latent_dim=cae.latent_dim, clap_dim=cond.dim))
+    save_module(cae, out / "cae.safetensors", cae.kind, cae.config, dtype=torch.float16)
+    save_module(cond, out / "conditioner.safetensors", cond.kind, cond.config,
+                dtype=torch.float16)
+    save_ldm(net, out / "ldm.safetensors", dtype=torch.float16)
+    mean, std = measure_untrained_stats(out / "cae.safetensors")
+    from engine.conditioning import load_conditioner
+
+    cond_id = load_conditioner(out / "conditioner.safetensors").id
+    manifest = {
+        "format": FORMAT_VERSION,
+        "name": name or f"untrained-{arch}",
+        "description": f"Untrained {arch} bundle written by `riffwright models init`.",
+        "trained": False,
+        "sample_rate": cae.sample_rate,
+        "latent": {"dim": cae.latent_dim, "hop": cae.hop, "mean": mean, "std": std},
+        "sigma_data": 1.0,
+        "window_frames": 128,
+        "overlap_frames": 32,
+        "cae": {"file": "cae.safetensors", "arch": cae_arch or cae.config.get("arch")},
+        "conditioner": {"kind": "builtin", "file": "conditioner.safetensors", "id": cond_id},
+        "ldm": {"file": "ldm.safetensors", "arch": arch},
+        "defaults": dict(DEFAULT_PARAMETERS),
+    }
+    write_manifest(out, manifest)
+    return out
+
+
+def measure_untrained_stats(cae_file: Path) -> tuple[list[float], list[float]]:
+    """Per-channel latent mean/std of a CAE over synthetic tones and noise (deterministic)."""
+    import torch
+
+    from engine.cae import latent_stats, load_cae
+
+    cae = load_cae(cae_file)
+    g = torch.Generator().manual_seed(1234)
+    sr = cae.sample_rate
+    t = torch.arange(4 * sr) / sr
+    waves = [0.3 * torch.sin(2 * torch.pi * f * t) for f in (110.0, 220.0, 440.0, 880.0)]
+    waves.append(0.1 * torch.randn(4 * sr, generator=g))
+    lat = cae.encode(torch.stack(waves))
+    mean, std = latent_stats([lat])
+    return [round(float(v), 6) for v in mean], [round(max(float(v), 1e-3), 6) for v in std]

@@ -1,0 +1,366 @@
+"""`riffwright` subcommands: the same engine as the app, headless.
+
+Bad input exits with status 2 and one line naming the problem; nothing is written to --out
+unless generation succeeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from engine.errors import RiffwrightError
+
+OUT_RATE = 48000
+
+
+def _pair(text: str, sep: str = ":", kinds=(float, float), what: str = "START:END"):
+    parts = text.split(sep)
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    try:
+        return tuple(k(p) for k, p in zip(kinds, parts))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+
+
+def _region(text):
+    return _pair(text, what="START:END in seconds")
+
+
+def _loop(text):
+    return _pair(text, kinds=(int, float), what="N:FRACTION, e.g. 4:0.8")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, status 2
+        self.exit(2, f"riffwright: error: {message}\n")
+
+
+def _add_gen_args(p: argparse.ArgumentParser, arrange: bool = False) -> None:
+    p.add_argument("--context", action="append", default=[], metavar="FILE",
+                   help="context audio; several files are summed (aligned at zero)")
+    if not arrange:
+        p.add_argument("--prompt", help="text prompt (CLAP_T)")
+        p.add_argument("--reference", metavar="FILE", help="audio reference (CLAP_A)")
+    p.add_argument("--mix", type=float, metavar="R",
+                   help="interpolation r between reference (0) and prompt (1); default 0.5")
+    p.add_argument("--cfg-context", type=float, metavar="W")
+    p.add_argument("--cfg-clap", type=float, metavar="W")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--takes", type=int, default=1)
+    p.add_argument("--duration", type=float, metavar="SEC",
+                   help="length in seconds (with --continue: how much to add)")
+    p.add_argument("--stereo-width", type=float, default=0.0, metavar="S")
+    p.add_argument("--sampler", choices=["heun", "euler"])
+    p.add_argument("--model", metavar="DIR")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = _Parser(prog="riffwright", description="Riffwright: accompaniment stems that fit "
+                 "your song. Without a subcommand, opens the app.")
+    ap.add_argument("--version", action="version", version=_version())
+    sub = ap.add_subparsers(dest="command", parser_class=_Parser)
+
+    g = sub.add_parser("generate", help="generate stems")
+    _add_gen_args(g)
+    g.add_argument("--variation-of", metavar="FILE")
+    g.add_argument("--strength", type=float, metavar="S",
+                   help="variation / regeneration strength in [0, 1]")
+    g.add_argument("--inpaint", type=_region, metavar="START:END")
+    g.add_argument("--regenerate", type=_region, metavar="START:END",
+                   help="re-roll a region of --source, keeping it as close as --strength says")
+    g.add_argument("--source", metavar="FILE", help="the stem to inpaint or regenerate")
+    g.add_argument("--loop", type=_loop, metavar="N:FRACTION")
+    g.add_argument("--continue", dest="continue_from", metavar="FILE")
+    g.add_argument("--transition", nargs=2, metavar=("FILE_A", "FILE_B"))
+    g.add_argument("--gap", type=float, default=4.0, metavar="SEC",
+                   help="length of the transition between FILE_A and FILE_B")
+
+    a = sub.add_parser("arrange", help="iterative arrangement: one stem per prompt/reference, "
+                       "each summed into the context of the next")
+    _add_gen_args(a, arrange=True)
+    a.add_argument("--prompt", action="append", dest="parts", type=lambda s: ("prompt", s),
+                   default=[])
+    a.add_argument("--reference", action="append", dest="parts",
+                   type=lambda s: ("reference", s))
+
+    m = sub.add_parser("models", help="list, inspect and create model bundles")
+    msub = m.add_subparsers(dest="models_cmd", parser_class=_Parser, required=True)
+    msub.add_parser("list")
+    mi = msub.add_parser("info")
+    mi.add_argument("dir", nargs="?")
+    mn = msub.add_parser("init")
+    mn.add_argument("--arch", choices=["tiny", "small", "base"], default="tiny")
+    mn.add_argument("--cae-arch", choices=["tiny", "small"])
+    mn.add_argument("--out", required=True)
+    mn.add_argument("--seed", type=int, default=0)
+
+    b = sub.add_parser("bench", help="time generation, encode and decode")
+    b.add_argument("--arch", choices=["tiny", "small", "base"])
+    b.add_argument("--model", metavar="DIR")
+    b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    b.add_argument("--steps", type=int, default=30)
+    b.add_argument("--repeat", type=int, default=1)
+    b.add_argument("--json", action="store_true")
+    b.add_argument("--gui", action="store_true",
+                   help="measure the app instead: event-loop stalls and lane redraw time")
+
+    from engine import tasks
+
+    tasks.add_parsers(sub, _Parser)
+    return ap
+
+
+def _version() -> str:
+    from engine import __version__
+
+    return f"riffwright {__version__}"
+
+
+def _progress_printer(quiet: bool):
+    last = [None]
+
+    def show(ev):
+        if quiet:
+            return
+        key = (ev.stage, ev.step)
+        if key == last[0]:
+            return
+        last[0] = key
+        eta = f", ~{ev.eta_s:.0f} s left" if ev.eta_s else ""
+        print(f"\r[{ev.stage}] {ev.message}{eta}        ", end="", file=sys.stderr, flush=True)
+        if ev.stage == "done":
+            print(file=sys.stderr)
+
+    return show
+
+
+def _drive(gen, show):
+    while True:
+        try:
+            show(next(gen))
+        except StopIteration as stop:
+            return stop.value
+
+
+def _load(path, role):
+    from engine.inputs import load_input
+
+    return load_input(path, OUT_RATE, role)
+
+
+def _request_from_args(args, GenerationRequest):
+    from engine.inputs import mix_down
+
+    labels = {}
+    kw = {}
+    if args.context:
+        kw["context"] = mix_down([_load(f, "context") for f in args.context])
+        labels["context"] = ", ".join(Path(f).name for f in args.context)
+    if getattr(args, "reference", None):
+        kw["reference"] = _load(args.reference, "reference")
+        labels["reference"] = Path(args.reference).name
+    if getattr(args, "variation_of", None):
+        kw["variation_of"] = _load(args.variation_of, "variation source")
+        labels["variation_of"] = Path(args.variation_of).name
+    region = getattr(args, "inpaint", None) or getattr(args, "regenerate", None)
+    if getattr(args, "inpaint", None) and getattr(args, "regenerate", None):
+        raise RiffwrightError("use either --inpaint or --regenerate")
+    if region is not None:
+        if not args.source:
+            raise RiffwrightError("--inpaint/--regenerate need --source FILE")
+        kw["source"] = _load(args.source, "source")
+        labels["source"] = Path(args.source).name
+        kw["inpaint"] = region
+        kw["regenerate"] = bool(getattr(args, "regenerate", None))
+    elif getattr(args, "source", None):
+        raise RiffwrightError("--source is only used with --inpaint or --regenerate")
+    if getattr(args, "continue_from", None):
+        kw["continue_from"] = _load(args.continue_from, "clip to continue")
+        labels["continue_from"] = Path(args.continue_from).name
+    if getattr(args, "transition", None):
+        kw["transition"] = tuple(_load(f, "transition clip") for f in args.transition)
+        kw["gap"] = args.gap
+        labels["transition"] = " -> ".join(Path(f).name for f in args.transition)
+    if args.duration is not None and args.duration <= 0:
+        raise RiffwrightError(f"--duration must be positive, got {args.duration:g}")
+    return GenerationRequest(
+        sample_rate=OUT_RATE, prompt=getattr(args, "prompt", None), mix=args.mix,
+        cfg_context=args.cfg_context, cfg_clap=args.cfg_clap, steps=args.steps,
+        seed=args.seed, takes=args.takes, duration=args.duration,
+        stereo_width=args.stereo_width, strength=getattr(args, "strength", None),
+        loop=getattr(args, "loop", None), sampler=args.sampler, labels=labels, **kw)
+
+
+def _stem_name(stem, mode: str, index: int | None = None) -> str:
+    part = f"part{index + 1}_" if index is not None else ""
+    return f"{part}{mode}_take{stem.take + 1}_seed{stem.seed}.wav"
+
+
+def _save_stems(stems, out: Path, mode: str, index=None) -> list[dict]:
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for s in stems:
+        path = s.save(out / _stem_name(s, mode, index))
+        rows.append({"path": str(path), "seconds": round(s.seconds, 6),
+                     "sample_rate": s.sample_rate, "channels": s.channels, "seed": s.seed,
+                     "take": s.take, "mode": mode, "provenance": str(path.with_suffix(".json"))})
+    return rows
+
+
+def cmd_generate(args) -> int:
+    from engine.bundle import load_bundle
+    from engine.generate import GenerationRequest, Generator, pick_device
+
+    req = _request_from_args(args, GenerationRequest)
+    device = pick_device(args.device)
+    bundle = load_bundle(args.model, device=device)
+    gen = Generator(bundle)
+    gen.resolve(req)  # validate before any work
+    stems = _drive(gen.run(req), _progress_printer(args.quiet or args.json))
+    rows = _save_stems(stems, Path(args.out), req.mode)
+    _report(args, rows, bundle, device)
+    return 0
+
+
+def cmd_arrange(args) -> int:
+    import numpy as np
+
+    from engine.bundle import load_bundle
+    from engine.generate import GenerationRequest, Generator, pick_device
+    from engine.inputs import mix_down
+
+    if not args.parts:
+        raise RiffwrightError("arrange needs at least one --prompt or --reference")
+    base = _request_from_args(args, GenerationRequest)
+    refs = {v: _load(v, "reference") for k, v in args.parts if k == "reference"}
+    device = pick_device(args.device)
+    bundle = load_bundle(args.model, device=device)
+    gen = Generator(bundle)
+    show = _progress_printer(args.quiet or args.json)
+    context = base.context
+    rows = []
+    stems_all = []
+    for i, (kind, value) in enumerate(args.parts):
+        req = GenerationRequest(**{**base.__dict__, "takes": 1, "seed": base.seed + i,
+                                   "context": context,
+                                   "prompt": value if kind == "prompt" else None,
+                                   "reference": refs.get(value) if kind == "reference" else None,
+                                   "labels": {**base.labels, "reference": Path(value).name}
+                                   if kind == "reference" else base.labels})
+        gen.resolve(req)
+        stem = _drive(gen.run(req), show)[0]
+        stem.provenance["arrangement"] = {"part": i + 1, "of": len(args.parts),
+                                          "kind": kind, "value": value}
+        stems_all.append(stem)
+        mono = stem.audio.mean(axis=0, keepdims=True)
+        context = mono if context is None else mix_down([context, mono])
+    out = Path(args.out)
+    for i, s in enumerate(stems_all):
+        rows += _save_stems([s], out, "arrange", index=i)
+    from engine.audio import write_audio
+
+    mix = mix_down([s.audio for s in stems_all] + ([base.context] if base.context is not None
+                                                   else []))
+    peak = float(np.abs(mix).max()) or 1.0
+    write_audio(out / "arrangement_mix.wav", mix / max(peak, 1.0), OUT_RATE)
+    _report(args, rows, bundle, device)
+    return 0
+
+
+def _report(args, rows, bundle, device) -> None:
+    if args.json:
+        print(json.dumps({"model": str(bundle.path), "model_hash": bundle.hash,
+                          "device": str(device), "stems": rows}))
+    else:
+        for r in rows:
+            print(f"{r['path']}  {r['seconds']:.2f} s  {r['channels']} ch  seed {r['seed']}")
+
+
+def cmd_models(args) -> int:
+    from engine import bundle as B
+
+    if args.models_cmd == "list":
+        rows = B.list_bundles()
+        if not rows:
+            print("no bundles found (see `riffwright models init --help`)")
+        for r in rows:
+            if "error" in r:
+                print(f"{r['path']}  [{r['origin']}]  BROKEN: {r['error']}")
+            else:
+                print(f"{r['name']:<28} {r['arch'] or '?':<6} {r['sample_rate']} Hz  "
+                      f"[{r['origin']}]  {r['path']}")
+        return 0
+    if args.models_cmd == "info":
+        path = B.find_bundle(args.dir)
+        m = B.read_manifest(path)
+        files = {f.name: f.stat().st_size for f in sorted(path.glob("*.safetensors"))}
+        lat = m["latent"]
+        info = {"path": str(path), "name": m.get("name"), "format": m["format"],
+                "trained": m.get("trained", True), "sample_rate": m["sample_rate"],
+                "latent": {"dim": lat["dim"], "hop": lat["hop"]},
+                "sigma_data": m["sigma_data"], "window_frames": m["window_frames"],
+                "cae": m["cae"], "conditioner": m["conditioner"], "ldm": m["ldm"],
+                "defaults": m["defaults"], "files_bytes": files, "hash": B.bundle_hash(path)}
+        print(json.dumps(info, indent=2))
+        return 0
+    out = B.init_bundle(args.arch, args.out, cae_arch=args.cae_arch, seed=args.seed)
+    print(f"wrote an untrained {args.arch} bundle to {out}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from engine.bench import print_report, run_bench
+
+    report = run_bench(arch=args.arch, model=args.model, device=args.device, steps=args.steps,
+                       repeat=args.repeat)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print_report(report)
+    return 0
+
+
+COMMANDS = {"generate": cmd_generate, "arrange": cmd_arrange, "models": cmd_models,
+            "bench": cmd_bench}
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    from engine import tasks
+
+    handler = COMMANDS.get(args.command) or tasks.COMMANDS.get(args.command)
+    try:
+        return handler(args)
+    except RiffwrightError as e:
+        print(f"riffwright: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("riffwright: interrupted; nothing more was written", file=sys.stderr)
+        return 130
+    except OSError as e:
+        if e.errno == 28:
+            print(f"riffwright: error: the disk is full ({e.filename or ''})", file=sys.stderr)
+            return 2
+        if isinstance(e, (PermissionError, FileNotFoundError, IsADirectoryError)):
+            print(f"riffwright: error: {e.strerror}: {e.filename}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""Sampling procedures as wrappers around the denoiser or around the step.
+
+None of these is a sampler of its own: each returns a denoiser, a step hook or a plain
+function that `engine.edm`'s samplers and `engine.generate` compose.
+
+- `guided`: two-scale classifier-free guidance, all branches in one batched forward pass.
+- `inpaint_hook`: replace the kept frames by the known latents noised to the current σ.
+- `loop_hook`: make the window periodic (the first 1/n of the frames tiled over it) for the
+  first fraction of the steps.
+- `plan_windows`: any-length generation as overlapping windows held together by inpainting.
+- `splice`: put generated audio back into the user's audio with equal-power crossfades, so
+  that outside the region every sample is the user's own.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from engine.edm import Denoiser, EDMPrecond
+
+# ----------------------------------------------------------------------------- guidance
+
+
+@dataclass(frozen=True)
+class Branch:
+    """One forward pass of the guided batch: which conditions it sees and its coefficient."""
+
+    context: bool
+    clap: bool
+    coef: float
+
+
+def guidance_branches(has_context: bool, has_clap: bool, w_ctx: float, w_clap: float
+                      ) -> list[Branch]:
+    """The branches of D = D(0,0) + w_ctx·(D(c,0) − D(0,0)) + w_clap·(D(c,e) − D(c,0)).
+
+    Written as a weighted sum, D = (1 − w_ctx)·D(0,0) + (w_ctx − w_clap)·D(c,0) + w_clap·D(c,e).
+    A missing condition removes its term, so the formula becomes ordinary CFG on the other:
+    no CLAP gives (1 − w_ctx)·D(0,0) + w_ctx·D(c,0); no context gives
+    (1 − w_clap)·D(0,0) + w_clap·D(0,e). Branches with a zero coefficient are not run, so
+    weights of 1 run exactly the conditional branch alone.
+    """
+    if has_context and has_clap:
+        raw = [Branch(False, False, 1 - w_ctx), Branch(True, False, w_ctx - w_clap),
+               Branch(True, True, w_clap)]
+    elif has_context:
+        raw = [Branch(False, False, 1 - w_ctx), Branch(True, False, w_ctx)]
+    elif has_clap:
+        raw = [Branch(False, False, 1 - w_clap), Branch(False, True, w_clap)]
+    else:
+        raw = [Branch(False, False, 1.0)]
+    return [b for b in raw if b.coef != 0.0]
+
+
+def guided(precond: EDMPrecond, context: torch.Tensor | None, clap: torch.Tensor | None,
+           w_ctx: float, w_clap: float) -> Denoiser:
+    """A denoiser that applies two-scale guidance over one batched forward pass.
+
+    `context` (1 or B, C, F) and `clap` (1 or B, D) are the conditions (None = absent); rows of
+    x are takes. Each branch is a copy of the batch with its own absent flags.
+    """
+    branches = guidance_branches(context is not None, clap is not None, w_ctx, w_clap)
+
+    def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        nb = len(branches)
+        xs = x.repeat(nb, 1, 1)
+        sig = sigma.reshape(-1).expand(b).repeat(nb)
+        ctx = None if context is None else context.expand(b, -1, -1).repeat(nb, 1, 1)
+        emb = None if clap is None else clap.expand(b, -1).repeat(nb, 1)
+        cmask = torch.tensor([br.context for br in branches], device=x.device).repeat_interleave(b)
+        emask = torch.tensor([br.clap for br in branches], device=x.device).repeat_interleave(b)
+        d = precond(xs, sig, context=ctx, clap=emb, context_mask=cmask, clap_mask=emask)
+        if nb == 1 and branches[0].coef == 1.0:
+            return d
+        parts = d.split(b)
+        out = parts[0] * branches[0].coef
+        for br, part in zip(branches[1:], parts[1:]):
+            out = out + part * br.coef
+        return out
+
+    denoise.branches = branches  # type: ignore[attr-defined]
+    return denoise
+
+
+# ----------------------------------------------------------------------------- noise
+
+
+def randn_per_take(generators: Sequence[torch.Generator], shape: tuple[int, ...],
+                   device: torch.device | str = "cpu") -> torch.Tensor:
+    """Gaussian noise (len(generators), *shape), each row from its own CPU generator.
+
+    Drawing on the CPU and moving makes a seed give the same take on CPU, CUDA and MPS; one
+    generator per take makes take k depend only on its own seed.
+    """
+    rows = [torch.randn(shape, generator=g, dtype=torch.float32) for g in generators]
+    return torch.stack(rows).to(device)
+
+
+# ----------------------------------------------------------------------------- step hooks
+
+
+StepHook = Callable[[int, torch.Tensor, float], torch.Tensor]
+
+
+def inpaint_hook(known: torch.Tensor, keep: torch.Tensor,
+                 generators: Sequence[torch.Generator]) -> StepHook:
+    """Before each step, set the kept frames to the known latents noised to the current σ.
+
+    `known` (B or 1, C, F) clean latents; `keep` (F,) bool, True where frames are kept.
+    """
+    keep_f = keep.to(known.device)
+
+    def hook(i: int, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        noise = randn_per_take(generators, tuple(x.shape[1:]), x.device)
+        noisy = known + sigma * noise
+        return torch.where(keep_f[None, None, :], noisy.to(x.dtype), x)
+
+    return hook
+
+
+def tile_period(x: torch.Tensor, n: int) -> torch.Tensor:
+    """The first ceil(F / n) frames of x tiled over its F frames."""
+    frames = x.shape[-1]
+    period = math.ceil(frames / n)
+    reps = math.ceil(frames / period)
+    return x[..., :period].repeat(*([1] * (x.ndim - 1)), reps)[..., :frames]
+
+
+def loop_hook(n: int, fraction: float, total_steps: int) -> StepHook:
+    """For the first `fraction` of the steps, make the window periodic with n repetitions."""
+    loop_steps = int(round(max(0.0, min(1.0, fraction)) * total_steps))
+
+    def hook(i: int, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        return tile_period(x, n) if i < loop_steps else x
+
+    hook.loop_steps = loop_steps  # type: ignore[attr-defined]
+    return hook
+
+
+def chain_hooks(*hooks: StepHook | None) -> StepHook | None:
+    live = [h for h in hooks if h is not None]
+    if not live:
+        return None
+
+    def hook(i, x, sigma):
+        for h in live:
+            x = h(i, x, sigma)
+        return x
+
+    return hook
+
+
+# ----------------------------------------------------------------------------- windows
+
+
+@dataclass(frozen=True)
+class Window:
+    start: int  # first latent frame
+    end: int  # one past the last frame
+    held: int  # frames at the start fixed by the previous window's result
+
+
+def plan_windows(frames: int, window: int, overlap: int) -> list[Window]:
+    """Cover `frames` with windows of at most `window` frames overlapping by `overlap`.
+
+    The first `held` frames of every window but the first are the previous window's output,
+    held fixed by inpainting, so consecutive windows agree exactly where they meet.
+    """
+    if frames <= window:
+        return [Window(0, frames, 0)]
+    if not 0 < overlap < window:
+        raise ValueError("overlap must be between 0 and the window length")
+    out = [Window(0, window, 0)]
+    while out[-1].end < frames:
+        start = out[-1].end - overlap
+        end = min(start + window, frames)
+        # a short last window gets more of the past instead of less music
+        if end - start < window and frames >= window:
+            start = frames - window
+        out.append(Window(start, end, out[-1].end - start))
+    return out
+
+
+# ----------------------------------------------------------------------------- audio splice
+
+
+def region_frames(start_s: float, end_s: float, sample_rate: int, hop: int, frames: int,
+                  margin: int = 1) -> torch.Tensor:
+    """A (frames,) bool mask, True for latent frames that must be regenerated for a region.
+
+    Frames touching the region are regenerated, plus `margin` frames either side so the
+    decoder has room to blend; the crossfade at the splice hides the rest.
+    """
+    first = max(0, int(math.floor(start_s * sample_rate / hop)) - margin)
+    last = min(frames, int(math.ceil(end_s * sample_rate / hop)) + margin)
+    mask = torch.zeros(frames, dtype=torch.bool)
+    mask[first:last] = True
+    return mask
+
+
+def equal_power_fade(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fade_in, fade_out) of n samples with fade_in² + fade_out² = 1."""
+    t = (np.arange(n, dtype=np.float64) + 0.5) / max(n, 1)
+    return np.sin(0.5 * np.pi * t).astype(np.float32), np.cos(0.5 * np.pi * t).astype(np.float32)
+
+
+def splice(original: np.ndarray, generated: np.ndarray, start: int, end: int,
+           fade: int) -> np.ndarray:
+    """Generated audio inside [start, end), the original outside, equal-power crossfades.
+
+    Both are (channels, T) at the same rate and length. The fades straddle the region edges
+    (fade // 2 samples either side), so outside [start - fade//2, end + fade//2) the result is
+    the original sample for sample.
+    """
+    if original.shape != generated.shape:
+        raise ValueError(f"shapes differ: {original.shape} vs {generated.shape}")
+    length = original.shape[-1]
+    start, end = max(0, start), min(length, end)
+    out = original.copy()
+    half = fade // 2
+    a0, a1 = max(0, start - half), min(length, start + (fade - half))
+    b0, b1 = max(0, end - half), min(length, end + (fade - half))
+    if a1 > b0:  # region shorter than a fade: shrink the fades to meet in the middle
+        mid = (start + end) // 2
+        a1 = b0 = max(a0, min(mid, b1))
+    out[..., a1:b0] = generated[..., a1:b0]
+    if a1 > a0:
+        fin, fout = equal_power_fade(a1 - a0)
+        out[..., a0:a1] = original[..., a0:a1] * fout + generated[..., a0:a1] * fin
+    if b1 > b0:
+        fin, fout = equal_power_fade(b1 - b0)
+        out[..., b0:b1] = generated[..., b0:b1] * fout + original[..., b0:b1] * fin
+    return out

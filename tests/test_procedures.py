@@ -1,0 +1,162 @@
+"""Guidance, inpainting, loop sampling, windows and the audio splice."""
+
+import numpy as np
+import pytest
+import torch
+
+from engine.edm import EDMPrecond, karras_sigmas, sample
+from engine.procedures import (
+    equal_power_fade,
+    guidance_branches,
+    guided,
+    inpaint_hook,
+    loop_hook,
+    plan_windows,
+    randn_per_take,
+    region_frames,
+    splice,
+    tile_period,
+)
+from engine.unet import UNet1d, arch_config
+
+
+@pytest.fixture(scope="module")
+def precond():
+    torch.manual_seed(0)
+    net = UNet1d(arch_config("tiny", clap_dim=16)).eval()
+    for p in net.parameters():
+        p.data.normal_(0, 0.05)
+    return EDMPrecond(net)
+
+
+class Counting:
+    def __init__(self, precond):
+        self.precond, self.calls = precond, 0
+
+    def __call__(self, *a, **k):
+        self.calls += 1
+        return self.precond(*a, **k)
+
+
+def branch(precond, x, sigma, ctx, clap, use_ctx, use_clap):
+    return precond(x, sigma, context=ctx if use_ctx else None, clap=clap if use_clap else None)
+
+
+@torch.no_grad()
+def test_two_scale_guidance_matches_the_formula_in_one_pass(precond):
+    x, sigma = torch.randn(2, 64, 20), torch.full((2,), 1.5)
+    ctx, clap = torch.randn(1, 64, 20), torch.randn(1, 16)
+    counting = Counting(precond)
+    w_ctx, w_clap = 1.7, 0.6
+    d = guided(counting, ctx, clap, w_ctx, w_clap)(x, sigma)
+    assert counting.calls == 1  # all branches in one batched forward pass
+    ctx2, clap2 = ctx.expand(2, -1, -1), clap.expand(2, -1)
+    d00 = branch(precond, x, sigma, ctx2, clap2, False, False)
+    dc0 = branch(precond, x, sigma, ctx2, clap2, True, False)
+    dce = branch(precond, x, sigma, ctx2, clap2, True, True)
+    want = d00 + w_ctx * (dc0 - d00) + w_clap * (dce - dc0)
+    torch.testing.assert_close(d, want, atol=1e-4, rtol=1e-4)
+
+
+@torch.no_grad()
+def test_weights_of_one_return_exactly_the_conditional_branch(precond):
+    x, sigma = torch.randn(3, 64, 9), torch.full((3,), 0.7)
+    ctx, clap = torch.randn(1, 64, 9), torch.randn(1, 16)
+    d = guided(precond, ctx, clap, 1.0, 1.0)(x, sigma)
+    want = precond(x, sigma, context=ctx.expand(3, -1, -1), clap=clap.expand(3, -1))
+    assert torch.equal(d, want)
+    d_ctx = guided(precond, ctx, None, 1.0, 3.0)(x, sigma)
+    assert torch.equal(d_ctx, precond(x, sigma, context=ctx.expand(3, -1, -1)))
+
+
+@torch.no_grad()
+def test_absent_condition_reduces_to_ordinary_cfg(precond):
+    x, sigma = torch.randn(1, 64, 9), torch.full((1,), 2.0)
+    ctx, clap = torch.randn(1, 64, 9), torch.randn(1, 16)
+    uncond = precond(x, sigma)
+    only_ctx = guided(precond, ctx, None, 2.0, 5.0)(x, sigma)
+    torch.testing.assert_close(only_ctx, uncond + 2.0 * (precond(x, sigma, context=ctx) - uncond),
+                               atol=1e-5, rtol=1e-5)
+    only_clap = guided(precond, None, clap, 5.0, 1.5)(x, sigma)
+    torch.testing.assert_close(only_clap, uncond + 1.5 * (precond(x, sigma, clap=clap) - uncond),
+                               atol=1e-5, rtol=1e-5)
+    assert torch.equal(guided(precond, None, None, 3.0, 3.0)(x, sigma), uncond)
+
+
+def test_branch_bookkeeping():
+    assert [b.coef for b in guidance_branches(True, True, 1.25, 1.25)] == [-0.25, 1.25]
+    assert len(guidance_branches(True, True, 2.0, 1.0)) == 3
+    assert guidance_branches(False, False, 9, 9)[0].coef == 1.0
+
+
+def test_noise_per_take_depends_only_on_its_own_seed():
+    a = randn_per_take([torch.Generator().manual_seed(s) for s in (1, 2)], (3, 4))
+    b = randn_per_take([torch.Generator().manual_seed(2)], (3, 4))
+    assert torch.equal(a[1], b[0]) and not torch.equal(a[0], a[1])
+
+
+@torch.no_grad()
+def test_inpainting_keeps_known_frames_and_blends_the_rest(precond):
+    known = torch.randn(1, 64, 24)
+    keep = torch.ones(24, dtype=torch.bool)
+    keep[8:16] = False
+    gens = [torch.Generator().manual_seed(0)]
+    sig = karras_sigmas(8)
+    x = torch.randn(1, 64, 24, generator=torch.Generator().manual_seed(5)) * sig[0]
+    hook = inpaint_hook(known, keep, gens)
+    seen = []
+
+    def spy(i, x, s):
+        x = hook(i, x, s)
+        seen.append((x[..., keep] - known[..., keep]).std().item() / max(s, 1e-9))
+        return x
+
+    out = sample(guided(precond, None, None, 1, 1), x, sig, step_hook=spy)
+    # at every step the kept frames are the known latents plus noise of exactly sigma
+    assert all(abs(r - 1.0) < 0.15 for r in seen)
+    assert not torch.allclose(out[..., ~keep], known[..., ~keep])
+
+
+def test_loop_hook_makes_the_window_periodic():
+    x = torch.randn(2, 64, 94)
+    t = tile_period(x, 4)
+    period = 24  # ceil(94 / 4)
+    assert torch.equal(t[..., :period], x[..., :period])
+    assert torch.equal(t[..., period:2 * period], t[..., :period])
+    assert torch.equal(t[..., 3 * period:], t[..., : 94 - 3 * period])
+    hook = loop_hook(4, 0.5, 10)
+    assert hook.loop_steps == 5
+    assert torch.equal(hook(4, x, 1.0), t)
+    assert torch.equal(hook(5, x, 1.0), x)
+
+
+def test_windows_cover_everything_and_overlap_by_the_held_frames():
+    assert plan_windows(100, 128, 32) == plan_windows(100, 128, 32)[:1]
+    for frames in (129, 300, 411, 1000):
+        ws = plan_windows(frames, 128, 32)
+        assert ws[0].start == 0 and ws[-1].end == frames
+        assert all(w.end - w.start <= 128 for w in ws)
+        for prev, cur in zip(ws, ws[1:]):
+            assert cur.start < prev.end and cur.held == prev.end - cur.start >= 32
+
+
+def test_region_frames_cover_the_region_with_a_margin():
+    m = region_frames(2.0, 4.0, 48000, 4096, 118)
+    idx = torch.nonzero(m).flatten()
+    assert idx[0] * 4096 <= 2.0 * 48000 - 4096 and (idx[-1] + 1) * 4096 >= 4.0 * 48000 + 4096
+
+
+def test_splice_is_sample_exact_outside_and_equal_power_across():
+    sr = 48000
+    rng = np.random.default_rng(0)
+    orig = rng.standard_normal((2, 6 * sr)).astype(np.float32)
+    gen = rng.standard_normal((2, 6 * sr)).astype(np.float32)
+    fade = int(0.03 * sr)
+    out = splice(orig, gen, 2 * sr, 4 * sr, fade)
+    lo, hi = 2 * sr - fade // 2, 4 * sr + fade - fade // 2
+    assert np.array_equal(out[:, :lo], orig[:, :lo])
+    assert np.array_equal(out[:, hi:], orig[:, hi:])
+    inner = slice(2 * sr + fade, 4 * sr - fade)
+    assert np.array_equal(out[:, inner], gen[:, inner])
+    fin, fout = equal_power_fade(256)
+    np.testing.assert_allclose(fin**2 + fout**2, 1.0, atol=1e-6)
