@@ -337,7 +337,10 @@ COMMANDS = {"generate": cmd_generate, "arrange": cmd_arrange, "models": cmd_mode
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a usage error (already printed)
+        return int(e.code or 0)
     if args.command is None:
         parser.print_help()
         return 0
