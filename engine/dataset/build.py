@@ -250,13 +250,15 @@ def _run_task(args):
             return index, render_score_song(Path(out_dir), seed, index, seconds)
         from .multitrack import import_song
 
-        out_dir, song_dir, seconds, layout, max_segments = payload
-        return song_dir, import_song(Path(out_dir), Path(song_dir), seconds, layout,
-                                     max_segments)
-    except RiffwrightError:
-        raise
+        out_dir, song_dir, seconds, layout, max_segments, name = payload
+        return name, import_song(Path(out_dir), Path(song_dir), seconds, layout,
+                                 max_segments, name)
+    except RiffwrightError as e:
+        if kind == "score":  # the renderer itself is broken: stop
+            raise
+        return payload[5], f"failed: {e}"
     except Exception as e:  # one bad song must not stop a long build
-        return payload[1] if kind != "score" else payload[2], f"failed: {type(e).__name__}: {e}"
+        return payload[5] if kind != "score" else payload[2], f"failed: {type(e).__name__}: {e}"
 
 
 def build_dataset(
@@ -313,7 +315,8 @@ def build_dataset(
         if songs is not None:
             found = found[: int(songs)]
         info = {"source": str(root.resolve()), "seed": int(seed), "seconds": float(seconds)}
-        tasks = [("import", (str(out), str(d), float(seconds), layout, max_segments))
+        tasks = [("import", (str(out), str(d), float(seconds), layout, max_segments,
+                             d.relative_to(root).as_posix() if d != root else d.name))
                  for d, layout in found]
         total = len(found)
 

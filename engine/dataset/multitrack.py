@@ -97,7 +97,8 @@ def find_songs(root: Path) -> list[tuple[Path, str]]:
             names = {f.stem.lower() for f in files}
             found.append((d, "musdb" if {"bass", "drums", "vocals"} <= names else "folder"))
             return
-        for sub in sorted(x for x in d.iterdir() if x.is_dir() and not x.name.startswith(".")):
+        for sub in sorted(x for x in d.iterdir() if x.is_dir() and not x.name.startswith(".")
+                          and x.name != "omitted"):  # Slakh duplicates
             visit(sub, depth + 1)
 
     visit(Path(root), 0)
@@ -248,8 +249,9 @@ def _split_from_path(song: Path) -> str | None:
 
 
 def import_song(out_dir: Path, song: Path, seconds: float, layout: str,
-                max_segments: int | None = None) -> str:
-    """Import one multitrack song as segments `songs/<slug>-NNN/`. Returns a status line."""
+                max_segments: int | None = None, name: str | None = None) -> str:
+    """Import one multitrack song as segments `songs/<slug>-NNN/` (slug of the layout and
+    `name`, the song's path below the source folder). Returns a status line."""
     from .build import (
         _commit_song_dir,
         _staging_dir,
@@ -260,7 +262,7 @@ def import_song(out_dir: Path, song: Path, seconds: float, layout: str,
     )
 
     out_dir = Path(out_dir)
-    base = slug(f"{layout}-{song.name}", 60)
+    base = slug(f"{layout}-{name or song.name}", 72)
     marker = out_dir / "songs" / ".imported" / f"{base}.json"
     if marker.is_file():
         return "exists"
