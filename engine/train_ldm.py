@@ -1,0 +1,399 @@
+"""Training the latent diffusion model: `riffwright train ldm`.
+
+1. The dataset's stems and context mixes are encoded once with the bundle's CAE
+   (`engine.dataset.pairs.encode_dataset_latents`, resumable) and the per-channel latent
+   statistics of the target stems are measured, so the network sees unit-scale data
+   (σ_data = 1 after normalisation).
+2. CLAP embeddings of overlapping 5 s crops of every stem are computed once with the bundle's
+   conditioner; a training pair uses a crop that lies inside its target window (a random
+   sub-segment of the target, as in Diff-A-Riff).
+3. Pairs (`LatentPairs`): context = the CAE latent of a random subset of the other stems,
+   summed as audio; target = one stem; context and CLAP dropped at random.
+4. EDM loss, AdamW with warm-up, gradient clipping, EMA; bfloat16 autocast on CUDA.
+   Checkpoints (safetensors + JSON, atomic) every `checkpoint_every` steps and on interrupt;
+   a run resumes from its last checkpoint. Progress with ETA on stdout and in `train.log`.
+5. Every `checkpoint_every` steps the EMA weights are exported as a complete bundle in
+   `OUT/bundle` (float16), and every `sample_every` steps a sample is rendered to
+   `OUT/samples/`.
+
+Distributed: launched with `torchrun --nproc_per_node N riffwright train ldm ...` each process
+trains on its own pair stream and DDP averages gradients (NCCL on CUDA, gloo on the CPU);
+rank 0 alone encodes, logs and writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.errors import RiffwrightError
+
+CLAP_CROP_S = 5.0
+CLAP_HOP_S = 2.5
+
+
+@dataclass
+class LDMTrainConfig:
+    arch: str = "tiny"
+    steps: int = 20000
+    batch_size: int = 16
+    frames: int = 128
+    lr: float = 2e-4
+    warmup: int = 500
+    weight_decay: float = 0.0
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    p_mean: float = -1.2
+    p_std: float = 1.2
+    p_drop_context: float = 0.2
+    p_drop_clap: float = 0.2
+    p_empty_context: float = 0.1
+    checkpoint_every: int = 500
+    sample_every: int = 2000
+    log_every: int = 25
+    seed: int = 0
+    threads: int | None = None
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike | None, **overrides) -> LDMTrainConfig:
+        data = {}
+        if path:
+            try:
+                data = json.loads(Path(path).read_text())
+            except (OSError, json.JSONDecodeError) as e:
+                raise RiffwrightError(f"cannot read config {path}: {e}") from None
+            unknown = set(data) - set(cls.__dataclass_fields__)
+            if unknown:
+                raise RiffwrightError(f"{path}: unknown settings {', '.join(sorted(unknown))}")
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**data)
+
+
+# ----------------------------------------------------------------------------- distributed
+
+
+def _dist_info() -> tuple[int, int, int]:
+    return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+            int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def _init_dist(device: torch.device) -> tuple[int, int]:
+    rank, world, _ = _dist_info()
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        torch.distributed.init_process_group(backend=backend)
+    return rank, world
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        torch.distributed.barrier()
+
+
+# ----------------------------------------------------------------------------- CLAP crops
+
+
+def clap_crop_embeddings(index_path: Path, conditioner, out: Path, log=print) -> Path:
+    """Embed overlapping 5 s crops of every stem in the latent index (resumable per song).
+
+    Writes `out/<song>.npz` with `emb` (stems, crops, D) float16 and `starts` (crops,) in
+    samples, plus a marker of the conditioner id so a different encoder recomputes.
+    """
+    import soundfile as sf
+
+    index = json.loads(Path(index_path).read_text())
+    root = Path(index["dataset"])
+    sr = index["sample_rate"]
+    out.mkdir(parents=True, exist_ok=True)
+    marker = out / "conditioner.id"
+    if marker.exists() and marker.read_text() != conditioner.id:
+        shutil.rmtree(out)
+        out.mkdir(parents=True)
+    marker.write_text(conditioner.id)
+    crop, hop = int(CLAP_CROP_S * sr), int(CLAP_HOP_S * sr)
+    for k, song in enumerate(index["songs"]):
+        path = out / f"{song['id']}.npz"
+        if path.exists():
+            continue
+        embs = []
+        starts = None
+        for st in song["stems"]:
+            x, _ = sf.read(str(root / st["audio"]), dtype="float32", always_2d=True)
+            x = x.mean(axis=1)
+            if len(x) < crop:
+                x = np.pad(x, (0, crop - len(x)))
+            s = np.arange(0, len(x) - crop + 1, hop)
+            starts = s if starts is None or len(s) < len(starts) else starts
+            crops = np.stack([x[i:i + crop] for i in s])
+            with torch.inference_mode():
+                e = torch.cat([conditioner.embed_audio(c, sr) for c in crops])
+            embs.append(e.float().cpu().numpy())
+        n = min(len(e) for e in embs)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, emb=np.stack([e[:n] for e in embs]).astype(np.float16),
+                 starts=starts[:n])
+        os.replace(tmp, path)
+        if (k + 1) % 25 == 0:
+            log(f"clap crops: {k + 1}/{len(index['songs'])} songs")
+    return out
+
+
+class ClapCrops:
+    def __init__(self, folder: Path, sample_rate: int):
+        self.folder = folder
+        self.crop = int(CLAP_CROP_S * sample_rate)
+        self._songs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def pick(self, song: str, stem: int, start: int, stop: int, rng) -> np.ndarray:
+        """A crop embedding of `stem` lying inside samples [start, stop) (nearest if none)."""
+        if song not in self._songs:
+            z = np.load(self.folder / f"{song}.npz")
+            self._songs[song] = (z["emb"].astype(np.float32), z["starts"])
+        emb, starts = self._songs[song]
+        inside = np.nonzero((starts >= start) & (starts + self.crop <= stop))[0]
+        if len(inside) == 0:
+            inside = [int(np.argmin(np.abs(starts - start)))]
+        return emb[stem, int(inside[int(rng.integers(len(inside)))])]
+
+
+# ----------------------------------------------------------------------------- trainer
+
+
+def _log_line(out: Path | None, record: dict, text: str, rank: int) -> None:
+    if rank != 0:
+        return
+    print(text, flush=True)
+    if out is not None:
+        with open(out / "train.log", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def _export_bundle(src_bundle: Path, out: Path, ema: torch.nn.Module, stats: dict, cfg,
+                   step: int, info: dict) -> Path:
+    """Write OUT/bundle: the source bundle's CAE and conditioner with the trained LDM."""
+    from engine.bundle import DEFAULT_PARAMETERS, FORMAT_VERSION, read_manifest, save_ldm
+    from engine.bundle import write_manifest as write_bundle_manifest
+
+    src = read_manifest(src_bundle)
+    dest = out / "bundle"
+    staging = out / ".bundle-staging"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    for section in ("cae", "conditioner"):
+        f = src[section].get("file")
+        if f:
+            shutil.copy2(src_bundle / f, staging / f)
+    save_ldm(ema, staging / "ldm.safetensors", dtype=torch.float16)
+    card = src_bundle / "MODEL_CARD.md"
+    if card.exists():
+        shutil.copy2(card, staging / "MODEL_CARD.md")
+    manifest = {
+        "format": FORMAT_VERSION,
+        "name": info.get("name") or f"riffwright-{cfg.arch}",
+        "description": info.get("description", "Trained with `riffwright train ldm`."),
+        "trained": True,
+        "sample_rate": src["sample_rate"],
+        "latent": {"dim": src["latent"]["dim"], "hop": src["latent"]["hop"],
+                   "mean": stats["mean"], "std": stats["std"]},
+        "sigma_data": 1.0,
+        "window_frames": cfg.frames,
+        "overlap_frames": max(8, cfg.frames // 4),
+        "cae": src["cae"],
+        "conditioner": src["conditioner"],
+        "ldm": {"file": "ldm.safetensors", "arch": cfg.arch},
+        "defaults": {**DEFAULT_PARAMETERS, **src.get("defaults", {})},
+        "training": {"steps": step, "config": asdict(cfg), **info.get("training", {})},
+    }
+    write_bundle_manifest(staging, manifest)
+    if dest.exists():
+        shutil.rmtree(dest)
+    os.replace(staging, dest)
+    return dest
+
+
+def _render_sample(bundle_dir: Path, out: Path, step: int, index: dict) -> None:
+    """Render one accompaniment for a held-out song's context (a listening check)."""
+    from engine.audio import write_audio
+    from engine.bundle import load_bundle
+    from engine.generate import GenerationRequest, Generator, run_to_end
+
+    songs = [s for s in index["songs"] if s["split"] != "train"] or index["songs"]
+    song = songs[0]
+    import soundfile as sf
+
+    root = Path(index["dataset"])
+    stems = [sf.read(str(root / st["audio"]), dtype="float32", frames=48000 * 8)[0]
+             for st in song["stems"][1:]]
+    if not stems:
+        return
+    n = min(len(s) for s in stems)
+    ctx = np.sum([s[:n] if s.ndim == 1 else s[:n].mean(axis=1) for s in stems], axis=0)
+    gen = Generator(load_bundle(bundle_dir, device="cpu"))
+    stem = run_to_end(gen.run(GenerationRequest(context=ctx[None].astype(np.float32),
+                                                prompt=song["stems"][0]["caption"],
+                                                steps=20, seed=0)))[0]
+    (out / "samples").mkdir(exist_ok=True)
+    write_audio(out / "samples" / f"step{step:07d}.wav", stem.audio, stem.sample_rate)
+
+
+def train_ldm(data: str | os.PathLike, out: str | os.PathLike, bundle: str | os.PathLike,
+              cfg: LDMTrainConfig, device: str = "auto", name: str | None = None,
+              stop_after: int | None = None) -> Path:
+    """Train (or resume) the diffusion model on `data` with `bundle`'s CAE and conditioner.
+
+    Returns the exported bundle folder. `stop_after` ends this call after that many steps
+    (with a checkpoint), as an interruption would; a later call resumes.
+    """
+    from engine.bundle import find_bundle, load_bundle
+    from engine.cae import latent_stats
+    from engine.dataset.pairs import LatentPairs, encode_dataset_latents
+    from engine.edm import EDMLoss, EDMPrecond
+    from engine.generate import pick_device
+    from engine.train_state import has_state, load_state, save_state, state_paths
+    from engine.unet import UNet1d, arch_config, param_count
+
+    out = Path(out)
+    dev = pick_device(device)
+    rank, world = _init_dist(dev)
+    if dev.type == "cuda" and world > 1:
+        dev = torch.device("cuda", _dist_info()[2])
+        torch.cuda.set_device(dev)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    src_bundle = find_bundle(bundle)
+    b = load_bundle(src_bundle, device=dev)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        encode_dataset_latents(
+            data, b.cae, out / "latents",
+            progress=lambda k, n, s: print(f"encoding latents {k}/{n}", flush=True)
+            if k % 25 == 0 or k == n else None)
+        clap_crop_embeddings(out / "latents" / "index.json", b.conditioner, out / "clap")
+        stats_path = out / "latent_stats.json"
+        if not stats_path.exists():
+            index = json.loads((out / "latents" / "index.json").read_text())
+            lat = [np.load(out / "latents" / st["latent"]).astype(np.float32)
+                   for s in index["songs"] if s["split"] == "train" for st in s["stems"]]
+            mean, std = latent_stats(lat)
+            stats = {"mean": [round(float(v), 6) for v in mean],
+                     "std": [round(max(float(v), 1e-3), 6) for v in std]}
+            stats_path.write_text(json.dumps(stats))
+    _barrier(world)
+    stats = json.loads((out / "latent_stats.json").read_text())
+    index = json.loads((out / "latents" / "index.json").read_text())
+    mean = torch.tensor(stats["mean"]).reshape(1, -1, 1).to(dev)
+    std = torch.tensor(stats["std"]).reshape(1, -1, 1).to(dev)
+
+    torch.manual_seed(cfg.seed)
+    net = UNet1d(arch_config(cfg.arch, latent_dim=b.cae.latent_dim, clap_dim=b.conditioner.dim))
+    net.to(dev)
+    ema = UNet1d(net.config).to(dev)
+    ema.load_state_dict(net.state_dict())
+    ema.requires_grad_(False)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, betas=(0.9, 0.99),
+                            weight_decay=cfg.weight_decay)
+    step = 0
+    if has_state(out):
+        saved = json.loads(state_paths(out)[1].read_text())
+        if saved.get("arch") != cfg.arch:
+            raise RiffwrightError(f"{out} holds a {saved.get('arch')} run; use a new --out for "
+                                  f"{cfg.arch}")
+        step = int(load_state(out, {"model": net, "ema": ema}, opt)["step"])
+    train_net = net
+    if world > 1:
+        train_net = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[dev.index] if dev.type == "cuda" else None)
+    precond = EDMPrecond(train_net, sigma_data=1.0)
+    loss_fn = EDMLoss(cfg.p_mean, cfg.p_std, 1.0)
+    pairs = LatentPairs(out / "latents" / "index.json", "train", cfg.frames,
+                        seed=cfg.seed * 1000 + step * world + rank,
+                        p_drop_context=cfg.p_drop_context, p_drop_clap=cfg.p_drop_clap,
+                        p_empty_context=cfg.p_empty_context, load_clap_audio=False)
+    crops = ClapCrops(out / "clap", index["sample_rate"])
+    rng = np.random.default_rng([cfg.seed, step, rank])
+    gen = torch.Generator().manual_seed(cfg.seed * 7919 + step * world + rank)
+    if rank == 0:
+        _log_line(out, {"event": "start", "step": step, "params": param_count(net),
+                        "songs": len(pairs.songs), "world": world, "device": str(dev),
+                        "config": asdict(cfg), "time": time.time()},
+                  f"training {cfg.arch} LDM ({param_count(net) / 1e6:.1f} M params) on "
+                  f"{len(pairs.songs)} songs, {world} process(es) on {dev}, from step {step}",
+                  rank)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else None
+    t0, first, losses = time.time(), step, []
+    local_stop = None if stop_after is None else step + stop_after
+
+    def checkpoint():
+        if rank == 0:
+            save_state(out, {"model": net, "ema": ema}, opt,
+                       {"step": step, "arch": cfg.arch, "config": asdict(cfg)})
+            _export_bundle(src_bundle, out, ema, stats, cfg, step,
+                           {"name": name, "training": {"data": str(data)}})
+
+    try:
+        while step < cfg.steps and (local_stop is None or step < local_stop):
+            batch = [pairs.sample() for _ in range(cfg.batch_size)]
+            y = torch.from_numpy(np.stack([p["target"] for p in batch])).to(dev)
+            c = torch.from_numpy(np.stack([p["context"] for p in batch])).to(dev)
+            e = torch.from_numpy(np.stack([
+                crops.pick(p["song"], p["target_stem"], *p["clap_range"], rng)
+                for p in batch])).to(dev)
+            cmask = torch.tensor([not p["drop_context"] for p in batch], device=dev)
+            emask = torch.tensor([not p["drop_clap"] for p in batch], device=dev)
+            y, c = (y - mean) / std, (c - mean) / std
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
+            if autocast is not None:
+                with autocast:
+                    loss = loss_fn(precond, y, context=c, clap=e, context_mask=cmask,
+                                   clap_mask=emask, generator=gen)
+            else:
+                loss = loss_fn(precond, y, context=c, clap=e, context_mask=cmask,
+                               clap_mask=emask, generator=gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+            opt.step()
+            with torch.no_grad():
+                decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+                for pe, pn in zip(ema.parameters(), net.parameters()):
+                    pe.lerp_(pn, 1 - decay)
+            step += 1
+            losses.append(float(loss.detach()))
+            if step % cfg.log_every == 0 and rank == 0:
+                rate = (step - first) / (time.time() - t0)
+                eta = (cfg.steps - step) / max(rate, 1e-9)
+                avg = float(np.mean(losses))
+                losses.clear()
+                _log_line(out, {"step": step, "loss": avg, "lr": opt.param_groups[0]["lr"],
+                                "steps_per_s": rate, "eta_s": eta, "time": time.time()},
+                          f"step {step}/{cfg.steps}  loss {avg:.4f}  {rate:.2f} it/s  "
+                          f"ETA {_hms(eta)}", rank)
+            if step % cfg.checkpoint_every == 0:
+                checkpoint()
+            if rank == 0 and cfg.sample_every and step % cfg.sample_every == 0:
+                _render_sample(out / "bundle", out, step, index)
+    except KeyboardInterrupt:
+        print("\ninterrupted: saving a checkpoint", file=sys.stderr)
+        checkpoint()
+        raise
+    checkpoint()
+    _barrier(world)
+    return out / "bundle"
+
+
+def _hms(s: float) -> str:
+    if not math.isfinite(s):
+        return "?"
+    s = int(s)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
