@@ -283,9 +283,6 @@ def build_dataset(
     Deterministic for a seed; songs already in `out_dir` are skipped.
     """
     out = Path(out_dir)
-    (out / "songs").mkdir(parents=True, exist_ok=True)
-    for stale in (out / "songs").glob(".tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
     if seconds < 4:
         raise RiffwrightError("--seconds must be at least 4")
     src = str(source) if source is not None else ""
@@ -297,6 +294,12 @@ def build_dataset(
 
         find_fluidsynth()
         find_soundfont()
+        try:
+            import music21  # noqa: F401
+        except ImportError:
+            raise RiffwrightError(
+                "the scores source needs music21: pip install 'riffwright[dataset]'"
+            ) from None
         n_songs = 320 if songs is None else int(songs)
         info = {"source": "scores", "seed": int(seed), "seconds": float(seconds),
                 "generator": GENERATOR_VERSION}
@@ -321,6 +324,10 @@ def build_dataset(
         total = len(found)
 
     _check_build_info(out, info)
+    (out / "songs").mkdir(parents=True, exist_ok=True)
+    for stale in (out / "songs").glob(".tmp-*"):
+        if not _pid_alive(stale.name.rsplit("-", 1)[-1]):  # left by a killed build
+            shutil.rmtree(stale, ignore_errors=True)
     done = total - len(tasks)
     if progress:
         progress(done, total, f"{done} already built, {len(tasks)} to go")
@@ -340,6 +347,16 @@ def build_dataset(
     if progress:
         progress(done, total, f"finished in {time.time() - t0:.0f} s")
     return out / "manifest.json"
+
+
+def _pid_alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _check_build_info(out: Path, info: dict) -> None:
