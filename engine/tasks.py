@@ -1,0 +1,153 @@
+"""Subcommands for building data, training and evaluating: `dataset`, `train`, `eval`.
+
+Kept apart from `engine.cli` so the generation commands stay small; the heavy modules are
+imported inside each handler.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parsers(sub, parser_class) -> None:
+    d = sub.add_parser("dataset", help="build a multitrack stem dataset")
+    dsub = d.add_subparsers(dest="dataset_cmd", parser_class=parser_class, required=True)
+    db = dsub.add_parser("build")
+    db.add_argument("--source", required=True,
+                    help="'scores' (music21 + procedural grooves) or a folder of songs")
+    db.add_argument("--out", required=True)
+    db.add_argument("--songs", type=int)
+    db.add_argument("--seed", type=int, default=0)
+    db.add_argument("--jobs", type=int, default=2)
+    db.add_argument("--seconds", type=float)
+
+    t = sub.add_parser("train", help="train the CAE, the text/audio encoder or the LDM")
+    tsub = t.add_subparsers(dest="train_cmd", parser_class=parser_class, required=True)
+    for name in ("cae", "encoder", "ldm"):
+        tp = tsub.add_parser(name)
+        tp.add_argument("--data", required=True, help="dataset folder (with manifest.json)")
+        tp.add_argument("--out", required=True, help="run folder (checkpoints, log)")
+        tp.add_argument("--config", help="JSON config file (overrides defaults)")
+        tp.add_argument("--steps", type=int)
+        tp.add_argument("--device", default="auto")
+        if name == "ldm":
+            tp.add_argument("--bundle", required=True,
+                            help="bundle whose CAE and conditioner the LDM is trained with")
+            tp.add_argument("--arch", default="tiny", choices=["tiny", "small", "base"])
+
+    e = sub.add_parser("eval", help="evaluate a model")
+    esub = e.add_subparsers(dest="eval_cmd", parser_class=parser_class, required=True)
+    ec = esub.add_parser("cae")
+    ec.add_argument("--data", required=True)
+    ec.add_argument("--model", metavar="DIR")
+    ec.add_argument("--out", default="eval-cae")
+    ec.add_argument("--limit", type=int, default=20)
+    ee = esub.add_parser("encoder")
+    ee.add_argument("--data", required=True)
+    ee.add_argument("--model", metavar="DIR")
+    em = esub.add_parser("model")
+    em.add_argument("--data", help="dataset folder; its test split is used")
+    em.add_argument("--contexts", help="a folder of context clips")
+    em.add_argument("--targets", help="ground-truth stems for --contexts")
+    em.add_argument("--model", metavar="DIR")
+    em.add_argument("--out", default="eval-model")
+    em.add_argument("--limit", type=int, default=16)
+    em.add_argument("--steps", type=int)
+
+
+def cmd_dataset(args: argparse.Namespace) -> int:
+    from engine.dataset import build_dataset
+
+    kw = {"seed": args.seed, "songs": args.songs, "jobs": args.jobs}
+    if args.seconds:
+        kw["seconds"] = args.seconds
+    out = build_dataset(args.source, args.out, **kw)
+    print(f"dataset at {out}")
+    return 0
+
+
+def _config(path) -> dict:
+    import json
+    from pathlib import Path
+
+    from engine.errors import RiffwrightError
+
+    if not path:
+        return {}
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise RiffwrightError(f"cannot read config {path}: {e}") from None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from engine.generate import pick_device
+
+    device = str(pick_device(args.device))
+    if args.train_cmd == "cae":
+        from engine.cae.training import train_cae
+
+        kw = _config(args.config)
+        if args.steps:
+            kw["steps"] = args.steps
+        path = train_cae(args.data, args.out, device=device, **kw)
+        print(f"CAE weights: {path}")
+    elif args.train_cmd == "encoder":
+        from engine.conditioning import train_encoder
+
+        kw = _config(args.config)
+        if args.steps:
+            kw["steps"] = args.steps
+        result = train_encoder(args.data, Path(args.out) / "conditioner.safetensors", **kw)
+        print(f"encoder weights: {result['out_path']} (id {result['id']})")
+    else:
+        from engine.train_ldm import LDMTrainConfig, train_ldm
+
+        cfg = LDMTrainConfig.from_file(args.config, steps=args.steps, arch=args.arch)
+        path = train_ldm(args.data, args.out, args.bundle, cfg, device=device)
+        print(f"bundle: {path}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from engine.bundle import find_bundle, read_manifest
+
+    if args.eval_cmd == "cae":
+        from engine.audio import SUPPORTED_EXTENSIONS
+        from engine.cae import load_cae
+        from engine.cae.evaluate import evaluate_cae
+
+        bundle = find_bundle(args.model)
+        cae = load_cae(bundle / read_manifest(bundle)["cae"]["file"])
+        data = Path(args.data)
+        if (data / "manifest.json").exists():
+            m = json.loads((data / "manifest.json").read_text())
+            files = [data / st["path"] for s in m["songs"] if s["split"] == "test"
+                     for st in s["stems"]]
+        else:
+            files = sorted(p for p in data.rglob("*") if p.suffix.lower() in SUPPORTED_EXTENSIONS)
+        report = evaluate_cae(cae, files[: args.limit], args.out)
+        print(json.dumps({k: v for k, v in report.items() if k not in {"per_file", "pngs",
+                                                                       "files"}}, indent=1))
+    elif args.eval_cmd == "encoder":
+        from engine.conditioning import evaluate_encoder
+
+        bundle = find_bundle(args.model)
+        spec = read_manifest(bundle)["conditioner"]
+        report = evaluate_encoder(bundle / spec["file"], args.data)
+        print(json.dumps(report, indent=1, default=str))
+    else:
+        from engine.evaluate import evaluate_model
+
+        summary = evaluate_model(args.model, data=args.data, out=args.out, limit=args.limit,
+                                 steps=args.steps, contexts=args.contexts, targets=args.targets)
+        print(json.dumps(summary, indent=1))
+    return 0
+
+
+COMMANDS = {"dataset": cmd_dataset, "train": cmd_train, "eval": cmd_eval}
