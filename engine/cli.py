@@ -110,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     b.add_argument("--steps", type=int, default=30)
     b.add_argument("--repeat", type=int, default=1)
+    b.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
     b.add_argument("--json", action="store_true")
     b.add_argument("--gui", action="store_true",
                    help="measure the app instead: event-loop stalls and lane redraw time")
@@ -321,6 +322,10 @@ def cmd_models(args) -> int:
 def cmd_bench(args) -> int:
     from engine.bench import print_report, run_bench
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     report = run_bench(arch=args.arch, model=args.model, device=args.device, steps=args.steps,
                        repeat=args.repeat)
     if args.json:
