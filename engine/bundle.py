@@ -288,46 +288,61 @@ def save_ldm(precond_or_net, path: Path, dtype=None) -> None:
 
 
 def init_bundle(arch: str, out: str | os.PathLike, *, cae_arch: str | None = None,
-                seed: int = 0, name: str | None = None) -> Path:
-    """Write an untrained bundle: for tests, and as the starting point of training.
+                seed: int = 0, name: str | None = None, cae_file: str | None = None,
+                conditioner_file: str | None = None) -> Path:
+    """Write a bundle with an untrained diffusion model: for tests, and to start training.
 
-    The latent statistics are measured on a few seconds of synthetic audio through the
-    untrained CAE, so the diffusion model sees roughly unit-scale latents even here.
+    `cae_file` / `conditioner_file` put trained weights in it (copied); otherwise untrained
+    ones are made. The latent statistics are measured on a few seconds of synthetic audio
+    through the CAE, so the diffusion model sees roughly unit-scale latents even here
+    (`riffwright train ldm` measures them again on the data).
     """
+    import shutil
+
     import torch
 
-    from engine.cae import create_cae
-    from engine.conditioning import create_conditioner
+    from engine.cae import create_cae, load_cae
+    from engine.conditioning import create_conditioner, load_conditioner
     from engine.unet import UNet1d, arch_config
     from engine.weights import save_module
 
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise BundleError(f"{out} exists and is not empty; choose a new folder")
+    for f in (cae_file, conditioner_file):
+        if f and not Path(f).is_file():
+            raise BundleError(f"weights file not found: {f}")
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    cae = create_cae(cae_arch or ("tiny" if arch == "tiny" else "small")).eval()
-    cond = create_conditioner("builtin")
+    if cae_file:
+        cae = load_cae(cae_file)
+        shutil.copy2(cae_file, out / "cae.safetensors")
+    else:
+        cae = create_cae(cae_arch or ("tiny" if arch == "tiny" else "small")).eval()
+        save_module(cae, out / "cae.safetensors", cae.kind, cae.config, dtype=torch.float16)
+    if conditioner_file:
+        cond = load_conditioner(conditioner_file)
+        shutil.copy2(conditioner_file, out / "conditioner.safetensors")
+    else:
+        cond = create_conditioner("builtin")
+        save_module(cond, out / "conditioner.safetensors", cond.kind, cond.config,
+                    dtype=torch.float16)
     net = UNet1d(arch_config(arch, latent_dim=cae.latent_dim, clap_dim=cond.dim))
-    save_module(cae, out / "cae.safetensors", cae.kind, cae.config, dtype=torch.float16)
-    save_module(cond, out / "conditioner.safetensors", cond.kind, cond.config,
-                dtype=torch.float16)
     save_ldm(net, out / "ldm.safetensors", dtype=torch.float16)
     mean, std = measure_untrained_stats(out / "cae.safetensors")
-    from engine.conditioning import load_conditioner
-
     cond_id = load_conditioner(out / "conditioner.safetensors").id
     manifest = {
         "format": FORMAT_VERSION,
         "name": name or f"untrained-{arch}",
-        "description": f"Untrained {arch} bundle written by `riffwright models init`.",
+        "description": f"{arch} bundle written by `riffwright models init`; its diffusion "
+                       "model is untrained.",
         "trained": False,
         "sample_rate": cae.sample_rate,
         "latent": {"dim": cae.latent_dim, "hop": cae.hop, "mean": mean, "std": std},
         "sigma_data": 1.0,
         "window_frames": 128,
         "overlap_frames": 32,
-        "cae": {"file": "cae.safetensors", "arch": cae_arch or cae.config.get("arch")},
+        "cae": {"file": "cae.safetensors", "arch": cae.config.get("arch")},
         "conditioner": {"kind": "builtin", "file": "conditioner.safetensors", "id": cond_id},
         "ldm": {"file": "ldm.safetensors", "arch": arch},
         "defaults": dict(DEFAULT_PARAMETERS),

@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     mn.add_argument("--cae-arch", choices=["tiny", "small"])
     mn.add_argument("--out", required=True)
     mn.add_argument("--seed", type=int, default=0)
+    mn.add_argument("--cae", metavar="FILE", help="trained CAE weights to put in the bundle")
+    mn.add_argument("--conditioner", metavar="FILE",
+                    help="trained built-in encoder weights to put in the bundle")
 
     b = sub.add_parser("bench", help="time generation, encode and decode")
     b.add_argument("--arch", choices=["tiny", "small", "base"])
@@ -314,8 +317,9 @@ def cmd_models(args) -> int:
                 "defaults": m["defaults"], "files_bytes": files, "hash": B.bundle_hash(path)}
         print(json.dumps(info, indent=2))
         return 0
-    out = B.init_bundle(args.arch, args.out, cae_arch=args.cae_arch, seed=args.seed)
-    print(f"wrote an untrained {args.arch} bundle to {out}")
+    out = B.init_bundle(args.arch, args.out, cae_arch=args.cae_arch, seed=args.seed,
+                        cae_file=args.cae, conditioner_file=args.conditioner)
+    print(f"wrote a {args.arch} bundle (diffusion model untrained) to {out}")
     return 0
 
 
