@@ -100,7 +100,7 @@ def export_dawproject(session: Session, path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as td:
         written = export_stems(session, td, include_mix=False)
-        files = {t.id: f"audio/{p.name}" for t, p in zip(session.tracks, written)}
+        files = {t.id: f"audio/{p.name}" for t, p in zip(session.tracks, written, strict=True)}
         tmp = path.with_name(f".{path.name}.tmp")
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
             z.writestr("project.xml", project_xml(session, files))

@@ -246,18 +246,23 @@ class Session:
 
     def render(self, tracks: list[Track] | None = None, start: float | None = None,
                end: float | None = None, apply_mute: bool = True,
-               frames: int | None = None) -> np.ndarray:
-        """Mix `tracks` (default: all audible) to stereo (2, frames) float32 from session zero."""
+               frames: int | None = None, interleaved: bool = False) -> np.ndarray:
+        """Mix `tracks` (default: all audible) to stereo float32 from session zero:
+        (2, frames), or (frames, 2) C-contiguous with `interleaved` (for playback)."""
         tracks = self.tracks if tracks is None else tracks
         total = self.frames if frames is None else frames
         a = 0 if start is None else int(round(start * self.sample_rate))
         b = total if end is None else int(round(end * self.sample_rate))
-        out = np.zeros((2, max(0, b - a)), np.float32)
+        if interleaved:
+            buf = np.zeros((max(0, b - a), 2), np.float32)
+            out = buf.T
+        else:
+            out = buf = np.zeros((2, max(0, b - a)), np.float32)
         for t in tracks:
             if apply_mute and not self.audible(t):
                 continue
             add_track_into(out, t, a)
-        return out
+        return buf
 
     # ---- mutation (used by commands; each emits an event)
     def insert_track(self, track: Track, index: int | None = None) -> None:
@@ -465,14 +470,35 @@ def _atomic_np_save(path: Path, arr: np.ndarray) -> None:
 
 def autosave(session: Session, root: str | os.PathLike, slot: str) -> Path:
     """Write the whole session to `root/slot` (Ardour's `.pending`), with a marker file."""
+    return autosave_snapshot(session, root, slot)()
+
+
+def autosave_snapshot(session: Session, root: str | os.PathLike, slot: str
+                      ) -> Callable[[], Path]:
+    """Take an autosave snapshot now (cheap) and return a function that writes it.
+
+    The returned function touches no live session state (track audio is immutable), so it
+    can run in a background thread while the user keeps editing.
+    """
     folder = Path(root) / slot
-    session.save(folder, set_path=False)
-    atomic_write_text(folder / "autosave.json", json.dumps({
+    snap = Session(session.sample_rate)
+    for attr in SESSION_ATTRS:
+        setattr(snap, attr, copy.deepcopy(getattr(session, attr)))
+    snap.tracks = [copy.copy(t) for t in session.tracks]
+    for t in snap.tracks:
+        t.regions = [copy.copy(r) for r in t.regions]
+    info = json.dumps({
         "origin": str(session.path) if session.path else None,
         "time": time.time(),
         "title": session.title,
-    }))
-    return folder
+    })
+
+    def write() -> Path:
+        snap.save(folder, set_path=False)
+        atomic_write_text(folder / "autosave.json", info)
+        return folder
+
+    return write
 
 
 def recovery_candidates(root: str | os.PathLike) -> list[tuple[Path, dict]]:
@@ -706,6 +732,6 @@ def track_from_audio(name: str, audio: np.ndarray, role: str = "context", **kw) 
 __all__ = [
     "AddTracks", "Command", "Macro", "PeakPyramid", "Region", "RemoveTrack", "Session",
     "SessionError", "SetRegions", "SetSessionAttr", "SetTrackAttr", "Track", "UndoStack",
-    "add_track_into", "autosave", "compute_peaks", "discard_autosave",
+    "add_track_into", "autosave", "autosave_snapshot", "compute_peaks", "discard_autosave",
     "recovery_candidates", "safe_name", "track_from_audio",
 ]

@@ -1,0 +1,395 @@
+"""Session edits and generation recipes, without Qt: the testable heart of the window.
+
+Every edit becomes an undo command on the `UndoStack`; the view only ever reads the session.
+`build_job` turns a musician's action (Generate, Inpaint, Vary, Continue, Regenerate, Arrange)
+and the panel settings into a `Job`: the request fields for `engine.generate` plus where the
+results land. `land_results` turns the stems into take lanes (one undo step).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.errors import RiffwrightError
+from engine.session import (
+    AddTracks,
+    Macro,
+    Region,
+    RemoveTrack,
+    Session,
+    SetRegions,
+    SetSessionAttr,
+    SetTrackAttr,
+    Track,
+    UndoStack,
+    track_from_audio,
+)
+
+DEFAULT_RECIPE: dict[str, Any] = {
+    "prompt": "",
+    "reference_track": None,  # track id used as the audio reference
+    "reference_file": None,
+    "mix": 0.5,  # interpolation r: 0 = audio reference, 1 = text prompt
+    "cfg_context": 1.25,
+    "cfg_clap": 1.25,
+    "steps": 30,
+    "seed": 1234,
+    "seed_locked": False,
+    "takes": 2,
+    "stereo_width": 0.4,
+    "loop_n": 1,
+    "loop_frac": 0.5,
+    "strength": 0.5,
+    "duration": 10.0,  # seconds, when there is no context and no loop region
+    "model": None,
+}
+
+
+class ActionError(RiffwrightError):
+    """An action that cannot run with the current selection (shown as a message)."""
+
+
+@dataclass
+class Job:
+    """One generation: request fields for GenerationRequest, and where the stems go."""
+
+    action: str
+    request: dict
+    name: str
+    offset: int  # frames: where the stems start in the session
+    source_track: str | None = None
+    context_spec: dict = field(default_factory=dict)
+    arrange: list[str] = field(default_factory=list)  # remaining prompts of an arrangement
+    recipe: dict = field(default_factory=dict)  # the panel settings it was built from
+    record_action: str = ""  # the action written into provenance (regenerate keeps the original)
+
+
+class SessionController:
+    """Edits the session through undo commands; builds generation jobs."""
+
+    def __init__(self, session: Session, stack: UndoStack):
+        self.session = session
+        self.stack = stack
+
+    def bind(self, session: Session, stack: UndoStack) -> None:
+        self.session, self.stack = session, stack
+
+    # ---- track edits
+    def set_track_attr(self, tid: str, attr: str, value: Any, merge: bool = False) -> None:
+        t = self.session.track(tid)
+        if getattr(t, attr) == value:
+            return
+        self.stack.push(SetTrackAttr(self.session, tid, attr, value, merge=merge))
+
+    def delete_track(self, tid: str) -> None:
+        self.stack.push(RemoveTrack(self.session, tid))
+
+    def add_audio_tracks(self, items: list[tuple[str, np.ndarray]], role: str = "context",
+                         source_files: list[str] | None = None) -> list[Track]:
+        tracks = []
+        for i, (name, audio) in enumerate(items):
+            t = track_from_audio(name, audio, role=role)
+            t.in_context = role == "context"
+            if source_files:
+                t.source_file = source_files[i]
+            tracks.append(t)
+        if tracks:
+            self.stack.push(AddTracks(tracks, text=f"Import {len(tracks)} file(s)"))
+        return tracks
+
+    def activate_take(self, tid: str) -> None:
+        t = self.session.track(tid)
+        if not t.take_group or self.session.take_active(t):
+            return
+        self.stack.push(SetSessionAttr(self.session, "active_takes",
+                                       {**self.session.active_takes, t.take_group: tid},
+                                       text=f"Switch to {t.name}"))
+
+    def use_as_context(self, tid: str) -> None:
+        t = self.session.track(tid)
+        cmds = [SetTrackAttr(self.session, tid, "role", "context"),
+                SetTrackAttr(self.session, tid, "in_context", True)]
+        self.stack.push(Macro(f"Use {t.name} as context", cmds))
+
+    # ---- regions
+    def _snap(self, a: float, b: float) -> tuple[float, float]:
+        s = self.session
+        if not s.tempo:
+            return a, b
+        sa, sb = s.snap(a), s.snap(b)
+        if sb - sa < 1e-6:  # keep at least one bar
+            spb = s.seconds_per_bar()
+            sa = s.snap(a - spb / 2) if s.snap(a - spb / 2) >= 0 else 0.0
+            sb = sa + spb
+        return sa, sb
+
+    def add_region(self, tid: str, start: float, end: float) -> Region:
+        t = self.session.track(tid)
+        a, b = self._snap(max(0.0, start), end)
+        lo = t.offset / self.session.sample_rate
+        a, b = max(a, lo), min(b, t.end / self.session.sample_rate)
+        if b - a <= 0.01:
+            raise ActionError("the region lies outside this lane's audio")
+        r = Region(a, b)
+        self.stack.push(SetRegions(self.session, tid, [*t.regions, r], text="Draw region"))
+        return r
+
+    def move_region(self, tid: str, rid: str, start: float, end: float) -> None:
+        t = self.session.track(tid)
+        a, b = self._snap(max(0.0, start), end)
+        regions = [Region(a, b, r.id) if r.id == rid else r for r in t.regions]
+        self.stack.push(SetRegions(self.session, tid, regions, text="Move region"))
+
+    def delete_region(self, tid: str, rid: str) -> None:
+        t = self.session.track(tid)
+        self.stack.push(SetRegions(self.session, tid, [r for r in t.regions if r.id != rid],
+                                   text="Delete region"))
+
+    def set_loop(self, loop: tuple[float, float] | None) -> None:
+        if loop is not None:
+            a, b = self._snap(*loop)
+            loop = (a, b) if b - a > 1e-3 else None
+        if loop == self.session.loop:
+            return
+        self.stack.push(SetSessionAttr(self.session, "loop", loop,
+                                       text="Clear loop" if loop is None else "Set loop"))
+
+    def set_tempo(self, bpm: float | None) -> None:
+        bpm = None if not bpm else round(float(bpm), 2)
+        if bpm != self.session.tempo:
+            self.stack.push(SetSessionAttr(self.session, "tempo", bpm, text="Set tempo"))
+
+    def set_meter(self, num: int, den: int) -> None:
+        if (num, den) != tuple(self.session.meter):
+            self.stack.push(SetSessionAttr(self.session, "meter", (num, den), text="Set meter"))
+
+    def set_key(self, key: str | None) -> None:
+        key = key or None
+        if key != self.session.key:
+            self.stack.push(SetSessionAttr(self.session, "key", key, text="Set key"))
+
+    # ---- generation
+    def _common(self, recipe: dict, reference: np.ndarray | None) -> dict:
+        prompt = (recipe.get("prompt") or "").strip() or None
+        req = {
+            "sample_rate": self.session.sample_rate,
+            "prompt": prompt,
+            "reference": reference,
+            "mix": float(recipe["mix"]) if (prompt and reference is not None) else None,
+            "cfg_context": float(recipe["cfg_context"]),
+            "cfg_clap": float(recipe["cfg_clap"]),
+            "steps": int(recipe["steps"]),
+            "seed": int(recipe["seed"]),
+            "takes": int(recipe["takes"]),
+            "stereo_width": float(recipe["stereo_width"]),
+        }
+        if int(recipe.get("loop_n", 1)) > 1:
+            req["loop"] = (int(recipe["loop_n"]), float(recipe["loop_frac"]))
+        return req
+
+    def reference_audio(self, recipe: dict) -> np.ndarray | None:
+        tid = recipe.get("reference_track")
+        if tid:
+            try:
+                return self.session.track(tid).audio
+            except KeyError:
+                return None
+        return None
+
+    def context_tracks(self, exclude: str | None = None) -> list[Track]:
+        s = self.session
+        return [t for t in s.tracks if t.in_context and t.role != "reference"
+                and s.take_active(t) and t.id != exclude]
+
+    def _context(self, start: float, end: float, exclude: str | None = None):
+        tracks = self.context_tracks(exclude)
+        if not tracks:
+            return None, {"tracks": [], "start": start, "end": end}
+        mix = self.session.render(tracks, start, end, apply_mute=False)
+        return mix, {"tracks": [t.id for t in tracks], "start": start, "end": end}
+
+    def selected_track(self, tid: str | None, need_audio: bool = True) -> Track:
+        if not tid:
+            raise ActionError("select a lane first (click its header)")
+        return self.session.track(tid)
+
+    def build_job(self, action: str, recipe: dict, selected: str | None = None,
+                  selected_region: str | None = None, reference: np.ndarray | None = None
+                  ) -> Job:
+        """Translate an action + panel settings into a Job (raises ActionError)."""
+        s = self.session
+        sr = s.sample_rate
+        ref = reference if reference is not None else self.reference_audio(recipe)
+        req = self._common(recipe, ref)
+        label = req["prompt"] or ("reference" if ref is not None else "stem")
+        if action in ("generate", "arrange"):
+            if s.loop:
+                start, end = s.loop
+            elif self.context_tracks():
+                start, end = 0.0, s.seconds
+            else:
+                start, end = 0.0, float(recipe.get("duration") or 10.0)
+            ctx, spec = self._context(start, end)
+            req["context"] = ctx
+            req["duration"] = end - start
+            return Job(action, req, label, int(round(start * sr)), context_spec=spec)
+        t = self.selected_track(selected)
+        start_s = t.offset / sr
+        end_s = t.end / sr
+        if action in ("inpaint", "regenerate_region"):
+            regions = t.regions
+            if not regions:
+                raise ActionError(f"draw a region on {t.name} first (drag across its waveform)")
+            r = next((r for r in regions if r.id == selected_region), regions[-1])
+            ctx, spec = self._context(start_s, end_s, exclude=t.id)
+            req.update(context=ctx, source=self._mono_or_stereo(t),
+                       inpaint=(max(0.0, r.start - start_s), min(end_s, r.end) - start_s))
+            if action == "regenerate_region":
+                req.update(regenerate=True, strength=float(recipe["strength"]))
+            spec["region"] = [r.start, r.end]
+            return Job(action, req, f"{t.name} inpaint", t.offset, t.id, spec)
+        if action == "vary":
+            ctx, spec = self._context(start_s, end_s, exclude=t.id)
+            req.update(context=ctx, variation_of=self._mono_or_stereo(t),
+                       strength=float(recipe["strength"]))
+            return Job(action, req, f"{t.name} var", t.offset, t.id, spec)
+        if action == "continue":
+            extra = float(recipe.get("duration") or 10.0)
+            req.update(continue_from=self._mono_or_stereo(t), duration=extra)
+            return Job(action, req, f"{t.name} cont", t.offset, t.id,
+                       {"tracks": [], "start": start_s, "end": end_s + extra})
+        raise ActionError(f"unknown action {action}")
+
+    def regenerate_job(self, tid: str) -> Job:
+        """The same recipe again: rebuilt from the stem's provenance, same seed, one take."""
+        t = self.session.track(tid)
+        p = t.provenance or {}
+        app = p.get("app") or {}
+        if not app.get("recipe"):
+            raise ActionError(f"{t.name} has no recipe to regenerate from")
+        recipe = {**DEFAULT_RECIPE, **app["recipe"]}
+        recipe["seed"] = int(p.get("seed", recipe["seed"]))
+        recipe["takes"] = 1
+        action = app.get("action", "generate")
+        spec = app.get("context", {})
+        sr = self.session.sample_rate
+        if action in ("generate", "arrange"):
+            tracks = [x for x in self.session.tracks if x.id in set(spec.get("tracks", []))]
+            missing = set(spec.get("tracks", [])) - {x.id for x in tracks}
+            if missing:
+                raise ActionError("a context lane this take was made from has been deleted")
+            start, end = spec.get("start", 0.0), spec.get("end", t.frames / sr)
+            req = self._common(recipe, self.reference_audio(recipe))
+            req["context"] = (self.session.render(tracks, start, end, apply_mute=False)
+                              if tracks else None)
+            req["duration"] = end - start
+            if app.get("prompt_override"):
+                req["prompt"] = app["prompt_override"]
+            return Job("regenerate", req, t.name.split(" take")[0], t.offset, None, spec,
+                       record_action=action)
+        src = app.get("source_track")
+        if not src:
+            raise ActionError(f"{t.name} cannot be regenerated")
+        try:
+            self.session.track(src)
+        except KeyError:
+            raise ActionError("the lane this take was made from has been deleted") from None
+        job = self.build_job(action, recipe, src, None)
+        if action in ("inpaint", "regenerate_region") and spec.get("region"):
+            a, b = spec["region"]
+            off = self.session.track(src).offset / sr
+            job.request["inpaint"] = (a - off, b - off)
+            job.context_spec = spec
+        job.record_action = action
+        job.action = "regenerate"
+        return job
+
+    @staticmethod
+    def _mono_or_stereo(t: Track) -> np.ndarray:
+        return t.audio
+
+    def land_results(self, job: Job, stems: list, recipe: dict) -> list[Track]:
+        """Add the stems as one group of takes (one undo step); the first take is active."""
+        group = uuid.uuid4().hex[:8]
+        tracks = []
+        for i, st in enumerate(stems):
+            audio = np.asarray(st.audio, np.float32)
+            if st.sample_rate != self.session.sample_rate:
+                from engine.audio import resample
+
+                audio = resample(audio, st.sample_rate, self.session.sample_rate)
+            prov = dict(st.provenance or {})
+            prov["app"] = {
+                "action": job.record_action or job.action,
+                "recipe": {k: v for k, v in recipe.items() if k != "model"},
+                "context": job.context_spec,
+                "source_track": job.source_track,
+                "offset_frames": job.offset,
+                "prompt_override": job.request.get("prompt") if job.action == "arrange" else None,
+            }
+            t = track_from_audio(f"{job.name} take{i + 1}", audio, role="generated",
+                                 offset=job.offset)
+            t.provenance = prov
+            t.in_context = False
+            t.take_group = group
+            t.take = i + 1
+            tracks.append(t)
+        if tracks:
+            self.stack.push(AddTracks(tracks, text=f"{job.action.capitalize()}: {job.name}",
+                                      active_takes={group: tracks[0].id}))
+        return tracks
+
+
+def import_files(paths: list[str | Path], sample_rate: int) -> tuple[list, list[str]]:
+    """Read audio files resampled to the session rate: ([(name, audio, path)], [errors])."""
+    from engine.audio import SUPPORTED_EXTENSIONS, load_audio
+
+    ok, errors = [], []
+    for p in paths:
+        p = Path(p)
+        if p.suffix.lower() not in SUPPORTED_EXTENSIONS:
+            errors.append(f"{p.name}: unsupported file type {p.suffix or '(none)'} — use WAV, "
+                          "FLAC, AIFF, OGG or MP3")
+            continue
+        try:
+            audio, _sr = load_audio(p, sample_rate=sample_rate)
+        except RiffwrightError as e:
+            errors.append(str(e))
+            continue
+        except Exception as e:  # noqa: BLE001 - any decoder failure becomes a message
+            errors.append(f"{p.name}: cannot read this file ({e.__class__.__name__})")
+            continue
+        ok.append((p.stem, audio, str(p)))
+    return ok, errors
+
+
+def estimate_tempo(audio: np.ndarray, sr: int) -> float | None:
+    """A rough tempo estimate (BPM, 60–180) from onset-envelope autocorrelation."""
+    x = audio.mean(axis=0) if audio.ndim == 2 else audio
+    if x.size < sr * 2:
+        return None
+    hop = 512
+    n = x.size // hop
+    frames = x[: n * hop].reshape(n, hop)
+    energy = np.log1p(100 * np.sqrt((frames**2).mean(axis=1)))
+    onset = np.maximum(0, np.diff(energy))
+    onset -= onset.mean()
+    if not np.any(onset):
+        return None
+    fps = sr / hop
+    ac = np.correlate(onset, onset, mode="full")[onset.size - 1:]
+    lags = np.arange(ac.size)
+    lo, hi = int(fps * 60 / 180), int(fps * 60 / 60)
+    if hi >= ac.size:
+        return None
+    band = ac[lo:hi + 1]
+    # favour tempi near 120 BPM (a mild log-normal prior, as in common beat trackers)
+    bpm = 60 * fps / np.maximum(lags[lo:hi + 1], 1)
+    w = np.exp(-0.5 * (np.log2(bpm / 120) / 1.0) ** 2)
+    best = lo + int(np.argmax(band * w))
+    return round(float(60 * fps / best), 1)

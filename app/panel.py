@@ -1,0 +1,345 @@
+"""The prompt and guidance panel: what to generate and how, plus the action buttons.
+
+The panel owns no state of its own beyond its widgets: `recipe()` reads them into a dict
+(the keys of `app.controller.DEFAULT_RECIPE`), `set_recipe()` writes them. Value changes are
+reported with `sig_recipe_changed(key, value, merge)`, so the window can keep the recipe in
+the session (saved with it, undoable; slider drags merge into one step).
+"""
+
+from __future__ import annotations
+
+import random
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QSlider,
+    QSpinBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.controller import DEFAULT_RECIPE
+
+
+class ValueSlider(QWidget):
+    """A horizontal slider over a float range with its value shown beside it."""
+
+    sig_value = Signal(float, bool)  # value, merge (True while dragging)
+    sig_released = Signal()
+
+    def __init__(self, lo: float, hi: float, step: float, value: float, fmt: str = "{:.2f}",
+                 tip: str = ""):
+        super().__init__()
+        self.lo, self.step, self.fmt = lo, step, fmt
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        self.slider = QSlider(Qt.Horizontal)
+        self.slider.setRange(0, int(round((hi - lo) / step)))
+        self.label = QLabel()
+        self.label.setFixedWidth(40)
+        self.label.setAlignment(Qt.AlignRight | Qt.AlignVCenter)
+        lay.addWidget(self.slider, 1)
+        lay.addWidget(self.label)
+        self.setToolTip(tip)
+        self._quiet = False
+        self.slider.valueChanged.connect(self._changed)
+        self.slider.sliderReleased.connect(self.sig_released.emit)
+        self.set_value(value)
+
+    def value(self) -> float:
+        return round(self.lo + self.slider.value() * self.step, 6)
+
+    def set_value(self, v: float) -> None:
+        self._quiet = True
+        self.slider.setValue(int(round((float(v) - self.lo) / self.step)))
+        self.label.setText(self.fmt.format(self.value()))
+        self._quiet = False
+
+    def _changed(self, _v) -> None:
+        self.label.setText(self.fmt.format(self.value()))
+        if not self._quiet:
+            self.sig_value.emit(self.value(), self.slider.isSliderDown())
+
+
+class GuidancePanel(QWidget):
+    sig_recipe_changed = Signal(str, object, bool)  # key, value, merge
+    sig_merge_closed = Signal()
+    sig_action = Signal(str)  # generate, inpaint, vary, continue, regenerate, use_context, arrange
+    sig_reference_file = Signal(str)  # a file dropped or picked as the audio reference
+    sig_model_chosen = Signal(str)  # bundle path
+    sig_tap = Signal()
+    sig_estimate_tempo = Signal()
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setAcceptDrops(True)
+        self.setMinimumWidth(300)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(8, 6, 8, 6)
+        outer.setSpacing(6)
+
+        # model and device
+        top = QHBoxLayout()
+        self.model = QComboBox()
+        self.model.setToolTip("Model bundle")
+        self.model.activated.connect(lambda i: self.sig_model_chosen.emit(
+            self.model.itemData(i) or ""))
+        self.device = QLabel("…")
+        self.device.setObjectName("device")
+        self.device.setToolTip("The device generation runs on (CUDA, MPS or CPU)")
+        top.addWidget(self.model, 1)
+        top.addWidget(self.device)
+        outer.addLayout(top)
+
+        # prompt
+        gp = QGroupBox("Prompt")
+        f = QVBoxLayout(gp)
+        self.prompt = QPlainTextEdit()
+        self.prompt.setPlaceholderText("e.g. a walking upright bass, warm and round")
+        self.prompt.setFixedHeight(54)
+        self.prompt.setToolTip("Text prompt (CLAP text embedding). Leave empty for audio "
+                               "reference only or unconditional.")
+        self.prompt.textChanged.connect(
+            lambda: self._emit("prompt", self.prompt.toPlainText(), True))
+        self.prompt.focusOutEvent = self._prompt_focus_out
+        f.addWidget(self.prompt)
+        ref = QHBoxLayout()
+        self.reference = QComboBox()
+        self.reference.setToolTip("Audio reference: pick a lane, or drop an audio file on this "
+                                  "panel (it becomes a reference lane)")
+        self.reference.currentIndexChanged.connect(
+            lambda _i: self._emit("reference_track", self.reference.currentData(), False))
+        ref.addWidget(QLabel("Reference"))
+        ref.addWidget(self.reference, 1)
+        f.addLayout(ref)
+        self.mix = self._slider(f, "r (audio ↔ text)", 0, 1, 0.05, DEFAULT_RECIPE["mix"], "mix",
+                                "Interpolation r between the audio reference (0) and the text "
+                                "prompt (1)")
+        outer.addWidget(gp)
+
+        # guidance
+        gg = QGroupBox("Guidance")
+        g = QVBoxLayout(gg)
+        self.cfg_context = self._slider(g, "CFG context", 0, 3, 0.05, 1.25, "cfg_context",
+                                        "How strongly to follow the context (w_ctx)")
+        self.cfg_clap = self._slider(g, "CFG CLAP", 0, 3, 0.05, 1.25, "cfg_clap",
+                                     "How strongly to follow the prompt/reference (w_clap)")
+        form = QFormLayout()
+        form.setLabelAlignment(Qt.AlignLeft)
+        self.steps = QSpinBox()
+        self.steps.setRange(1, 200)
+        self.steps.setValue(30)
+        self.steps.setToolTip("Sampling steps (more: slower, cleaner)")
+        self.steps.valueChanged.connect(lambda v: self._emit("steps", v, True))
+        form.addRow("Steps", self.steps)
+        seed_row = QHBoxLayout()
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 2**31 - 1)
+        self.seed.setValue(DEFAULT_RECIPE["seed"])
+        self.seed.setToolTip("Random seed: the same seed and settings give the same take")
+        self.seed.valueChanged.connect(lambda v: self._emit("seed", v, True))
+        self.seed_lock = QToolButton()
+        self.seed_lock.setText("Lock")
+        self.seed_lock.setCheckable(True)
+        self.seed_lock.setToolTip("Lock the seed (otherwise a new one is drawn per generation)")
+        self.seed_lock.toggled.connect(lambda v: self._emit("seed_locked", v, False))
+        self.dice = QToolButton()
+        self.dice.setText("Dice")
+        self.dice.setToolTip("Roll a new seed")
+        self.dice.clicked.connect(self.roll_seed)
+        seed_row.addWidget(self.seed, 1)
+        seed_row.addWidget(self.seed_lock)
+        seed_row.addWidget(self.dice)
+        form.addRow("Seed", seed_row)
+        self.takes = QSpinBox()
+        self.takes.setRange(1, 8)
+        self.takes.setValue(DEFAULT_RECIPE["takes"])
+        self.takes.setToolTip("How many takes to generate at once (1–8)")
+        self.takes.valueChanged.connect(lambda v: self._emit("takes", v, True))
+        form.addRow("Takes", self.takes)
+        self.duration = QDoubleSpinBox()
+        self.duration.setRange(1, 600)
+        self.duration.setSuffix(" s")
+        self.duration.setValue(DEFAULT_RECIPE["duration"])
+        self.duration.setToolTip("Length when there is no context or loop region; "
+                                 "the extension length for Continue")
+        self.duration.valueChanged.connect(lambda v: self._emit("duration", v, True))
+        form.addRow("Length", self.duration)
+        g.addLayout(form)
+        self.stereo_width = self._slider(g, "Stereo width", 0, 1, 0.05, 0.4, "stereo_width",
+                                         "Pseudo-stereo: strength of the variation used as the "
+                                         "second channel (0 = mono)")
+        outer.addWidget(gg)
+
+        # loop / variation
+        gl = QGroupBox("Loop and variation")
+        lv = QVBoxLayout(gl)
+        lf = QFormLayout()
+        self.loop_n = QSpinBox()
+        self.loop_n.setRange(1, 16)
+        self.loop_n.setValue(1)
+        self.loop_n.setToolTip("Loop repetitions n: the output repeats n times (1 = off)")
+        self.loop_n.valueChanged.connect(lambda v: self._emit("loop_n", v, True))
+        lf.addRow("Loop repetitions", self.loop_n)
+        lv.addLayout(lf)
+        self.loop_frac = self._slider(lv, "s_loop", 0, 1, 0.05, 0.5, "loop_frac",
+                                      "Fraction of the steps that are forced periodic")
+        self.strength = self._slider(lv, "Variation strength", 0, 1, 0.05, 0.5, "strength",
+                                     "How far a variation may move from its source "
+                                     "(1 = from scratch)")
+        outer.addWidget(gl)
+
+        # actions
+        ga = QGroupBox("Actions")
+        grid = QGridLayout(ga)
+        grid.setSpacing(4)
+        self.buttons: dict[str, QPushButton] = {}
+        spec = [
+            ("generate", "Generate", "Generate takes over the loop region, or the whole "
+                                     "context (Ctrl+G)"),
+            ("inpaint", "Inpaint region", "Regenerate the selected region of the selected lane "
+                                          "(Ctrl+R)"),
+            ("vary", "Vary", "A variation of the selected lane (Ctrl+Shift+V)"),
+            ("continue", "Continue", "Extend the selected lane past its end"),
+            ("regenerate", "Regenerate", "Run the selected take's recipe again, exactly"),
+            ("use_context", "Use as context", "Make the selected take part of the context"),
+            ("arrange", "Arrange…", "Generate a list of prompts in sequence, each one hearing "
+                                    "the previous ones"),
+        ]
+        for i, (key, text, tip) in enumerate(spec):
+            b = QPushButton(text)
+            b.setToolTip(tip)
+            b.clicked.connect(lambda _c=False, k=key: self.sig_action.emit(k))
+            self.buttons[key] = b
+            if key == "generate":
+                b.setObjectName("primary")
+                b.setMinimumHeight(30)
+                grid.addWidget(b, 0, 0, 1, 2)
+            else:
+                grid.addWidget(b, 1 + (i - 1) // 2, (i - 1) % 2)
+        outer.addWidget(ga)
+        outer.addStretch(1)
+        self._quiet = False
+
+    def _slider(self, layout, label, lo, hi, step, value, key, tip) -> ValueSlider:
+        row = QHBoxLayout()
+        lab = QLabel(label)
+        lab.setFixedWidth(110)
+        lab.setToolTip(tip)
+        s = ValueSlider(lo, hi, step, value, tip=tip)
+        s.sig_value.connect(lambda v, m, k=key: self._emit(k, v, m))
+        s.sig_released.connect(self.sig_merge_closed.emit)
+        row.addWidget(lab)
+        row.addWidget(s, 1)
+        layout.addLayout(row)
+        return s
+
+    def _prompt_focus_out(self, ev):
+        self.sig_merge_closed.emit()
+        QPlainTextEdit.focusOutEvent(self.prompt, ev)
+
+    def _emit(self, key, value, merge):
+        if not self._quiet:
+            self.sig_recipe_changed.emit(key, value, merge)
+
+    def roll_seed(self) -> None:
+        self.seed.setValue(random.randint(0, 2**31 - 1))
+        self.sig_merge_closed.emit()
+
+    # ---- recipe
+    def recipe(self) -> dict:
+        return {
+            "prompt": self.prompt.toPlainText(),
+            "reference_track": self.reference.currentData(),
+            "reference_file": None,
+            "mix": self.mix.value(),
+            "cfg_context": self.cfg_context.value(),
+            "cfg_clap": self.cfg_clap.value(),
+            "steps": self.steps.value(),
+            "seed": self.seed.value(),
+            "seed_locked": self.seed_lock.isChecked(),
+            "takes": self.takes.value(),
+            "stereo_width": self.stereo_width.value(),
+            "loop_n": self.loop_n.value(),
+            "loop_frac": self.loop_frac.value(),
+            "strength": self.strength.value(),
+            "duration": self.duration.value(),
+            "model": self.model.currentData(),
+        }
+
+    def set_recipe(self, r: dict) -> None:
+        r = {**DEFAULT_RECIPE, **(r or {})}
+        self._quiet = True
+        try:
+            if self.prompt.toPlainText() != r["prompt"]:
+                cur = self.prompt.textCursor().position()
+                self.prompt.setPlainText(r["prompt"] or "")
+                c = self.prompt.textCursor()
+                c.setPosition(min(cur, len(r["prompt"] or "")))
+                self.prompt.setTextCursor(c)
+            i = self.reference.findData(r["reference_track"])
+            self.reference.setCurrentIndex(max(0, i))
+            for key in ("mix", "cfg_context", "cfg_clap", "stereo_width", "loop_frac",
+                        "strength"):
+                getattr(self, key).set_value(r[key])
+            self.steps.setValue(int(r["steps"]))
+            self.seed.setValue(int(r["seed"]))
+            self.seed_lock.setChecked(bool(r["seed_locked"]))
+            self.takes.setValue(int(r["takes"]))
+            self.loop_n.setValue(int(r["loop_n"]))
+            self.duration.setValue(float(r["duration"]))
+        finally:
+            self._quiet = False
+
+    def set_reference_choices(self, tracks: list[tuple[str, str]], current: str | None) -> None:
+        self._quiet = True
+        self.reference.clear()
+        self.reference.addItem("— none —", None)
+        for tid, name in tracks:
+            self.reference.addItem(name, tid)
+        self.reference.setCurrentIndex(max(0, self.reference.findData(current)))
+        self._quiet = False
+
+    def set_models(self, models: list[dict], current: str | None) -> None:
+        self.model.clear()
+        for m in models:
+            if "error" in m:
+                continue
+            self.model.addItem(f"{m['name']} ({m['origin']})", m["path"])
+        if current:
+            i = self.model.findData(current)
+            if i < 0:
+                from pathlib import Path
+
+                self.model.addItem(f"{Path(current).name} (custom)", current)
+                i = self.model.count() - 1
+            self.model.setCurrentIndex(i)
+
+    def set_device(self, text: str, ok: bool = True) -> None:
+        self.device.setText(text)
+        self.device.setStyleSheet("" if ok else "background: #8b919b;")
+
+    def set_busy(self, busy: bool) -> None:
+        for b in self.buttons.values():
+            b.setEnabled(not busy)
+
+    # reference by drop
+    def dragEnterEvent(self, ev):
+        if ev.mimeData().hasUrls():
+            ev.acceptProposedAction()
+
+    def dropEvent(self, ev):
+        urls = [u.toLocalFile() for u in ev.mimeData().urls() if u.isLocalFile()]
+        if urls:
+            ev.acceptProposedAction()
+            self.sig_reference_file.emit(urls[0])
