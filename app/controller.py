@@ -90,10 +90,13 @@ class SessionController:
         self.stack.push(RemoveTrack(self.session, tid))
 
     def add_audio_tracks(self, items: list[tuple[str, np.ndarray]], role: str = "context",
-                         source_files: list[str] | None = None) -> list[Track]:
+                         source_files: list[str] | None = None,
+                         peaks: list | None = None) -> list[Track]:
         tracks = []
         for i, (name, audio) in enumerate(items):
             t = track_from_audio(name, audio, role=role)
+            if peaks:
+                t._peaks = peaks[i]
             t.in_context = role == "context"
             if source_files:
                 t.source_file = source_files[i]
@@ -366,6 +369,14 @@ def import_files(paths: list[str | Path], sample_rate: int) -> tuple[list, list[
             continue
         ok.append((p.stem, audio, str(p)))
     return ok, errors
+
+
+def import_files_with_peaks(paths: list[str | Path], sample_rate: int):
+    """`import_files` plus each file's peak pyramid: everything slow, for a worker thread."""
+    from engine.session import PeakPyramid, compute_peaks
+
+    ok, errors = import_files(paths, sample_rate)
+    return ok, errors, [PeakPyramid(compute_peaks(a)) for _, a, _ in ok]
 
 
 def estimate_tempo(audio: np.ndarray, sr: int) -> float | None:

@@ -84,7 +84,7 @@ def run_app(argv: list[str] | None = None) -> int:
     else:
         QTimer.singleShot(0, win.offer_recovery)
     if args.files:
-        QTimer.singleShot(0, lambda: win.import_paths(args.files))
+        QTimer.singleShot(0, lambda: win.import_paths(args.files, wait=False))
     QTimer.singleShot(0, lambda: win.status(
         f"ready in {time.perf_counter() - t0:.2f} s — drop audio files to start"))
     if os.environ.get("RIFFWRIGHT_STARTUP_PROBE"):

@@ -310,7 +310,7 @@ class GuidancePanel(QWidget):
         self.reference.setCurrentIndex(max(0, self.reference.findData(current)))
         self._quiet = False
 
-    def set_models(self, models: list[dict], current: str | None) -> None:
+    def set_models(self, models: list[dict], current: str | None, name: str = "") -> None:
         self.model.clear()
         for m in models:
             if "error" in m:
@@ -321,7 +321,8 @@ class GuidancePanel(QWidget):
             if i < 0:
                 from pathlib import Path
 
-                self.model.addItem(f"{Path(current).name} (custom)", current)
+                self.model.addItem(f"{name or Path(current).name} ({Path(current).name})",
+                                   current)
                 i = self.model.count() - 1
             self.model.setCurrentIndex(i)
 

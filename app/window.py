@@ -44,6 +44,7 @@ from app.controller import (
     SessionController,
     estimate_tempo,
     import_files,
+    import_files_with_peaks,
 )
 from app.lanes import LaneView, fmt_time
 from app.panel import GuidancePanel
@@ -89,6 +90,7 @@ class MainWindow(QMainWindow):
         self._gen_started = 0.0
         self._autosave_thread: threading.Thread | None = None
         self._autosave_error = ""
+        self._import_worker = None
         self.setWindowTitle("Riffwright")
         self.setAcceptDrops(True)
         self.setDockNestingEnabled(True)
@@ -481,12 +483,28 @@ class MainWindow(QMainWindow):
         self.status_text.setText(text)
 
     # ------------------------------------------------------------------ files
-    def import_paths(self, paths: list[str]) -> int:
-        """Import audio files as new context lanes; unsupported files: a message, no change."""
-        ok, errors = import_files(paths, self.session.sample_rate)
+    def import_paths(self, paths: list[str], wait: bool = True) -> int:
+        """Import audio files as new context lanes; unsupported files: a message, no change.
+
+        With `wait=False` (drops, the Import dialog) decoding, resampling and the peak
+        summaries run in a worker thread and the lanes appear when it is done.
+        """
+        paths = [str(p) for p in paths]
+        if not wait:
+            from superqt.utils import create_worker
+
+            self.status(f"importing {len(paths)} file(s)…")
+            self._import_worker = create_worker(
+                import_files_with_peaks, paths, self.session.sample_rate,
+                _connect={"returned": lambda r: self._imported(*r),
+                          "errored": lambda e: self.message(f"import failed: {e}")})
+            return 0
+        return self._imported(*import_files_with_peaks(paths, self.session.sample_rate))
+
+    def _imported(self, ok, errors, peaks) -> int:
         if ok:
             tracks = self.ctl.add_audio_tracks([(n, a) for n, a, _ in ok],
-                                               source_files=[p for _, _, p in ok])
+                                               source_files=[p for _, _, p in ok], peaks=peaks)
             self.status(f"imported {len(tracks)} file(s)")
             if not self.session.tempo:
                 self.estimate_tempo(quiet=True)
@@ -500,7 +518,7 @@ class MainWindow(QMainWindow):
                                                 AUDIO_FILTER)
         if paths:
             self.settings.setValue("last_dir", str(Path(paths[0]).parent))
-            self.import_paths(paths)
+            self.import_paths(paths, wait=False)
 
     def add_reference_file(self, path: str) -> None:
         ok, errors = import_files([path], self.session.sample_rate)
@@ -530,7 +548,7 @@ class MainWindow(QMainWindow):
         paths = [u.toLocalFile() for u in ev.mimeData().urls() if u.isLocalFile()]
         if paths:
             ev.acceptProposedAction()
-            QTimer.singleShot(0, lambda: self.import_paths(paths))
+            self.import_paths(paths, wait=False)
 
     # ------------------------------------------------------------------ session files
     def confirm_discard(self) -> bool:
@@ -831,7 +849,7 @@ class MainWindow(QMainWindow):
     def _model_ready(self, name: str, device: str) -> None:
         self.device_status.setText(f"model: {name}")
         self.panel.set_device(device, True)
-        self.panel.set_models(list_models(), self.bridge.model_path)
+        self.panel.set_models(list_models(), self.bridge.model_path, name)
         self._update_actions()
 
     def _model_failed(self, msg: str) -> None:
