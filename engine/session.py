@@ -86,9 +86,9 @@ class PeakPyramid:
             self.levels.append(np.stack([lo, hi]))
 
     def level_for(self, frames_per_pixel: float) -> int:
-        """The coarsest level whose blocks are at most half a pixel wide."""
+        """The coarsest level whose blocks are at most one pixel wide (1-4 blocks a pixel)."""
         k = 0
-        while k + 1 < len(self.levels) and self.block * 4 ** (k + 1) <= frames_per_pixel / 2:
+        while k + 1 < len(self.levels) and self.block * 4 ** (k + 1) <= frames_per_pixel:
             k += 1
         return k
 

@@ -1,0 +1,141 @@
+"""App pieces on their own: the audio callback, waveform level of detail, tempo estimate,
+generation jobs built from the session, the bars|beats axis."""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from app.controller import DEFAULT_RECIPE, ActionError, SessionController, estimate_tempo
+from engine.session import Region, Session, UndoStack, track_from_audio
+
+
+def _session(seconds=4.0, sr=48000):
+    s = Session(sr)
+    t = np.arange(int(seconds * sr)) / sr
+    s.insert_track(track_from_audio("a", np.stack([np.sin(2 * np.pi * 100 * t)] * 2) * 0.5))
+    return s
+
+
+def test_callback_copies_premixed_audio_and_loops(qtbot):
+    from app.transport import Transport
+
+    s = _session(1.0)
+    tr = Transport(s, use_audio=False)
+    tr.remix(wait=True)
+    mix = tr.st.buf
+    assert mix.shape == (48000, 2) and mix.flags["C_CONTIGUOUS"]
+    out = np.zeros((1024, 2), np.float32)
+    tr.st.playing = True
+    tr.st.pos = 100
+    tr._callback(out, 1024, None, None)
+    np.testing.assert_array_equal(out, mix[100:1124])
+    assert tr.st.pos == 1124
+    # loop: wraps from the loop end to the loop start inside one block
+    tr.st.loop = (1000, 1500)
+    tr.st.pos = 1400
+    tr._callback(out, 1024, None, None)
+    np.testing.assert_array_equal(out[:100], mix[1400:1500])
+    np.testing.assert_array_equal(out[100:600], mix[1000:1500])
+    # the callback allocates no sample memory (only tiny view objects)
+    tracemalloc.start()
+    snap0 = tracemalloc.take_snapshot()
+    for _ in range(50):
+        tr._callback(out, 1024, None, None)
+    snap1 = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    grown = sum(st.size_diff for st in snap1.compare_to(snap0, "filename"))
+    assert grown < 4096
+    # end of the buffer: silence and stop
+    tr.st.loop = None
+    tr.st.pos = 48000 - 10
+    tr._callback(out, 1024, None, None)
+    assert not tr.st.playing and np.all(out[10:] == 0)
+    tr.close()
+
+
+def test_live_gain_remix(qtbot):
+    from app.transport import Transport
+
+    s = _session(0.5)
+    tr = Transport(s, use_audio=False)
+    tr.remix(wait=True)
+    before = tr.st.buf.copy()
+    s.tracks[0].gain_db = -6.0
+    tr.remix(wait=True)
+    np.testing.assert_allclose(tr.st.buf, before * 10 ** (-6 / 20), atol=1e-6)
+    s.tracks[0].mute = True
+    tr.remix(wait=True)
+    assert not tr.st.buf.any()
+
+
+def test_lane_draws_a_few_points_per_pixel(qtbot):
+    from app.lanes import LaneView
+
+    s = Session(48000)
+    n = 48000 * 600  # ten minutes
+    s.insert_track(track_from_audio("long", np.random.default_rng(0).standard_normal((2, n))
+                                    .astype(np.float32) * 0.1))
+    view = LaneView(s)
+    qtbot.addWidget(view)
+    view.resize(1200, 400)
+    view.show()
+    plot = next(iter(view.rows.values())).plot
+    for x0, x1 in ((0, 600), (100, 110), (300, 300.05)):
+        view.set_visible_range(x0, x1)
+        plot.refresh()
+        x, y = plot.curve.getData()
+        width = plot.getViewBox().width()
+        assert 0 < len(x) <= 8 * width + 16, (x0, x1, len(x), width)
+        assert x.min() <= x0 + (x1 - x0) * 0.05 and x.max() >= x1 - (x1 - x0) * 0.05
+    assert view.redraw_all() < 0.05
+
+
+def test_bars_axis_labels_bars(qtbot):
+    from app.lanes import BarsAxis
+
+    s = Session()
+    s.tempo = 120.0
+    ax = BarsAxis(lambda: s, orientation="bottom")
+    levels = ax.tickValues(0, 16, 800)
+    assert levels[0][1][:3] == [0.0, 2.0, 4.0]
+    assert ax.tickStrings([0.0, 2.0, 3.0], 1, 2) == ["1", "2", ""]
+    s.tempo = None
+    assert ax.tickValues(0, 16, 800) == []
+
+
+def test_tempo_estimate_of_a_click_track():
+    sr = 48000
+    bpm = 100.0
+    t = np.arange(12 * sr) / sr
+    clicks = np.exp(-((t % (60 / bpm)) * 60)) * np.sin(2 * np.pi * 1000 * t)
+    est = estimate_tempo(clicks[None].astype(np.float32), sr)
+    assert est == pytest.approx(bpm, rel=0.03)
+    assert estimate_tempo(np.zeros((1, 1000), np.float32), sr) is None
+
+
+def test_jobs_follow_loop_region_and_lane_offsets():
+    s = _session(8.0)
+    ctl = SessionController(s, UndoStack(s))
+    recipe = {**DEFAULT_RECIPE, "prompt": "bass", "takes": 3, "loop_n": 2}
+    job = ctl.build_job("generate", recipe)
+    assert job.request["context"].shape == (2, 8 * 48000) and job.offset == 0
+    assert job.request["loop"] == (2, 0.5) and job.request["takes"] == 3
+    ctl.set_loop((2.0, 6.0))
+    job = ctl.build_job("generate", recipe)
+    assert job.request["duration"] == 4.0 and job.offset == 96000
+    np.testing.assert_allclose(job.request["context"], s.render(start=2.0, end=6.0))
+    # a lane placed at 2 s: inpaint times are relative to its start
+    lane = track_from_audio("gen", np.zeros((1, 48000 * 4), np.float32), role="generated",
+                            offset=96000)
+    s.insert_track(lane)
+    with pytest.raises(ActionError):
+        ctl.build_job("inpaint", recipe, lane.id)
+    s.set_regions(lane.id, [Region(3.0, 4.0)])
+    job = ctl.build_job("inpaint", recipe, lane.id)
+    assert job.request["inpaint"] == (1.0, 2.0) and job.offset == 96000
+    assert job.request["context"].shape[1] == 4 * 48000  # context under the lane only
+    with pytest.raises(ActionError):
+        ctl.build_job("vary", recipe, None)
+    # empty prompt -> no text condition
+    assert ctl.build_job("generate", {**recipe, "prompt": "  "}).request["prompt"] is None
