@@ -1,0 +1,368 @@
+"""Consistency training of the CAE: loss, one optimisation step, a resumable trainer.
+
+The loss is continuous-time consistency training in the style of Music2Latent and "Consistency
+Models Made Easy" (ECT, Geng et al. 2024): a continuous index ``u ~ U(0, 1)`` picks a noise
+level ``t`` on the Karras curve, the partner level is ``r = sigma(u - delta)`` (clamped at
+``sigma_min``), and the network's output at ``x + t * eps`` is pulled towards its own
+stop-gradient output at ``x + r * eps`` (same ``eps``) under a pseudo-Huber distance, weighted
+by ``max(1 / (t - r), 1 / c_out(t))``. The curriculum starts at ``delta = 1`` (every
+``r = sigma_min``: pure denoising, the target is the clean spectrum) and halves ``delta``
+every ``stage_steps`` steps, which turns the decoder into a consistency model. The encoder is trained
+through the same loss (its latents condition both branches; the target branch is detached).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.errors import RiffwrightError
+
+# ----------------------------------------------------------------------------- loss
+
+
+@dataclass
+class CTSchedule:
+    """Hyper-parameters of the consistency-training loss and its noise curriculum.
+
+    Noise levels are drawn on the Karras et al. (rho = 7) curve from a uniform continuous
+    index u in [0, 1] (as Music2Latent does), which puts half of the draws above sigma ~ 2.5:
+    the high-noise regime is the one a one-step decoder uses. The partner level is
+    ``r = sigma(u - delta)`` with ``delta = 1 / q**stage``: at stage 0 every r is sigma_min
+    (pure denoising towards the clean spectrum); each stage halves the gap.
+    """
+
+    q: float = 2.0
+    stage_steps: int = 1000
+    max_stage: int = 8
+    rho: float = 7.0
+    huber_c: float = 0.00054
+    latent_l2: float = 1e-4
+
+    def stage(self, step: int) -> int:
+        return min(step // max(self.stage_steps, 1), self.max_stage)
+
+
+def karras_sigma(u: torch.Tensor, sigma_min: float, sigma_max: float, rho: float = 7.0):
+    """Continuous Karras curve: u = 0 -> sigma_min, u = 1 -> sigma_max."""
+    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    return (lo + u.clamp(0, 1) * (hi - lo)) ** rho
+
+
+def ct_sigmas(cae, batch: int, step: int, sched: CTSchedule, generator=None):
+    """Draw (t, r) for one batch: t = sigma(u), r = sigma(u - 1 / q**stage) >= sigma_min."""
+    u = torch.rand(batch, generator=generator) * (1 - 1e-3) + 1e-3
+    delta = 1.0 / sched.q ** sched.stage(step)
+    t = karras_sigma(u, cae.sigma_min, cae.sigma_max, sched.rho)
+    r = karras_sigma(u - delta, cae.sigma_min, cae.sigma_max, sched.rho)
+    r = torch.where(u - delta <= 0, torch.full_like(r, cae.sigma_min), r.clamp_min(cae.sigma_min))
+    return t, r
+
+
+def pseudo_huber(a: torch.Tensor, b: torch.Tensor, c: float) -> torch.Tensor:
+    """Per-example sqrt(mean((a - b)^2) + c^2) - c."""
+    d = (a - b).float().pow(2).flatten(1).mean(dim=1)
+    return torch.sqrt(d + c * c) - c
+
+
+def consistency_loss(cae, spec: torch.Tensor, step: int, sched: CTSchedule, generator=None):
+    """The CT loss for a batch of compressed spectra (B, C, 16 F). Returns (loss, stats)."""
+    B = spec.shape[0]
+    z = cae.encode_spec(spec)
+    t, r = ct_sigmas(cae, B, step, sched, generator)
+    t, r = t.to(spec.device), r.to(spec.device)
+    eps = torch.randn(spec.shape, generator=generator).to(spec.device)
+    x_t = spec + t[:, None, None] * eps
+    x_r = spec + r[:, None, None] * eps
+    pred = cae.denoise(x_t, t, z)
+    with torch.no_grad():
+        boundary = r <= cae.sigma_min * (1 + 1e-6)
+        target = x_r.clone()  # f(x, sigma_min) = x: the boundary condition
+        if not bool(boundary.all()):
+            idx = (~boundary).nonzero().flatten()
+            target[idx] = cae.denoise(x_r[idx], r[idx], z[idx].detach())
+    dist = pseudo_huber(pred, target, sched.huber_c)
+    # 1 / (t - r) (iCT, Music2Latent) normalises the consistency gap; it would weight the
+    # sigma_max regime that one-step decoding uses ~160x below the low-noise one, so the
+    # weight never drops below 1 / c_out(t), the EDM-uniform weight of the network output.
+    c_out = cae.c_out(t).clamp_min(1e-4)
+    weight = torch.maximum(1.0 / (t - r).clamp_min(1e-4), 1.0 / c_out)
+    ct = (weight * dist).mean()
+    reg = sched.latent_l2 * z.pow(2).mean()
+    stats = {
+        "loss": float(ct.detach()),
+        "dist": float(dist.detach().mean()),
+        "latent_rms": float(z.detach().pow(2).mean().sqrt()),
+        "stage": sched.stage(step),
+    }
+    return ct + reg, stats
+
+
+def train_step(cae, opt, spec: torch.Tensor, step: int, sched: CTSchedule, ema=None,
+               ema_decay: float = 0.999, grad_clip: float = 1.0, generator=None) -> dict:
+    """One optimisation step on a batch of spectra; updates `ema` in place if given."""
+    cae.train()
+    opt.zero_grad(set_to_none=True)
+    loss, stats = consistency_loss(cae, spec, step, sched, generator)
+    loss.backward()
+    gnorm = torch.nn.utils.clip_grad_norm_(cae.parameters(), grad_clip)
+    opt.step()
+    if ema is not None:
+        decay = min(ema_decay, (1.0 + step) / (10.0 + step))  # warm-up: early EMA tracks fast
+        with torch.no_grad():
+            for pe, p in zip(ema.parameters(), cae.parameters()):
+                pe.lerp_(p.detach(), 1.0 - decay)
+    stats["grad_norm"] = float(gnorm)
+    return stats
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def _list_sources(data: str | Path, split: str) -> list[list[Path]]:
+    """Groups of stems that may be mixed: from a manifest (songs) or a folder (one per file)."""
+    from engine.audio import SUPPORTED_EXTENSIONS
+
+    data = Path(data)
+    manifest = data / "manifest.json" if data.is_dir() else data
+    if manifest.is_file() and manifest.suffix == ".json":
+        root = manifest.parent
+        try:
+            meta = json.loads(manifest.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise RiffwrightError(f"cannot read {manifest}: {e}") from None
+        songs = [s for s in meta.get("songs", []) if s.get("split", "train") == split]
+        groups = [[root / st["path"] for st in s.get("stems", [])] for s in songs]
+        return [g for g in groups if g]
+    if data.is_dir():
+        files = sorted(
+            p for p in data.rglob("*") if p.suffix.lower() in SUPPORTED_EXTENSIONS and p.is_file()
+        )
+        return [[p] for p in files]
+    raise RiffwrightError(f"no training data at {data}: give a folder of audio or a manifest.json")
+
+
+class CropSampler:
+    """Random mono crops at 48 kHz: single stems or mixes of stems from one song.
+
+    Crops are read with `load_audio(offset, duration)`, so only the window is decoded. A
+    random gain puts each crop between -30 and -10 dBFS RMS; a few crops stay silent on
+    purpose so that the CAE learns that silence decodes to silence.
+    """
+
+    def __init__(self, groups: list[list[Path]], samples: int, sample_rate: int = 48000,
+                 mix_prob: float = 0.5, silence_prob: float = 0.03, seed: int = 0):
+        if not groups:
+            raise RiffwrightError("the training set is empty")
+        self.groups, self.samples, self.sr = groups, samples, sample_rate
+        self.mix_prob, self.silence_prob = mix_prob, silence_prob
+        self.rng = random.Random(seed)
+        self._info: dict[Path, tuple[int, int]] = {}
+
+    def _info_of(self, p: Path) -> tuple[int, int]:
+        if p not in self._info:
+            from engine.audio import audio_info
+
+            i = audio_info(p)
+            self._info[p] = (i.sample_rate, i.frames)
+        return self._info[p]
+
+    def _read(self, p: Path, start_s: float, dur_s: float) -> np.ndarray:
+        from engine.audio import load_audio, to_mono
+
+        sr, frames = self._info_of(p)
+        if start_s * sr >= frames:
+            return np.zeros(self.samples, np.float32)
+        a, _ = load_audio(p, self.sr, offset=start_s, duration=dur_s)
+        a = to_mono(a)
+        out = np.zeros(self.samples, np.float32)
+        out[: min(len(a), self.samples)] = a[: self.samples]
+        return out
+
+    def crop(self) -> np.ndarray:
+        rng = self.rng
+        if rng.random() < self.silence_prob:
+            return np.zeros(self.samples, np.float32)
+        for _ in range(8):
+            g = rng.choice(self.groups)
+            if len(g) > 1 and rng.random() < self.mix_prob:
+                stems = rng.sample(g, rng.randint(2, min(len(g), 4)))
+            else:
+                stems = [rng.choice(g)]
+            sr, frames = self._info_of(stems[0])
+            dur = self.samples / self.sr
+            length = frames / sr
+            start = rng.uniform(0, max(length - dur, 0))
+            x = sum(self._read(p, start, dur + 0.01) for p in stems)
+            rms = float(np.sqrt(np.mean(x * x)))
+            if rms < 1e-4:
+                continue
+            gain = 10 ** (rng.uniform(-30, -10) / 20) / rms
+            peak = float(np.abs(x).max()) * gain
+            if peak > 0.99:
+                gain *= 0.99 / peak
+            return (x * gain).astype(np.float32)
+        return np.zeros(self.samples, np.float32)
+
+    def batch(self, n: int) -> torch.Tensor:
+        return torch.from_numpy(np.stack([self.crop() for _ in range(n)]))
+
+
+# ----------------------------------------------------------------------------- trainer
+
+
+@dataclass
+class TrainConfig:
+    arch: str = "small"
+    steps: int = 10000
+    batch_size: int = 8
+    crop_frames: int = 16
+    lr: float = 2e-4
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    seed: int = 0
+    checkpoint_every: int = 200
+    log_every: int = 10
+    schedule: CTSchedule = field(default_factory=CTSchedule)
+
+
+def _state_path(out: Path) -> tuple[Path, Path]:
+    return out / "train_state.safetensors", out / "train_state.json"
+
+
+def _save_state(out: Path, cae, ema, opt, step: int, cfg: TrainConfig) -> None:
+    from safetensors.torch import save
+
+    from engine.cae.model import KIND
+    from engine.weights import atomic_write_bytes, save_module
+
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in cae.state_dict().items()}
+    tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
+    opt_state = opt.state_dict()
+    for i, st in opt_state["state"].items():
+        for k, v in st.items():
+            tensors[f"opt.{i}.{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
+    tpath, jpath = _state_path(out)
+    atomic_write_bytes(tpath, save(tensors))
+    meta = {"step": step, "train": asdict(cfg), "config": cae.config, "kind": KIND,
+            "param_groups": opt_state["param_groups"]}
+    atomic_write_bytes(jpath, json.dumps(meta, indent=1).encode())
+    ema.reset_id()
+    save_module(ema, out / "cae.safetensors", KIND, ema.config, torch.float16)
+
+
+def _load_state(out: Path, cae, ema, opt) -> int:
+    from safetensors.torch import load_file
+
+    tpath, jpath = _state_path(out)
+    meta = json.loads(jpath.read_text())
+    tensors = load_file(str(tpath))
+    cae.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    state: dict = {}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, i, name = k.split(".", 2)
+            state.setdefault(int(i), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    return int(meta["step"])
+
+
+def train_cae(
+    data_dir_or_manifest: str | Path,
+    out_dir: str | Path,
+    arch: str = "small",
+    steps: int = 10000,
+    batch_size: int = 8,
+    crop_frames: int = 16,
+    lr: float = 2e-4,
+    stage_steps: int = 1000,
+    checkpoint_every: int = 200,
+    log_every: int = 10,
+    threads: int | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    resume: bool = True,
+    callback=None,
+    relist_every: int = 500,
+) -> Path:
+    """Train (or resume training) a CAE; returns the path of the EMA weights file.
+
+    `data_dir_or_manifest`: a dataset folder with manifest.json (its "train" songs; stems of
+    a song are also mixed), a manifest.json path, or a folder of audio files. Writes into
+    `out_dir`: ``cae.safetensors`` (EMA weights, float16, loadable with `load_cae`),
+    ``train_state.safetensors``/``.json`` (model, EMA, optimiser, step: resumes from here)
+    and ``train.log`` (one JSON line per logged step). Training continues up to `steps`
+    total steps; calling again with a larger `steps` continues the same run. `callback(step,
+    stats)` is called after each step; raising from it stops training after a checkpoint.
+    The data source is listed again every `relist_every` steps (it may still be growing).
+    """
+    from engine.cae import create_cae
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if threads:
+        torch.set_num_threads(int(threads))
+    sched = CTSchedule(stage_steps=stage_steps)
+    cfg = TrainConfig(arch=arch, steps=steps, batch_size=batch_size, crop_frames=crop_frames,
+                      lr=lr, seed=seed, checkpoint_every=checkpoint_every, log_every=log_every,
+                      schedule=sched)
+    torch.manual_seed(seed)
+    cae = create_cae(arch).to(device)
+    ema = create_cae(arch).to(device)
+    ema.load_state_dict(cae.state_dict())
+    ema.requires_grad_(False)
+    opt = torch.optim.AdamW(cae.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
+    step = 0
+    if resume and all(p.exists() for p in _state_path(out)):
+        step = _load_state(out, cae, ema, opt)
+        for g in opt.param_groups:
+            g["lr"] = lr
+    groups = _list_sources(data_dir_or_manifest, "train")
+    sampler = CropSampler(groups, crop_frames * cae.hop, cae.sample_rate, seed=seed + step)
+    gen = torch.Generator().manual_seed(seed * 7919 + step)
+    log = open(out / "train.log", "a")
+    log.write(json.dumps({"event": "start", "step": step, "arch": arch, "groups": len(groups),
+                          "params": cae.num_parameters(), "time": time.time()}) + "\n")
+    log.flush()
+    t0, acc = time.time(), []
+    try:
+        while step < steps:
+            wave = sampler.batch(batch_size).to(device)
+            with torch.no_grad():
+                spec = cae.spectral(wave)
+            warm = min(1.0, (step + 1) / 200)
+            for g in opt.param_groups:
+                g["lr"] = lr * warm
+            stats = train_step(cae, opt, spec, step, sched, ema, cfg.ema_decay, cfg.grad_clip, gen)
+            step += 1
+            acc.append(stats)
+            if callback is not None:
+                callback(step, stats)
+            if step % log_every == 0 or step == steps:
+                mean = {k: float(np.mean([a[k] for a in acc])) for k in acc[0]}
+                mean.update(step=step, sec_per_step=(time.time() - t0) / len(acc))
+                log.write(json.dumps(mean) + "\n")
+                log.flush()
+                t0, acc = time.time(), []
+            if step % checkpoint_every == 0 or step == steps:
+                _save_state(out, cae, ema, opt, step, cfg)
+            if step % relist_every == 0:  # a data set that is still being built grows
+                fresh = _list_sources(data_dir_or_manifest, "train")
+                if len(fresh) != len(sampler.groups):
+                    sampler.groups = fresh
+                    log.write(json.dumps({"event": "data", "step": step, "groups": len(fresh)}) + "\n")
+            if not math.isfinite(stats["loss"]):
+                raise RiffwrightError(f"training diverged at step {step} (loss is not finite)")
+    finally:
+        if acc and math.isfinite(acc[-1]["loss"]):
+            _save_state(out, cae, ema, opt, step, cfg)
+        log.close()
+    return out / "cae.safetensors"

@@ -1,0 +1,300 @@
+"""engine.cae: shapes and lengths, the consistency boundary condition, seamless chunking,
+determinism, checkpoints, latent statistics, training, evaluation, Music2Latent backend."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from engine.audio import write_audio
+from engine.cae import ARCHS, cae_from_config, create_cae, latent_stats, load_cae
+from engine.cae.training import CTSchedule, consistency_loss, ct_sigmas, train_step
+from engine.errors import BundleError
+from engine.interfaces import Autoencoder
+from engine.weights import save_module
+
+SR = 48000
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: on a shared 2-core machine, two spinning OpenMP threads can run
+    tens of times slower than one. Restored afterwards."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def randomize_zero_inits(cae, seed=0):
+    """Give the zero-initialised output layers random weights, so an untrained decoder's
+    output depends on its noise and latents (else every property below holds trivially)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in cae.parameters():
+            if p.ndim > 1 and not p.any():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    cae.reset_id()
+    return cae
+
+
+@pytest.fixture(scope="module")
+def cae():
+    torch.manual_seed(0)
+    return randomize_zero_inits(create_cae("tiny"))
+
+
+def music(seconds: float, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(int(seconds * SR)) / SR
+    x = 0.2 * torch.sin(2 * math.pi * 220 * t) + 0.1 * torch.sin(2 * math.pi * 331 * t)
+    return (x + 0.03 * torch.randn(t.shape, generator=g)).float()
+
+
+def frame_rms(y: torch.Tensor, n: int = 2048) -> torch.Tensor:
+    y = y[: y.numel() // n * n].reshape(-1, n)
+    return y.pow(2).mean(1).sqrt()
+
+
+def test_interface_and_presets(cae):
+    assert set(ARCHS) >= {"tiny", "small"}
+    assert isinstance(cae, Autoencoder)
+    assert (cae.sample_rate, cae.hop, cae.latent_dim, cae.kind) == (48000, 4096, 64, "riffwright-cae")
+    assert cae.id.startswith("cae-tiny-")
+    small = create_cae("small")
+    n = small.num_parameters()["total"]
+    assert 1_000_000 < n < 10_000_000, n
+    with pytest.raises(KeyError, match="tiny"):
+        create_cae("huge")
+
+
+@pytest.mark.parametrize("seconds", [0.5, 10.0, 95.0])
+def test_round_trip_returns_exactly_the_input_length(cae, seconds):
+    x = music(seconds)
+    T = x.numel()
+    z = cae.encode(x[None])
+    assert z.shape == (1, 64, math.ceil(T / 4096))
+    y = cae.decode(z, length=T, generator=torch.Generator().manual_seed(0))
+    assert y.shape == (1, T) and y.dtype == torch.float32 and torch.isfinite(y).all()
+    assert cae.decode(z[:, :, :3]).shape == (1, 3 * 4096)
+
+
+def test_batch_items_are_independent(cae):
+    a, b = music(3.0, 1), music(3.0, 2) * 0.5
+    za = cae.encode(torch.stack([a, b]))
+    assert torch.allclose(za[0], cae.encode(a[None])[0], atol=1e-5)
+    assert torch.allclose(za[1], cae.encode(b[None])[0], atol=1e-5)
+
+
+def test_boundary_condition(cae):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 1024, 32, generator=g)
+    z = torch.randn(2, 64, 2, generator=g)
+    smin = torch.tensor(cae.sigma_min)
+    with torch.no_grad():
+        assert torch.equal(cae.denoise(x, smin, z), x)
+        assert float(cae.c_skip(smin)) == 1.0 and float(cae.c_out(smin)) == 0.0
+        y = cae.denoise(x, torch.tensor(cae.sigma_max), z)
+    assert not torch.allclose(y, x)  # away from sigma_min the network does act
+    assert float(cae.c_skip(torch.tensor(80.0))) < 1e-4
+
+
+def test_decode_is_deterministic_given_a_generator(cae):
+    z = cae.encode(music(2.0)[None])
+    y1 = cae.decode(z, generator=torch.Generator().manual_seed(7))
+    y2 = cae.decode(z, generator=torch.Generator().manual_seed(7))
+    y3 = cae.decode(z, generator=torch.Generator().manual_seed(8))
+    assert torch.equal(y1, y2)
+    assert not torch.allclose(y1, y3)
+
+
+def test_chunked_encode_matches_whole_file(cae):
+    x = music(12.0)[None]
+    whole = cae.encode(x, max_chunk_frames=10_000)
+    chunked = cae.encode(x, max_chunk_frames=16)
+    err = (whole - chunked).norm() / whole.norm()
+    assert err < 1e-3, float(err)
+
+
+def test_chunked_decode_has_no_seam(cae):
+    x = music(20.0)[None]
+    z = cae.encode(x)
+    whole = cae.decode(z, generator=torch.Generator().manual_seed(3), max_chunk_frames=10_000)[0]
+    chunked = cae.decode(z, generator=torch.Generator().manual_seed(3), max_chunk_frames=24)[0]
+    assert (whole - chunked).norm() / whole.norm() < 0.05
+    # energy at every chunk boundary stays within 0.5 dB of the unchunked decode...
+    r_w, r_c = frame_rms(whole), frame_rms(chunked)
+    db = 20 * torch.log10(r_c / r_w)
+    assert db.abs().max() < 0.5, float(db.abs().max())
+    # ...and no frame-to-frame energy jump exceeds what the unchunked decode has anyway
+    jump_c = (20 * torch.log10(r_c[1:] / r_c[:-1])).abs().max()
+    jump_w = (20 * torch.log10(r_w[1:] / r_w[:-1])).abs().max()
+    assert jump_c < jump_w + 0.5
+
+
+def test_memory_is_bounded_by_max_chunk_frames(cae):
+    seen = []
+    h1 = cae.decoder.register_forward_pre_hook(
+        lambda m, a: seen.append(a[0].shape[0] * a[0].shape[-1] // 16)
+    )
+    h2 = cae.encoder.register_forward_pre_hook(
+        lambda m, a: seen.append(a[0].shape[0] * a[0].shape[-1] // 16)
+    )
+    try:
+        z = cae.encode(music(30.0)[None].repeat(2, 1), max_chunk_frames=40)
+        cae.decode(z, max_chunk_frames=40)
+    finally:
+        h1.remove()
+        h2.remove()
+    assert len(seen) > 4 and max(seen) <= 40
+
+
+def test_save_and_load_round_trip(cae, tmp_path):
+    p = tmp_path / "cae.safetensors"
+    save_module(cae, p, cae.kind, cae.config, torch.float16)
+    a, b = load_cae(p), load_cae(p)
+    assert a.id == b.id and a.id.startswith("cae-tiny-")
+    assert a.config == cae.config
+    x = music(1.0)[None]
+    assert torch.allclose(a.encode(x), cae.encode(x), atol=2e-2)
+    other = randomize_zero_inits(create_cae("tiny"), seed=5)
+    assert other.id != cae.id
+    assert cae_from_config(cae.config).config == cae.config
+    with pytest.raises(BundleError, match="not found"):
+        load_cae(tmp_path / "missing.safetensors")
+
+
+def test_latent_stats_pool_every_frame():
+    g = torch.Generator().manual_seed(0)
+    items = [torch.randn(2, 64, 5, generator=g) * 3 + 1, torch.randn(64, 7, generator=g)]
+    mean, std = latent_stats(items)
+    flat = torch.cat([items[0].permute(1, 0, 2).reshape(64, -1), items[1]], dim=1).double()
+    assert mean.shape == std.shape == (64,)
+    assert torch.allclose(mean.double(), flat.mean(1), atol=1e-6)
+    assert torch.allclose(std.double(), flat.std(1, unbiased=False), atol=1e-6)
+    with pytest.raises(ValueError):
+        latent_stats([])
+
+
+def test_noise_curriculum_and_loss():
+    cae = create_cae("tiny")
+    sched = CTSchedule(stage_steps=10)
+    t0, r0 = ct_sigmas(cae, 256, 0, sched, torch.Generator().manual_seed(0))
+    assert torch.all(r0 == cae.sigma_min) and torch.all(t0 > cae.sigma_min)
+    t3, r3 = ct_sigmas(cae, 256, 30, sched, torch.Generator().manual_seed(0))
+    assert torch.equal(t0, t3)
+    assert torch.all(r3 <= t3) and (r3 > cae.sigma_min).float().mean() > 0.5
+    t6, r6 = ct_sigmas(cae, 256, 60, sched, torch.Generator().manual_seed(0))
+    assert torch.all((t6 - r6) <= (t3 - r3) + 1e-6)  # the gap shrinks stage by stage
+    spec = cae.spectral(music(1.4)[None].repeat(2, 1)[:, : 16 * 4096])
+    loss, stats = consistency_loss(cae, spec, 30, sched, torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss) and loss.requires_grad and stats["stage"] == 3
+
+
+def test_training_learns_and_silence_stays_silent():
+    """A few dozen steps on tones: the loss falls, tones come back, silence stays silent."""
+    torch.manual_seed(0)
+    cae = create_cae("tiny")
+    opt = torch.optim.Adam(cae.parameters(), lr=2e-3)
+    sched = CTSchedule(stage_steps=10_000)
+    g = torch.Generator().manual_seed(0)
+    t = torch.arange(4 * 4096) / SR
+    waves = torch.stack(
+        [0.3 * torch.sin(2 * math.pi * f * t) for f in (220.0, 440.0, 660.0)]
+        + [torch.zeros_like(t)]
+    )
+    spec = cae.spectral(waves)
+    cae.eval()
+    untrained = cae.decode(cae.encode(waves), generator=torch.Generator().manual_seed(0))
+    losses = [train_step(cae, opt, spec, i, sched, generator=g)["loss"] for i in range(40)]
+    assert np.mean(losses[-10:]) < np.mean(losses[:10])
+    cae.eval()
+    y = cae.decode(cae.encode(waves), generator=torch.Generator().manual_seed(0))
+    rms = y.pow(2).mean(1).sqrt()
+    # the tones come back (the untrained decoder outputs ~nothing for anything)...
+    assert rms[:-1].min() > 100 * untrained.pow(2).mean(1).sqrt().max()
+    # ...and silence decodes to near-silence: more than 26 dB below every tone
+    assert rms[-1] < 0.05 * rms[:-1].min(), rms
+
+
+def test_train_cae_checkpoints_and_resumes(tmp_path):
+    from engine.cae.training import train_cae
+
+    data = tmp_path / "data"
+    for i in range(2):
+        write_audio(data / f"{i}.wav", music(1.0, i).numpy(), SR)
+    out = tmp_path / "run"
+    p = train_cae(data, out, arch="tiny", steps=3, batch_size=2, crop_frames=4,
+                  checkpoint_every=2, log_every=1, threads=1)
+    assert json.loads((out / "train_state.json").read_text())["step"] == 3
+    p = train_cae(data, out, arch="tiny", steps=5, batch_size=2, crop_frames=4,
+                  checkpoint_every=2, log_every=1, threads=1)
+    log = [json.loads(line) for line in (out / "train.log").read_text().splitlines()]
+    starts = [e["step"] for e in log if e.get("event") == "start"]
+    assert starts == [0, 3]
+    assert [e["step"] for e in log if "loss" in e] == [1, 2, 3, 4, 5]
+    assert json.loads((out / "train_state.json").read_text())["step"] == 5
+    loaded = load_cae(p)
+    assert loaded.config["arch"] == "tiny"
+
+
+def test_evaluate_cae_reports_distances_and_pngs(cae, tmp_path):
+    from engine.cae.evaluate import evaluate_cae, mel_distance, mrstft_distance
+
+    x = music(1.0)
+    assert mrstft_distance(x, x) == pytest.approx(0.0, abs=1e-6)
+    assert mel_distance(x, x) == pytest.approx(0.0, abs=1e-6)
+    assert mrstft_distance(x, 0.5 * x) > 0.1
+    files = []
+    for i in range(2):
+        files.append(write_audio(tmp_path / f"f{i}.wav", music(1.0, i).numpy(), SR))
+    r = evaluate_cae(cae, files, tmp_path / "eval", seconds=1.0, pngs=1)
+    for k in ("mrstft", "mel", "mrstft_other", "mel_other", "encode_rtf", "decode_rtf"):
+        assert math.isfinite(r[k]) and r[k] >= 0
+    assert len(r["pngs"]) == 1 and (tmp_path / "eval" / "metrics.json").exists()
+    assert open(r["pngs"][0], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+# ------------------------------------------------------------------ Music2Latent backend
+
+
+def test_music2latent_missing_weights_message(tmp_path):
+    with pytest.raises(BundleError) as err:
+        load_cae(tmp_path / "music2latent.pt")
+    msg = str(err.value)
+    assert "CC BY-NC" in msg and "never downloads" in msg and "\n" not in msg
+
+
+def test_music2latent_backend_through_the_real_package(tmp_path):
+    models = pytest.importorskip("music2latent.models", reason="music2latent is not installed")
+    torch.manual_seed(0)
+    net = models.UNet()
+    path = tmp_path / "music2latent.pt"
+    torch.save({"gen_state_dict": net.state_dict()}, path)
+    m2l = load_cae(path)
+    assert isinstance(m2l, Autoencoder)
+    assert (m2l.sample_rate, m2l.hop, m2l.latent_dim) == (44100, 4096, 64)
+    assert m2l.id.startswith("m2l-") and "CC BY-NC" in m2l.license
+    x = music(0.2)[None, :9000]
+    z = m2l.encode(x)
+    assert z.shape == (1, 64, 3) and torch.isfinite(z).all()
+    y1 = m2l.decode(z, length=9000, generator=torch.Generator().manual_seed(0))
+    y2 = m2l.decode(z, length=9000, generator=torch.Generator().manual_seed(0))
+    assert y1.shape == (1, 9000) and torch.equal(y1, y2)
+    # the encoder is the package's own network on the package's own representation
+    from music2latent.audio import to_representation_encoder
+
+    seg = torch.nn.functional.pad(torch.nn.functional.pad(x, (0, 3 * 4096 - 9000))[:, None],
+                                  (768, 768), mode="reflect")[:, 0]
+    with torch.no_grad():
+        ref = net.encoder(to_representation_encoder(seg)) / m2l.sigma_rescale
+    assert torch.allclose(z, ref, atol=1e-5)
+    # a pickle holding code is refused
+    bad = tmp_path / "evil.pt"
+    torch.save({"gen_state_dict": net.state_dict(), "x": object()}, bad)
+    with pytest.raises(BundleError, match="does not unpickle"):
+        load_cae(bad)
