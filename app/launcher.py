@@ -2,15 +2,43 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 
 
+def _gui_bench(argv: list[str]) -> int:
+    """`riffwright bench --gui [--model DIR] [--json]`: event-loop stalls and redraw times."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="riffwright bench --gui")
+    ap.add_argument("--gui", action="store_true")
+    ap.add_argument("--model", metavar="DIR")
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--json", action="store_true")
+    args, _ = ap.parse_known_args(argv)
+    from app.bench import run_gui_bench
+
+    report = run_gui_bench(args.model, steps=args.steps)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        for k, v in report.items():
+            print(f"{k:<32} {v}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    # must be set before torch is imported anywhere (Apple MPS falls back to the CPU for
+    # operators it lacks instead of failing)
+    os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in {"app", "gui"} or argv[0].startswith("--session"):
         from app.main import run_app
 
         return run_app(argv[1:] if argv and argv[0] in {"app", "gui"} else argv)
+    if argv[0] == "bench" and "--gui" in argv:
+        return _gui_bench(argv[1:])
     from engine.cli import main as cli_main
 
     return cli_main(argv)
