@@ -107,7 +107,7 @@ class Progress:
     total: int
     eta_s: float | None = None
     message: str = ""
-    preview: Any = None  # reserved: the denoised latent, when a consumer asks for previews
+    preview: Any = None  # with run(previews=True): the current estimate D(x; σ) of the latents
 
     @property
     def fraction(self) -> float:
@@ -297,7 +297,7 @@ class Generator:
                         known: torch.Tensor | None = None, keep: torch.Tensor | None = None,
                         init: torch.Tensor | None = None, strength: float = 1.0,
                         loop: tuple[int, float] | None = None, cancel=None, stage="sample",
-                        clock: list | None = None):
+                        clock: list | None = None, previews: bool = False):
         """Sample (takes, C, frames) normalised latents, window by window.
 
         `known`/`keep`: frames held fixed by inpainting. `init` with `strength` < 1: start
@@ -360,7 +360,8 @@ class Generator:
                     eta = elapsed / done * (total - done)
                     yield Progress(stage, done, total, eta,
                                    f"step {done}/{total}" if stage == "sample"
-                                   else f"stereo {done}/{total}")
+                                   else f"stereo {done}/{total}",
+                                   step.denoised if previews else None)
             if bool(w_keep.any()):
                 x = torch.where(w_keep.to(dev)[None, None], w_known, x)
             if loop and loop[1] >= 1.0:
@@ -369,8 +370,9 @@ class Generator:
         return out
 
     # ------------------------------------------------------------------ run
-    def run(self, req: GenerationRequest, cancel: threading.Event | None = None
-            ) -> PyGenerator[Progress, None, list[Stem]]:
+    def run(self, req: GenerationRequest, cancel: threading.Event | None = None,
+            previews: bool = False) -> PyGenerator[Progress, None, list[Stem]]:
+        """Yield Progress events; return the stems. See the module docstring."""
         p = self.resolve(req)
         b = self.bundle
         sr_in, sr_model, sr_out = req.sample_rate, b.sample_rate, req.output_rate
@@ -487,7 +489,7 @@ class Generator:
         z = yield from self._sample_latents(
             frames=frames, context=context, clap=clap, p=p, seeds=seeds, salt=0,
             known=known, keep=keep, init=init, strength=strength, loop=loop, cancel=cancel,
-            clock=clock)
+            clock=clock, previews=previews)
         channels = [z]
         if p["stereo_width"] > 0:
             right = yield from self._sample_latents(
@@ -574,3 +576,15 @@ def request_as_dict(req: GenerationRequest) -> dict:
         else:
             out[k] = v
     return out
+
+
+def decode_preview(generator: Generator, preview, seconds: float | None = None) -> np.ndarray:
+    """Decode a Progress.preview latent (take 0) to mono audio at the model's rate."""
+    b = generator.bundle
+    with torch.inference_mode():
+        wave = b.cae.decode(b.denormalize(preview[:1].to(generator.device)),
+                            generator=torch.Generator().manual_seed(0))
+    audio = wave[0].to("cpu", torch.float32).numpy()
+    if seconds is not None:
+        audio = audio[: int(seconds * b.sample_rate)]
+    return audio

@@ -220,3 +220,13 @@ def _events(it):
 def test_bad_requests_say_what_is_wrong(gen, kw, msg):
     with pytest.raises(RequestError, match=msg):
         gen.resolve(GenerationRequest(**kw))
+
+
+def test_previews_are_the_current_estimate_and_decode(gen):
+    from engine.generate import decode_preview
+
+    evs = [e for e in _events(gen.run(GenerationRequest(duration=1.0, steps=3), previews=True))
+           if e.stage == "sample"]
+    assert all(e.preview is not None and e.preview.shape[-1] == 12 for e in evs)
+    audio = decode_preview(gen, evs[-1].preview, seconds=1.0)
+    assert audio.shape == (SR,) and np.isfinite(audio).all()
