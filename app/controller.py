@@ -310,6 +310,7 @@ class SessionController:
             job.context_spec = spec
         job.record_action = action
         job.action = "regenerate"
+        job.name = t.name.split(" take")[0]
         return job
 
     @staticmethod

@@ -407,13 +407,13 @@ class LaneHeader(QFrame):
                 self.name.setText(track.name)
                 self.name.setCursorPosition(0)
             role = ROLE_LABEL.get(track.role, track.role)
-            if track.take_group:
-                takes = s.takes(track.take_group)
+            takes = s.takes(track.take_group) if track.take_group else []
+            if len(takes) > 1:
                 idx = next((i for i, t in enumerate(takes) if t.id == track.id), 0)
                 letter = chr(ord("A") + idx) if idx < 26 else str(idx + 1)
                 self.take.setText(letter)
                 role += f" · take {letter} of {len(takes)}"
-            self.take.setVisible(bool(track.take_group))
+            self.take.setVisible(len(takes) > 1)
             self.take.setChecked(s.take_active(track))
             self.role.setText(role)
             self.mute.setChecked(track.mute)

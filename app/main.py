@@ -69,7 +69,7 @@ def run_app(argv: list[str] | None = None) -> int:
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else APP_NAME])
     app.setApplicationName(APP_NAME)
     app.setOrganizationName(APP_NAME)
-    icon = Path(__file__).resolve().parent.parent / "resources" / "icons" / "riffwright.svg"
+    icon = Path(__file__).resolve().parent.parent / "resources" / "icons" / "app" / "riffwright.svg"
     if icon.exists():
         app.setWindowIcon(QIcon(str(icon)))
     from app.theme import apply_theme

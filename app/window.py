@@ -174,6 +174,8 @@ class MainWindow(QMainWindow):
             "arrange": A("&Arrange…", lambda: self.run_action("arrange"), "Ctrl+Shift+A"),
         }
         self.a_shortcuts = A("Keyboard shortcuts", self.show_shortcuts, "F1")
+        self.a_models = A("&Models…", self.open_models, "Ctrl+M",
+                          "See, add and remove model bundles; pick the one to use")
 
     def _build_toolbar(self) -> None:
         tb = QToolBar("Transport")
@@ -299,6 +301,8 @@ class MainWindow(QMainWindow):
             m.addAction(a)
         m.addSeparator()
         m.addAction(self.a_cancel)
+        m.addSeparator()
+        m.addAction(self.a_models)
         m = mb.addMenu("&Transport")
         for a in (self.a_play, self.a_stop, self.a_home, self.a_loop, self.a_tap):
             m.addAction(a)
@@ -857,6 +861,11 @@ class MainWindow(QMainWindow):
         self.panel.set_device("no model", False)
         self.message(msg)
 
+    def open_models(self) -> None:
+        from app.models_dialog import open_models_dialog
+
+        open_models_dialog(self, current=self.bridge.model_path, on_chosen=self.choose_model)
+
     def choose_model(self, path: str) -> None:
         if path and path != self.bridge.model_path:
             self.bridge.load_model(path)
@@ -1013,6 +1022,7 @@ class MainWindow(QMainWindow):
         lay = QVBoxLayout(dlg)
         edit = QPlainTextEdit(text)
         edit.setReadOnly(True)
+        edit.setStyleSheet("font-family: monospace;")
         lay.addWidget(edit)
         b = QPushButton("Regenerate exactly")
         b.clicked.connect(lambda: (dlg.accept(), self.lanes.select(tid),

@@ -139,3 +139,31 @@ def test_jobs_follow_loop_region_and_lane_offsets():
         ctl.build_job("vary", recipe, None)
     # empty prompt -> no text condition
     assert ctl.build_job("generate", {**recipe, "prompt": "  "}).request["prompt"] is None
+
+
+def test_qt_bindings_keep_refcounts_of_none_and_bools(qtbot):
+    """PySide6 6.12.0 on Python 3.11 drops a reference to None/True on every signal emit
+    and repaint, which kills the app after a few thousand redraws ('deallocating None')."""
+    import sys
+
+    from app.lanes import LaneView
+
+    s = _session(5.0)
+    view = LaneView(s)
+    qtbot.addWidget(view)
+    view.resize(800, 300)
+    view.show()
+
+    def counts():
+        return sys.getrefcount(None), sys.getrefcount(True), sys.getrefcount(False)
+
+    for _ in range(5):
+        view.redraw_all()
+        view.repaint()
+    before = counts()
+    for i in range(200):
+        view.set_visible_range(0.1 * (i % 7), 3 + 0.1 * (i % 5))
+        view.redraw_all()
+        view.repaint()
+    after = counts()
+    assert all(abs(a - b) < 100 for a, b in zip(before, after, strict=True)), (before, after)
