@@ -240,6 +240,10 @@ def test_train_cae_checkpoints_and_resumes(tmp_path):
     assert json.loads((out / "train_state.json").read_text())["step"] == 5
     loaded = load_cae(p)
     assert loaded.config["arch"] == "tiny"
+    from engine.cae.evaluate import evaluate_cae_on_data
+
+    r = evaluate_cae_on_data(loaded, data, tmp_path / "ev", max_files=1, seconds=0.5, pngs=0)
+    assert r["files"] == 1 and math.isfinite(r["mel"])
 
 
 def test_evaluate_cae_reports_distances_and_pngs(cae, tmp_path):

@@ -171,3 +171,26 @@ def evaluate_cae(
         raise ValueError("evaluation produced non-finite distances")
     (out / "metrics.json").write_text(json.dumps(result, indent=1))
     return result
+
+
+def evaluate_cae_on_data(
+    cae,
+    data_dir_or_manifest: str | Path,
+    out_dir: str | Path,
+    split: str = "valid",
+    max_files: int = 8,
+    seconds: float | None = 10.0,
+    **kwargs,
+) -> dict:
+    """`evaluate_cae` on a data set: a dataset folder / manifest.json (stems of its `split`
+    songs, one stem per song in turn, so instruments vary) or a folder of audio files.
+    Up to `max_files` files; other keyword arguments go to `evaluate_cae`."""
+    from engine.cae.training import _list_sources
+
+    groups = _list_sources(data_dir_or_manifest, split)
+    if not groups and split != "train":
+        groups = _list_sources(data_dir_or_manifest, "train")
+    files = [g[i % len(g)] for i, g in enumerate(groups)][:max_files]
+    if not files:
+        raise ValueError(f"no audio files found in {data_dir_or_manifest}")
+    return evaluate_cae(cae, files, out_dir, seconds=seconds, **kwargs)

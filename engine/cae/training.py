@@ -275,6 +275,22 @@ def _load_state(out: Path, cae, ema, opt) -> int:
     return int(meta["step"])
 
 
+def _stop_on_sigterm():
+    """Turn SIGTERM into KeyboardInterrupt (so `kill PID` checkpoints before exiting);
+    returns a function that restores the previous handler. No-op off the main thread."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, old)
+
+
 def train_cae(
     data_dir_or_manifest: str | Path,
     out_dir: str | Path,
@@ -301,7 +317,8 @@ def train_cae(
     ``train_state.safetensors``/``.json`` (model, EMA, optimiser, step: resumes from here)
     and ``train.log`` (one JSON line per logged step). Training continues up to `steps`
     total steps; calling again with a larger `steps` continues the same run. `callback(step,
-    stats)` is called after each step; raising from it stops training after a checkpoint.
+    stats)` is called after each step; raising from it stops training after a checkpoint,
+    and so does SIGTERM (``kill PID``) or Ctrl-C.
     The data source is listed again every `relist_every` steps (it may still be growing).
     """
     from engine.cae import create_cae
@@ -333,6 +350,7 @@ def train_cae(
                           "params": cae.num_parameters(), "time": time.time()}) + "\n")
     log.flush()
     t0, acc = time.time(), []
+    restore = _stop_on_sigterm()
     try:
         while step < steps:
             wave = sampler.batch(batch_size).to(device)
@@ -365,4 +383,5 @@ def train_cae(
         if acc and math.isfinite(acc[-1]["loss"]):
             _save_state(out, cae, ema, opt, step, cfg)
         log.close()
+        restore()
     return out / "cae.safetensors"
