@@ -166,6 +166,11 @@ def _check_header(p: Path, sr: int, channels: int, frames: int) -> None:
         raise AudioError(f"{p.name} contains no audio (0 samples)")
 
 
+def _hms(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
 def _check_finite(block: np.ndarray, name: str) -> None:
     if not np.isfinite(block).all():
         raise AudioError(f"{name} contains NaN or infinite sample values")
@@ -226,18 +231,26 @@ def load_audio(
     sample_rate: int | None = None,
     offset: float = 0.0,
     duration: float | None = None,
+    max_seconds: float | None = None,
 ) -> tuple[np.ndarray, int]:
     """Read `path` as float32 ``(channels, frames)``; resample to `sample_rate` if given.
 
     `offset`/`duration` (seconds, in the file's own time) read a window without decoding the
-    rest. Returns ``(audio, sample_rate)``. Raises `AudioError` with a specific message for
-    anything that cannot be read.
+    rest. `max_seconds` refuses (before reading anything) a window longer than that, so a
+    caller that cannot hold hours of audio gets a message instead of a memory error; use
+    `iter_blocks` to stream such files. Returns ``(audio, sample_rate)``. Raises `AudioError`
+    with a specific message for anything that cannot be read.
     """
     snd = _open_checked(path)
     name = Path(path).name
     with snd:
         sr = snd.samplerate
         start, stop = _window(snd, sr, offset, duration)
+        if max_seconds is not None and (stop - start) > max_seconds * sr:
+            raise AudioError(
+                f"{name} is {_hms((stop - start) / sr)} long; at most {_hms(max_seconds)} "
+                "can be loaded at once here"
+            )
         out = np.empty((snd.channels, stop - start), dtype=np.float32)
         pos = 0
         for block in _read_blocks(snd, name, start, stop, _BLOCK):

@@ -85,6 +85,9 @@ def test_offset_and_duration_read_a_window(tmp_path):
     np.testing.assert_array_equal(x, a[:, SR // 2 : SR // 2 + SR // 4])
     with pytest.raises(AudioError, match="past the end"):
         load_audio(p, offset=5.0)
+    with pytest.raises(AudioError, match="0:02 long; at most 0:01"):
+        load_audio(p, max_seconds=1.0)
+    assert load_audio(p, duration=1.0, max_seconds=1.0)[0].shape == (1, SR)
 
 
 def test_iter_blocks_streams_the_same_audio(tmp_path):
