@@ -1,82 +1,50 @@
-"""The one app module that touches torch: model loading and generation off the GUI thread.
+"""The GUI side of the engine: model loading and generation in a separate process.
 
-`EngineBridge` loads a bundle in the background (the window is usable before the model is),
-and runs `engine.generate.Generator.run` in a superqt `GeneratorWorker`. Cancel sets a
-`threading.Event` the engine checks before every network step and also quits the worker at
-its next yield, so it returns within one step. Progress is throttled to ~20 updates a second.
-Errors arrive as one-line messages (`sig_error`), never as tracebacks.
+`EngineBridge` starts one engine process (`app.worker.engine_main`, multiprocessing spawn)
+the first time a model is loaded. Torch lives only there, so the GUI process never shares
+an interpreter lock with the sampler and the window stays responsive while it runs. A
+reader thread turns the engine's messages into Qt signals; cancel sets a shared event the
+engine checks before every step, so it returns within one step. Errors arrive as one-line
+messages (`sig_error`), never as tracebacks. If the engine process dies (out of memory, a
+driver crash), the bridge says so and starts a fresh one on the next load.
+
+This is the one app module allowed to import torch (import-linter); it does not need to.
 
 Signals:
-- `sig_model_loading(str)`: loading started (bundle path)
+- `sig_model_loading(str)`: loading started (bundle path or "default")
 - `sig_model_ready(str, str)`: (model name, device label "CPU"/"CUDA"/"MPS")
 - `sig_model_failed(str)`: the model could not be loaded (message)
-- `sig_progress(object)`: `engine.generate.Progress`
-- `sig_finished(object, object)`: (job, list[Stem])
+- `sig_progress(object)`: a `Progress(stage, step, total, eta_s, message)`
+- `sig_finished(object, object)`: (job, list of stems with audio/sample_rate/seed/take/provenance)
 - `sig_cancelled(object)`: (job)
 - `sig_error(str)`: a generation failed (message)
 """
 
 from __future__ import annotations
 
-import os
+import multiprocessing as mp
 import threading
-import time
-from dataclasses import fields
+from dataclasses import dataclass
 
-from PySide6.QtCore import QObject, Signal
-from superqt.utils import create_worker
+from PySide6.QtCore import QObject, QTimer, Signal
 
-from engine.errors import Cancelled, RiffwrightError
-
-PROGRESS_INTERVAL_S = 0.05
+from app.worker import device_label  # noqa: F401  (re-exported for callers)
 
 
-def device_label(device) -> str:
-    kind = getattr(device, "type", str(device)).split(":")[0].lower()
-    return {"cuda": "CUDA", "mps": "MPS", "cpu": "CPU"}.get(kind, kind.upper())
+@dataclass
+class Progress:
+    stage: str
+    step: int
+    total: int
+    eta_s: float | None = None
+    message: str = ""
 
 
-def _load(path, device):
-    os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
-    import torch
-
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), (os.cpu_count() or 2) - 1) or 1))
-    from engine.bundle import find_bundle, load_bundle
-    from engine.generate import Generator, pick_device
-
-    dev = pick_device(device)
-    bundle = load_bundle(find_bundle(path), dev)
-    return Generator(bundle, dev)
-
-
-def lower_thread_priority(niceness: int = 10) -> None:
-    """Make the calling thread yield the CPU to the GUI thread (Linux nice is per thread)."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
-    except (AttributeError, OSError):  # not Linux, or not allowed: harmless
-        pass
-
-
-def _run(generator, request_kwargs: dict, cancel: threading.Event):
-    from engine.generate import GenerationRequest
-
-    lower_thread_priority()
-    known = {f.name for f in fields(GenerationRequest)}
-    req = GenerationRequest(**{k: v for k, v in request_kwargs.items() if k in known})
-    gen = generator.run(req, cancel=cancel)
-    last = 0.0
-    try:
-        while True:
-            p = next(gen)
-            now = time.perf_counter()
-            if now - last >= PROGRESS_INTERVAL_S or p.step >= p.total or p.stage == "done":
-                last = now
-                yield p
-            # throttled events are dropped; the engine itself checks `cancel` every step
-    except StopIteration as stop:
-        return stop.value
-    finally:
-        gen.close()
+@dataclass
+class ModelInfo:
+    name: str
+    device: str
+    path: str
 
 
 def list_models() -> list[dict]:
@@ -96,109 +64,160 @@ class EngineBridge(QObject):
     sig_finished = Signal(object, object)
     sig_cancelled = Signal(object)
     sig_error = Signal(str)
+    _sig_event = Signal(object)  # engine message, delivered on the GUI thread
 
     def __init__(self, device: str = "auto", parent=None):
         super().__init__(parent)
         self.device = device
-        self.generator = None
+        self.generator: ModelInfo | None = None  # set when a model is ready
         self.model_path: str | None = None
         self.loading = False
-        self._load_worker = None
-        self._worker = None
-        self._cancel: threading.Event | None = None
+        self._ctx = mp.get_context("spawn")
+        self._proc = None
+        self._requests = None
+        self._events = None
+        self._cancel = None
+        self._reader: threading.Thread | None = None
         self._job = None
+        self._job_id = 0
+        self._sig_event.connect(self._on_event)
+        self._health = QTimer(self)
+        self._health.setInterval(500)
+        self._health.timeout.connect(self._check_alive)
+
+    # ---- the engine process
+    def _ensure_process(self) -> None:
+        if self._proc is not None and self._proc.is_alive():
+            return
+        from app.worker import engine_main
+
+        self._requests = self._ctx.Queue()
+        self._events = self._ctx.Queue()
+        self._cancel = self._ctx.Event()
+        proc = self._ctx.Process(target=engine_main, name="riffwright-engine",
+                                 args=(self._requests, self._events, self._cancel), daemon=True)
+        proc.start()  # raises when the process cannot be started
+        self._proc = proc
+        events = self._events
+
+        def read():
+            while True:
+                try:
+                    msg = events.get()
+                except (EOFError, OSError, ValueError):
+                    return
+                if msg is None or msg[0] == "exit":
+                    return
+                self._sig_event.emit(msg)
+
+        self._reader = threading.Thread(target=read, daemon=True, name="riffwright-engine-rx")
+        self._reader.start()
+        self._health.start()
+
+    def _check_alive(self) -> None:
+        if self._proc is None or self._proc.is_alive():
+            return
+        code = self._proc.exitcode
+        self._health.stop()
+        self._proc = None
+        self.generator = None
+        msg = f"the engine process stopped unexpectedly (exit code {code})"
+        if self.loading:
+            self.loading = False
+            self.sig_model_failed.emit(msg)
+        elif self._job is not None:
+            self._job = None
+            self.sig_error.emit(msg + "; load the model again")
 
     # ---- model
     def load_model(self, path: str | None = None) -> None:
-        """Load a bundle in the background (None: the default one)."""
+        """Load a bundle in the engine process (None: the default one)."""
         if self.busy:
             self.sig_error.emit("wait for the current generation to finish before switching models")
+            return
+        try:
+            self._ensure_process()
+        except (OSError, RuntimeError) as e:
+            self.sig_model_failed.emit(f"cannot start the engine process: {e}")
             return
         self.loading = True
         self.generator = None
         self.sig_model_loading.emit(str(path or "default"))
-        w = create_worker(_load, path, self.device, _start_thread=False,
-                          _connect={"returned": self._loaded, "errored": self._load_failed})
-        self._load_worker = w
-        w.start()
-
-    def _loaded(self, generator) -> None:
-        self.loading = False
-        self.generator = generator
-        self.model_path = str(generator.bundle.path)
-        self.sig_model_ready.emit(generator.bundle.name, device_label(generator.device))
-
-    def _load_failed(self, exc) -> None:
-        self.loading = False
-        msg = str(exc) if isinstance(exc, RiffwrightError) else \
-            f"the model could not be loaded ({exc.__class__.__name__}: {exc})"
-        self.sig_model_failed.emit(msg)
+        self._requests.put(("load", str(path) if path else None, self.device))
 
     # ---- generation
     @property
     def busy(self) -> bool:
-        return self._worker is not None
+        return self._job is not None
 
     def generate(self, job) -> bool:
         if self.generator is None:
             self.sig_error.emit("the model is still loading" if self.loading
-                                else "no model is loaded (Model › choose a bundle)")
+                                else "no model is loaded (Generate › Models…)")
             return False
         if self.busy:
             self.sig_error.emit("a generation is already running")
             return False
-        self._cancel = threading.Event()
+        self._job_id += 1
         self._job = job
-        w = create_worker(_run, self.generator, job.request, self._cancel, _start_thread=False,
-                          _connect={"yielded": self._yielded, "returned": self._returned,
-                                    "errored": self._errored, "aborted": self._aborted})
-        self._worker = w
-        w.start()
+        self._cancel.clear()
+        self._requests.put(("run", self._job_id, job.request))
         return True
 
     def cancel(self) -> None:
-        if self._cancel is not None:
+        if self._cancel is not None and self._job is not None:
             self._cancel.set()
-        if self._worker is not None:
-            self._worker.quit()
 
-    def _yielded(self, p) -> None:
-        self.sig_progress.emit(p)
-
-    def _done(self):
-        job = self._job
-        self._worker = None
-        self._job = None
-        self._cancel = None
+    def _take_job(self, job_id: int):
+        if job_id != self._job_id or self._job is None:
+            return None
+        job, self._job = self._job, None
         return job
 
-    def _returned(self, stems) -> None:
-        cancelled = self._cancel is not None and self._cancel.is_set()
-        job = self._done()
-        if cancelled or stems is None:
-            self.sig_cancelled.emit(job)
-        else:
-            self.sig_finished.emit(job, stems)
+    def _on_event(self, msg) -> None:
+        kind = msg[0]
+        if kind == "ready":
+            _, name, device, path = msg
+            self.loading = False
+            self.generator = ModelInfo(name, device, path)
+            self.model_path = path
+            self.sig_model_ready.emit(name, device)
+        elif kind == "load_failed":
+            self.loading = False
+            self.sig_model_failed.emit(msg[1])
+        elif kind == "progress":
+            if msg[1] == self._job_id and self._job is not None:
+                self.sig_progress.emit(Progress(*msg[2:]))
+        elif kind == "done":
+            job = self._take_job(msg[1])
+            if job is not None:
+                self.sig_finished.emit(job, msg[2])
+        elif kind == "cancelled":
+            job = self._take_job(msg[1])
+            if job is not None:
+                self.sig_cancelled.emit(job)
+        elif kind == "error":
+            job = self._take_job(msg[1])
+            if job is not None:
+                self.sig_error.emit(msg[2])
 
-    def _aborted(self) -> None:
-        self.sig_cancelled.emit(self._done())
-
-    def _errored(self, exc) -> None:
-        job = self._done()
-        if isinstance(exc, Cancelled):
-            self.sig_cancelled.emit(job)
-        elif isinstance(exc, RiffwrightError):
-            self.sig_error.emit(str(exc))
-        elif isinstance(exc, MemoryError):
-            self.sig_error.emit("out of memory: try fewer takes, fewer seconds or the CPU")
-        else:
-            self.sig_error.emit(f"generation failed: {exc.__class__.__name__}: {exc}")
-
-    def shutdown(self, timeout_ms: int = 3000) -> None:
+    def shutdown(self, timeout_s: float = 3.0) -> None:
+        self._health.stop()
+        proc = self._proc
+        if proc is None:
+            return
         self.cancel()
-        for w in (self._worker, self._load_worker):
-            if w is not None:
-                try:
-                    w.await_workers(timeout_ms) if hasattr(w, "await_workers") else None
-                except Exception:  # noqa: BLE001
-                    pass
+        try:
+            self._requests.put(("quit",))
+            proc.join(timeout_s)
+        except (OSError, ValueError, AssertionError):
+            pass
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(1.0)
+        try:
+            self._events.put(None)  # wake the reader if the engine could not say goodbye
+        except (OSError, ValueError):
+            pass
+        self._proc = None
+        self.generator = None

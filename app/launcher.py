@@ -29,6 +29,11 @@ def _gui_bench(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import multiprocessing
+
+    # the app runs the engine in a spawned process; a frozen (PyInstaller) build must let
+    # that child through here instead of opening a second window
+    multiprocessing.freeze_support()
     # must be set before torch is imported anywhere (Apple MPS falls back to the CPU for
     # operators it lacks instead of failing)
     os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
