@@ -8,7 +8,8 @@ engine checks before every step, so it returns within one step. Errors arrive as
 messages (`sig_error`), never as tracebacks. If the engine process dies (out of memory, a
 driver crash), the bridge says so and starts a fresh one on the next load.
 
-This is the one app module allowed to import torch (import-linter); it does not need to.
+This is the one app module allowed to import torch (import-linter): `load_generator`, which
+runs inside the engine process, is where torch and the model are loaded.
 
 Signals:
 - `sig_model_loading(str)`: loading started (bundle path or "default")
@@ -23,6 +24,7 @@ Signals:
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import threading
 from dataclasses import dataclass
 
@@ -45,6 +47,21 @@ class ModelInfo:
     name: str
     device: str
     path: str
+
+
+def load_generator(path, device: str):
+    """Load a bundle and wrap it in an `engine.generate.Generator` (engine process only)."""
+    os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
+    import torch
+
+    from engine.bundle import find_bundle, load_bundle
+    from engine.generate import Generator, pick_device
+
+    if (os.cpu_count() or 2) <= 4:  # leave a core to the GUI on small machines
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+    dev = pick_device(device)
+    bundle = load_bundle(find_bundle(path), dev)
+    return Generator(bundle, dev)
 
 
 def list_models() -> list[dict]:

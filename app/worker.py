@@ -55,20 +55,6 @@ def error_message(exc: BaseException, doing: str) -> str:
     return f"{doing} failed: {exc.__class__.__name__}: {exc}"
 
 
-def load_generator(path, device: str):
-    os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
-    import torch
-
-    from engine.bundle import find_bundle, load_bundle
-    from engine.generate import Generator, pick_device
-
-    if (os.cpu_count() or 2) <= 4:
-        torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
-    dev = pick_device(device)
-    bundle = load_bundle(find_bundle(path), dev)
-    return Generator(bundle, dev)
-
-
 def run_job(generator, job_id: int, kwargs: dict, cancel, emit) -> None:
     """Run one request, emitting progress (throttled) and the result or the error."""
     from engine.errors import Cancelled
@@ -111,6 +97,8 @@ def engine_main(requests, events, cancel) -> None:
         if kind == "load":
             _, path, device = msg
             try:
+                from app.bridge import load_generator
+
                 generator = load_generator(path, device)
                 events.put(("ready", generator.bundle.name, device_label(generator.device),
                             str(generator.bundle.path)))
