@@ -12,14 +12,9 @@ import argparse
 def add_parsers(sub, parser_class) -> None:
     d = sub.add_parser("dataset", help="build a multitrack stem dataset")
     dsub = d.add_subparsers(dest="dataset_cmd", parser_class=parser_class, required=True)
-    db = dsub.add_parser("build")
-    db.add_argument("--source", required=True,
-                    help="'scores' (music21 + procedural grooves) or a folder of songs")
-    db.add_argument("--out", required=True)
-    db.add_argument("--songs", type=int)
-    db.add_argument("--seed", type=int, default=0)
-    db.add_argument("--jobs", type=int, default=2)
-    db.add_argument("--seconds", type=float)
+    from engine.dataset.command import add_build_arguments
+
+    add_build_arguments(dsub.add_parser("build", help="render or import songs into stems"))
 
     t = sub.add_parser("train", help="train the CAE, the text/audio encoder or the LDM")
     tsub = t.add_subparsers(dest="train_cmd", parser_class=parser_class, required=True)
@@ -56,13 +51,9 @@ def add_parsers(sub, parser_class) -> None:
 
 
 def cmd_dataset(args: argparse.Namespace) -> int:
-    from engine.dataset import build_dataset
+    from engine.dataset.command import run_build
 
-    kw = {"seed": args.seed, "songs": args.songs, "jobs": args.jobs}
-    if args.seconds:
-        kw["seconds"] = args.seconds
-    out = build_dataset(args.source, args.out, **kw)
-    print(f"dataset at {out}")
+    run_build(args)
     return 0
 
 
