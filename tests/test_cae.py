@@ -80,6 +80,7 @@ def test_round_trip_returns_exactly_the_input_length(cae, seconds):
     assert z.shape == (1, 64, math.ceil(T / 4096))
     y = cae.decode(z, length=T, generator=torch.Generator().manual_seed(0))
     assert y.shape == (1, T) and y.dtype == torch.float32 and torch.isfinite(y).all()
+    assert not z.is_inference() and not y.is_inference()  # usable as training data
     assert cae.decode(z[:, :, :3]).shape == (1, 3 * 4096)
 
 

@@ -179,9 +179,16 @@ class ConsistencyAutoencoder(nn.Module):
 
     # ------------------------------------------------------------------ encode
 
-    @torch.inference_mode()
     def encode(self, wave: torch.Tensor, max_chunk_frames: int | None = None) -> torch.Tensor:
-        """(B, T) float mono at 48 kHz -> (B, 64, ceil(T / 4096)) latents, chunked."""
+        """(B, T) float mono at 48 kHz -> (B, 64, ceil(T / 4096)) latents, chunked.
+
+        Runs under `torch.inference_mode`; the result is an ordinary tensor (usable as data
+        in a training graph)."""
+        with torch.inference_mode():
+            out = self._encode(wave, max_chunk_frames)
+        return out.clone()
+
+    def _encode(self, wave: torch.Tensor, max_chunk_frames: int | None) -> torch.Tensor:
         wave = torch.as_tensor(wave)
         if wave.ndim == 1:
             wave = wave[None]
@@ -229,7 +236,6 @@ class ConsistencyAutoencoder(nn.Module):
             out[i] = field[:, off : off + stop - start]
         return out
 
-    @torch.inference_mode()
     def decode(
         self,
         latents: torch.Tensor,
@@ -238,11 +244,16 @@ class ConsistencyAutoencoder(nn.Module):
         steps: int | None = None,
         max_chunk_frames: int | None = None,
     ) -> torch.Tensor:
-        """(B, 64, F) latents -> (B, length or F * 4096) float32 audio at 48 kHz.
+        """(B, 64, F) latents -> (B, length or F * 4096) float32 audio at 48 kHz (CPU).
 
         Deterministic given a CPU `generator` (noise is drawn on the CPU, then moved).
-        `steps`: 1 (default) or 2 consistency steps.
+        `steps`: 1 (default) or 2 consistency steps. Runs under `torch.inference_mode`.
         """
+        with torch.inference_mode():
+            out = self._decode(latents, length, generator, steps, max_chunk_frames)
+        return out.clone()
+
+    def _decode(self, latents, length, generator, steps, max_chunk_frames) -> torch.Tensor:
         latents = torch.as_tensor(latents)
         if latents.ndim == 2:
             latents = latents[None]
