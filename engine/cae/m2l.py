@@ -112,9 +112,22 @@ class Music2LatentCAE(nn.Module):
     def _device(self) -> torch.device:
         return next(self.net.parameters()).device
 
-    @torch.inference_mode()
     def encode(self, wave: torch.Tensor, max_chunk_frames: int | None = None) -> torch.Tensor:
         """(B, T) mono at 44.1 kHz -> (B, 64, ceil(T / 4096)) latents (package scaling)."""
+        with torch.inference_mode():
+            out = self._encode(wave, max_chunk_frames)
+        return out.clone()
+
+    def decode(self, latents: torch.Tensor, length: int | None = None,
+               generator: torch.Generator | None = None, steps: int | None = None,
+               max_chunk_frames: int | None = None) -> torch.Tensor:
+        """(B, 64, F) -> (B, length or F * 4096) audio at 44.1 kHz; deterministic given a
+        CPU `generator`. Windows overlap and are crossfaded as in Riffwright's CAE."""
+        with torch.inference_mode():
+            out = self._decode(latents, length, generator, steps, max_chunk_frames)
+        return out.clone()
+
+    def _encode(self, wave, max_chunk_frames) -> torch.Tensor:
         wave = torch.as_tensor(wave, dtype=torch.float32)
         if wave.ndim == 1:
             wave = wave[None]
@@ -136,12 +149,7 @@ class Music2LatentCAE(nn.Module):
             out[b, :, a:e] = z[0, :, a - s : e - s]
         return out
 
-    @torch.inference_mode()
-    def decode(self, latents: torch.Tensor, length: int | None = None,
-               generator: torch.Generator | None = None, steps: int | None = None,
-               max_chunk_frames: int | None = None) -> torch.Tensor:
-        """(B, 64, F) -> (B, length or F * 4096) audio at 44.1 kHz; deterministic given a
-        CPU `generator`. Windows overlap and are crossfaded as in Riffwright's CAE."""
+    def _decode(self, latents, length, generator, steps, max_chunk_frames) -> torch.Tensor:
         latents = torch.as_tensor(latents, dtype=torch.float32)
         if latents.ndim == 2:
             latents = latents[None]
