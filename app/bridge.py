@@ -110,6 +110,9 @@ class EngineBridge(QObject):
 
         self._requests = self._ctx.Queue()
         self._events = self._ctx.Queue()
+        # never let exit wait on a message the engine will not read (it may have died)
+        self._requests.cancel_join_thread()
+        self._events.cancel_join_thread()
         self._cancel = self._ctx.Event()
         proc = self._ctx.Process(target=engine_main, name="riffwright-engine",
                                  args=(self._requests, self._events, self._cancel), daemon=True)

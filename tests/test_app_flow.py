@@ -287,3 +287,26 @@ def test_layout_restored(qtbot, tmp_path):
     w2.show()
     assert (w2.size().width(), w2.size().height()) == (700, 500)
     assert w2.dock.isHidden()
+
+
+def test_engine_errors_become_messages(qtbot, win, clip_wav):
+    from app.controller import Job
+
+    w = win
+    # an invalid request: the engine's one-line message, no traceback
+    with qtbot.waitSignal(w.sig_generation_done, timeout=30_000) as blocker:
+        assert w._start(Job("generate", {"steps": 0, "prompt": "x"}, "bad", 0, recipe={}))
+    assert blocker.args == ["error"]
+    assert "steps must be between" in w.last_message and "Traceback" not in w.last_message
+    # the engine process dies mid-generation: the app says so and keeps running
+    w.import_paths([clip_wav])
+    w.panel.steps.setValue(200)
+    with qtbot.waitSignal(w.sig_generation_done, timeout=30_000) as blocker:
+        assert w.run_action("generate")
+        w.bridge._proc.kill()
+    assert blocker.args == ["error"]
+    assert "engine process stopped" in w.last_message
+    assert w.panel.buttons["generate"].isEnabled()
+    # loading again starts a fresh engine
+    w.bridge.load_model(str(w.bridge.model_path))
+    qtbot.waitUntil(lambda: w.bridge.generator is not None, timeout=60_000)
