@@ -31,6 +31,19 @@ def win(qtbot, tmp_path, tiny_bundle):
     w.session.dirty = False
 
 
+@pytest.fixture
+def win_nomodel(qtbot, tmp_path):
+    """The window without a model (for tests that never generate)."""
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
+    w = build_window(settings, autosave_root=tmp_path / "autosave",
+                     export_dir=tmp_path / "exports", modal_messages=False, load_model=False)
+    qtbot.addWidget(w)
+    w.resize(1300, 800)
+    w.show()
+    yield w
+    w.session.dirty = False
+
+
 def drop(w, paths):
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
@@ -220,8 +233,8 @@ def test_full_flow(qtbot, win, clip_wav, tmp_path):
     assert w.recent()[0] == str(folder)
 
 
-def test_undo_merges_slider_drags_and_edits(qtbot, win, clip_wav):
-    w = win
+def test_undo_merges_slider_drags_and_edits(qtbot, win_nomodel, clip_wav):
+    w = win_nomodel
     assert w.import_paths([clip_wav]) == 1
     t = w.session.tracks[0]
     header = w.lanes.rows[t.id].header
@@ -257,8 +270,8 @@ def test_undo_merges_slider_drags_and_edits(qtbot, win, clip_wav):
     assert w.transport.position() == 0.0
 
 
-def test_autosave_and_recovery(qtbot, win, clip_wav, tmp_path):
-    w = win
+def test_autosave_and_recovery(qtbot, win_nomodel, clip_wav, tmp_path):
+    w = win_nomodel
     w.import_paths([clip_wav])
     folder = w.autosave_now(wait=True)
     assert (folder / "session.json").exists()
