@@ -47,6 +47,7 @@ class LDMTrainConfig:
     steps: int = 20000
     batch_size: int = 16
     frames: int = 128
+    window_frames: int | None = None  # inference window written to the bundle (default: frames)
     lr: float = 2e-4
     warmup: int = 500
     weight_decay: float = 0.0
@@ -206,8 +207,8 @@ def _export_bundle(src_bundle: Path, out: Path, ema: torch.nn.Module, stats: dic
         "latent": {"dim": src["latent"]["dim"], "hop": src["latent"]["hop"],
                    "mean": stats["mean"], "std": stats["std"]},
         "sigma_data": 1.0,
-        "window_frames": cfg.frames,
-        "overlap_frames": max(8, cfg.frames // 4),
+        "window_frames": cfg.window_frames or cfg.frames,
+        "overlap_frames": max(8, (cfg.window_frames or cfg.frames) // 4),
         "cae": src["cae"],
         "conditioner": src["conditioner"],
         "ldm": {"file": "ldm.safetensors", "arch": cfg.arch},
