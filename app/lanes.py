@@ -721,7 +721,8 @@ class LaneView(QWidget):
         self.ruler.getViewBox().setXRange(x0, x1, padding=0)
 
     def fit(self) -> None:
-        self.set_visible_range(0.0, max(4.0, self.session.seconds * 1.02))
+        total = max(4.0, self.session.seconds * 1.02)
+        self.set_visible_range(-0.012 * total, total)  # a sliver before zero shows bar 1
 
     def zoom(self, factor: float, center: float | None = None) -> None:
         x0, x1 = self.visible_range()
