@@ -39,6 +39,12 @@ def test_stems_are_aligned_equal_length_24bit(tmp_path):
     drums, _ = sf.read(files[0], always_2d=True)
     assert drums.shape[1] == 1
     assert np.allclose(drums[:48000, 0], s.tracks[0].audio[0], atol=1e-6)
+    # an independent reader (the standard library's, not libsndfile) sees the same files
+    import wave
+
+    for f in files:
+        with wave.open(str(f)) as w:
+            assert (w.getframerate(), w.getsampwidth(), w.getnframes()) == (48000, 3, 60000)
     p = export_track_for_drag(s, s.tracks[1].id, tmp_path / "drag")
     assert p.exists() and sf.info(p).frames == 60000
 
