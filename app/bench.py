@@ -118,9 +118,31 @@ def run_gui_bench(bundle_path: str | None = None, minutes: float = 10.0, lanes: 
         win.lanes.repaint()
         return a * 1000, (time.perf_counter() - t) * 1000
 
-    # idle redraws (no generation) for reference
+    views = [(0, minutes * 60), (55, 75), (120, 130), (0, 30), (300, 360), (59.5, 61)]
+
+    def exercise(seconds_: float, until=None) -> tuple[list[float], list[float]]:
+        """Zoom/scroll and redraw every 60 ms, like a musician browsing the session."""
+        rs, ps = [], []
+        k = 0
+        t_end = time.perf_counter() + seconds_
+        while time.perf_counter() < t_end and not (until and until()):
+            x0, x1 = views[k % len(views)]
+            win.lanes.set_visible_range(x0, x1)
+            r, p = redraw()
+            rs.append(r)
+            ps.append(p)
+            k += 1
+            _wait(app, 60)
+        return rs, ps
+
+    # the same browsing with no generation: the machine's own baseline
     win.lanes.fit()
     idle = [redraw() for _ in range(3)]
+    mon0 = StallMonitor()
+    mon0.start()
+    exercise(3.0)
+    idle_max_stall = mon0.stop()
+    idle_p99 = sorted(mon0.stalls)[int(0.99 * (len(mon0.stalls) - 1))] if mon0.stalls else 0
 
     win.ctl.set_loop((60.0, 60.0 + seconds))
     rec = dict(win.session.recipe)
@@ -132,17 +154,7 @@ def run_gui_bench(bundle_path: str | None = None, minutes: float = 10.0, lanes: 
     mon.start()
     g0 = time.perf_counter()
     win.run_action("generate")
-    redraws, paints = [], []
-    views = [(0, minutes * 60), (55, 75), (120, 130), (0, 30), (300, 360), (59.5, 61)]
-    k = 0
-    while not done and time.perf_counter() - g0 < 600:
-        x0, x1 = views[k % len(views)]
-        win.lanes.set_visible_range(x0, x1)
-        r, p = redraw()
-        redraws.append(r)
-        paints.append(p)
-        k += 1
-        _wait(app, 60)
+    redraws, paints = exercise(600.0, until=lambda: bool(done))
     gen_s = time.perf_counter() - g0
     max_stall = mon.stop()
     stalls = sorted(mon.stalls)
@@ -162,6 +174,8 @@ def run_gui_bench(bundle_path: str | None = None, minutes: float = 10.0, lanes: 
         "paint_ms_median": round(statistics.median(paints), 2) if paints else None,
         "paint_ms_max": round(max(paints), 2) if paints else None,
         "idle_redraw_ms": round(statistics.median(a for a, _ in idle), 2),
+        "no_generation_max_stall_ms": round(idle_max_stall, 1),
+        "no_generation_p99_stall_ms": round(idle_p99, 1),
     }
     win.session.dirty = False
     win.close()

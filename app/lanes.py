@@ -232,8 +232,6 @@ class LanePlot(pg.PlotWidget):
         vb = self.getViewBox()
         vb.setYRange(-1.05, 1.05, padding=0)
         vb.setLimits(xMin=-1.0, minXRange=0.005)
-        self.zero = pg.InfiniteLine(0, angle=0, pen=pg.mkPen(theme.LINE))
-        self.addItem(self.zero)
         self.curve = pg.PlotCurveItem(antialias=False)
         self.addItem(self.curve)
         self.loop_item = pg.LinearRegionItem((0, 0), movable=False, brush=pg.mkBrush(*theme.LOOP),

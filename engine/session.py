@@ -349,7 +349,12 @@ class Session:
             wav = folder / "audio" / f"{t.id}.wav"
             if not wav.exists():
                 tmp = wav.with_suffix(".tmp.wav")
-                sf.write(tmp, t.audio.T, self.sample_rate, subtype="FLOAT")
+                # in one-second blocks: a background autosave never holds the interpreter
+                # lock for long, whatever the length of the track
+                with sf.SoundFile(tmp, "w", self.sample_rate, t.audio.shape[0],
+                                  subtype="FLOAT", format="WAV") as f:
+                    for i in range(0, t.frames, self.sample_rate):
+                        f.write(t.audio[:, i:i + self.sample_rate].T)
                 os.replace(tmp, wav)
             pk = folder / "peaks" / f"{t.id}.npy"
             if not pk.exists():
