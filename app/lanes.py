@@ -298,6 +298,18 @@ class LanePlot(pg.PlotWidget):
 # -------------------------------------------------------------------------------- header
 
 
+class ResetLabel(QLabel):
+    """A label that runs `on_reset` when double-clicked."""
+
+    def __init__(self, on_reset):
+        super().__init__()
+        self._on_reset = on_reset
+
+    def mouseDoubleClickEvent(self, ev):
+        self._on_reset()
+        ev.accept()
+
+
 class LaneHeader(QFrame):
     """Name, role, colour, mute/solo/in-context, gain, take A/B switch; drag out to a DAW."""
 
@@ -351,11 +363,12 @@ class LaneHeader(QFrame):
         self.gain = QSlider(Qt.Horizontal)
         self.gain.setRange(-600, 120)
         self.gain.setToolTip("Gain (dB); double-click the value to reset")
+        self.gain.setFocusPolicy(Qt.NoFocus)  # Space always reaches play/pause
         self.gain.valueChanged.connect(self._gain_moved)
         self.gain.sliderReleased.connect(owner.sig_merge_closed.emit)
-        self.gain_label = QLabel()
+        self.gain_label = ResetLabel(lambda: self._attr("gain_db", 0.0))
         self.gain_label.setFixedWidth(52)
-        self.gain_label.mouseDoubleClickEvent = lambda _e: self._attr("gain_db", 0.0)
+        self.gain_label.setToolTip("Gain in dB; double-click to reset to 0 dB")
         for w in (self.mute, self.solo, self.ctx, self.take):
             row2.addWidget(w)
         row2.addWidget(self.gain, 1)
@@ -370,6 +383,7 @@ class LaneHeader(QFrame):
         b.setObjectName(name)
         b.setCheckable(True)
         b.setFixedSize(24, 22)
+        b.setFocusPolicy(Qt.NoFocus)
         b.setStyleSheet("padding: 0px;")
         b.setToolTip(tip)
         return b

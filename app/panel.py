@@ -71,6 +71,16 @@ class ValueSlider(QWidget):
             self.sig_value.emit(self.value(), self.slider.isSliderDown())
 
 
+class PromptEdit(QPlainTextEdit):
+    """The prompt box; leaving it ends the current typing undo step."""
+
+    sig_focus_out = Signal()
+
+    def focusOutEvent(self, ev):
+        self.sig_focus_out.emit()
+        super().focusOutEvent(ev)
+
+
 class GuidancePanel(QWidget):
     sig_recipe_changed = Signal(str, object, bool)  # key, value, merge
     sig_merge_closed = Signal()
@@ -104,14 +114,14 @@ class GuidancePanel(QWidget):
         # prompt
         gp = QGroupBox("Prompt")
         f = QVBoxLayout(gp)
-        self.prompt = QPlainTextEdit()
+        self.prompt = PromptEdit()
         self.prompt.setPlaceholderText("e.g. a walking upright bass, warm and round")
         self.prompt.setFixedHeight(54)
         self.prompt.setToolTip("Text prompt (CLAP text embedding). Leave empty for audio "
                                "reference only or unconditional.")
         self.prompt.textChanged.connect(
             lambda: self._emit("prompt", self.prompt.toPlainText(), True))
-        self.prompt.focusOutEvent = self._prompt_focus_out
+        self.prompt.sig_focus_out.connect(self.sig_merge_closed.emit)
         f.addWidget(self.prompt)
         ref = QHBoxLayout()
         self.reference = QComboBox()
@@ -243,10 +253,6 @@ class GuidancePanel(QWidget):
         row.addWidget(s, 1)
         layout.addLayout(row)
         return s
-
-    def _prompt_focus_out(self, ev):
-        self.sig_merge_closed.emit()
-        QPlainTextEdit.focusOutEvent(self.prompt, ev)
 
     def _emit(self, key, value, merge):
         if not self._quiet:

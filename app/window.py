@@ -192,6 +192,7 @@ class MainWindow(QMainWindow):
         self.b_loop.setDefaultAction(self.a_loop)
         self.b_loop.setText("⟲ Loop")
         for b in (self.b_play, self.b_stop, self.b_loop):
+            b.setFocusPolicy(Qt.NoFocus)
             tb.addWidget(b)
         self.clock = QLabel("0:00.0")
         self.clock.setObjectName("clock")

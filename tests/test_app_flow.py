@@ -323,3 +323,27 @@ def test_engine_errors_become_messages(qtbot, win, clip_wav):
     # loading again starts a fresh engine
     w.bridge.load_model(str(w.bridge.model_path))
     qtbot.waitUntil(lambda: w.bridge.generator is not None, timeout=60_000)
+
+
+def test_gain_reset_and_prompt_typing_steps(qtbot, win_nomodel, clip_wav):
+    w = win_nomodel
+    w.import_paths([clip_wav])
+    t = w.session.tracks[0]
+    header = w.lanes.rows[t.id].header
+    w.ctl.set_track_attr(t.id, "gain_db", -9.0)
+    qtbot.mouseDClick(header.gain_label, Qt.LeftButton)
+    assert t.gain_db == 0.0
+    # typing is one undo step until the prompt box loses focus
+    n = len(w.stack)
+    w.panel.prompt.setFocus()
+    qtbot.keyClicks(w.panel.prompt, "bass")
+    w.panel.prompt.sig_focus_out.emit()  # what leaving the box sends
+    w.panel.prompt.setFocus()
+    qtbot.keyClicks(w.panel.prompt, " line")
+    assert w.session.recipe["prompt"] == "bass line"
+    assert len(w.stack) == n + 2
+    w.undo()
+    assert w.session.recipe["prompt"] == "bass" and w.panel.prompt.toPlainText() == "bass"
+    # Space plays and pauses even right after clicking a lane button
+    qtbot.mouseClick(header.mute, Qt.LeftButton)
+    assert not header.mute.hasFocus()
