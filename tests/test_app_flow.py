@@ -347,3 +347,22 @@ def test_gain_reset_and_prompt_typing_steps(qtbot, win_nomodel, clip_wav):
     # Space plays and pauses even right after clicking a lane button
     qtbot.mouseClick(header.mute, Qt.LeftButton)
     assert not header.mute.hasFocus()
+
+
+def test_space_plays_and_ruler_click_seeks(qtbot, win_nomodel, clip_wav):
+    w = win_nomodel
+    w.import_paths([clip_wav])
+    w.activateWindow()
+    qtbot.waitUntil(lambda: w.transport.st.buf.shape[0] > 0)
+    qtbot.keyClick(w.lanes, Qt.Key_Space)
+    assert w.transport.is_playing()
+    qtbot.keyClick(w.lanes, Qt.Key_Space)
+    assert not w.transport.is_playing()
+    # click on the ruler at about 2 s: the playhead moves there
+    w.lanes.set_visible_range(0.0, 4.0)
+    QApplication.processEvents()
+    vb = w.lanes.ruler.getViewBox()
+    pt = w.lanes.ruler.mapFromScene(vb.mapViewToScene(QPointF(2.0, 0.5)))
+    qtbot.mouseClick(w.lanes.ruler.viewport(), Qt.LeftButton, pos=pt)
+    assert abs(w.transport.position() - 2.0) < 0.05
+    assert abs(w.lanes.ruler_head.value() - w.transport.position()) < 1e-6
