@@ -1046,10 +1046,13 @@ class MainWindow(QMainWindow):
     def restore_layout(self) -> None:
         g = self.settings.value("geometry")
         st = self.settings.value("state")
-        if isinstance(g, QByteArray) and not g.isEmpty():
-            self.restoreGeometry(g)
-        else:
-            self.resize(1400, 820)
+        if not (isinstance(g, QByteArray) and not g.isEmpty() and self.restoreGeometry(g)
+                and self.width() >= 640 and self.height() >= 400):
+            screen = self.screen().availableGeometry() if self.screen() else None
+            w, h = 1400, 820
+            if screen is not None:
+                w, h = min(w, screen.width()), min(h, screen.height())
+            self.resize(w, h)
         if isinstance(st, QByteArray) and not st.isEmpty():
             self.restoreState(st)
 

@@ -291,14 +291,15 @@ def test_layout_restored(qtbot, tmp_path):
                      modal_messages=False, load_model=False)
     qtbot.addWidget(w)
     w.show()
-    w.resize(700, 500)  # the offscreen screen is 800x600
+    w.resize(700, 500)  # inside the offscreen screen (800x600 by default)
+    size = (w.width(), w.height())
     w.dock.hide()
     w.close()
     w2 = build_window(settings, autosave_root=tmp_path / "a", export_dir=tmp_path / "e",
                       modal_messages=False, load_model=False)
     qtbot.addWidget(w2)
     w2.show()
-    assert (w2.size().width(), w2.size().height()) == (700, 500)
+    assert (w2.width(), w2.height()) == size
     assert w2.dock.isHidden()
 
 
