@@ -197,7 +197,8 @@ def test_noise_curriculum_and_loss():
 
 
 def test_training_learns_and_silence_stays_silent():
-    """A few dozen steps on tones: the loss falls, tones come back, silence stays silent."""
+    """A few dozen steps on harmonic tones: the loss falls, the tones come back at a real
+    level, and silence stays silent."""
     torch.manual_seed(0)
     cae = create_cae("tiny")
     opt = torch.optim.Adam(cae.parameters(), lr=2e-3)
@@ -205,7 +206,8 @@ def test_training_learns_and_silence_stays_silent():
     g = torch.Generator().manual_seed(0)
     t = torch.arange(4 * 4096) / SR
     waves = torch.stack(
-        [0.3 * torch.sin(2 * math.pi * f * t) for f in (220.0, 440.0, 660.0)]
+        [sum(0.3 / k * torch.sin(2 * math.pi * f * k * t) for k in range(1, 9))
+         for f in (110.0, 165.0, 220.0)]
         + [torch.zeros_like(t)]
     )
     spec = cae.spectral(waves)
@@ -218,8 +220,8 @@ def test_training_learns_and_silence_stays_silent():
     rms = y.pow(2).mean(1).sqrt()
     # the tones come back (the untrained decoder outputs ~nothing for anything)...
     assert rms[:-1].min() > 100 * untrained.pow(2).mean(1).sqrt().max()
-    # ...and silence decodes to near-silence: more than 26 dB below every tone
-    assert rms[-1] < 0.05 * rms[:-1].min(), rms
+    # ...and silence decodes to near-silence: more than 40 dB below every tone
+    assert rms[-1] < 0.01 * rms[:-1].min(), rms
 
 
 def test_train_cae_checkpoints_and_resumes(tmp_path):

@@ -97,11 +97,12 @@ class ConsistencyAutoencoder(nn.Module):
         self.frames_per_latent = self.hop // c["stft_hop"]
         ch = self.spectral.channels
         self.encoder = Encoder(
-            ch, c["enc_channels"], c["enc_blocks"], self.latent_dim, c.get("io_kernel", 3)
+            ch, c["enc_channels"], c["enc_blocks"], self.latent_dim, c.get("io_kernel", 3),
+            bool(c.get("out_norm", False)),
         )
         self.decoder = Decoder(
             ch, c["dec_channels"], c["dec_blocks"], c["mid_blocks"], self.latent_dim, c["emb_dim"],
-            c.get("io_kernel", 3),
+            c.get("io_kernel", 3), bool(c.get("out_norm", False)),
         )
         if self.encoder.factor != self.frames_per_latent or self.decoder.factor != self.frames_per_latent:
             raise ValueError("network down-sampling must equal hop / stft_hop")

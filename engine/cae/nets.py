@@ -4,6 +4,10 @@ Neither network knows about noise levels beyond an embedding vector it is handed
 consistency preconditioning lives in `engine.cae.model`. Normalisation is per frame (over
 channels only), never over time, so a network's output for a frame depends only on its
 receptive field: chunked processing matches whole-file processing away from chunk edges.
+Because a per-frame norm is blind to the frame's level, it sits only inside residual
+branches: the skip path, and the output heads, keep each frame's energy (an output head
+behind a per-frame norm cannot tell a loud frame from a quiet one, so the decoder would
+produce a stationary texture; `out_norm=True` restores that old layout for comparison).
 """
 
 from __future__ import annotations
@@ -58,7 +62,7 @@ class Encoder(nn.Module):
     """Compressed STFT (B, 2*bins, 16 F) -> latents (B, latent_dim, F)."""
 
     def __init__(self, in_ch: int, channels: list[int], blocks: int, latent_dim: int,
-                 io_kernel: int = 3):
+                 io_kernel: int = 3, out_norm: bool = False):
         super().__init__()
         self.conv_in = nn.Conv1d(in_ch, channels[0], io_kernel, padding=io_kernel // 2)
         self.levels = nn.ModuleList()
@@ -70,7 +74,7 @@ class Encoder(nn.Module):
             )
             if i < len(channels) - 1:
                 self.downs.append(nn.Conv1d(c, c, 2, stride=2))
-        self.norm_out = FrameNorm(channels[-1])
+        self.norm_out = FrameNorm(channels[-1]) if out_norm else nn.Identity()
         self.conv_out = nn.Conv1d(channels[-1], latent_dim, 3, padding=1)
 
     @property
@@ -103,7 +107,7 @@ class Decoder(nn.Module):
     """
 
     def __init__(self, in_ch: int, channels: list[int], blocks: int, mid_blocks: int,
-                 latent_dim: int, emb_dim: int, io_kernel: int = 3):
+                 latent_dim: int, emb_dim: int, io_kernel: int = 3, out_norm: bool = False):
         super().__init__()
         self.emb_dim = emb_dim
         self.emb = nn.Sequential(
@@ -132,7 +136,7 @@ class Decoder(nn.Module):
             self.up_blocks.append(nn.ModuleList(
                 [ResBlock(2 * c if j == 0 else c, c, emb_dim) for j in range(blocks)]
             ))
-        self.norm_out = FrameNorm(channels[0])
+        self.norm_out = FrameNorm(channels[0]) if out_norm else nn.Identity()
         self.conv_out = nn.Conv1d(channels[0], in_ch, io_kernel, padding=io_kernel // 2)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
