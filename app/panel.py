@@ -104,11 +104,13 @@ class GuidancePanel(QWidget):
         self.model.setToolTip("Model bundle")
         self.model.activated.connect(lambda i: self.sig_model_chosen.emit(
             self.model.itemData(i) or ""))
-        self.device = QLabel("…")
+        self.device = QLabel()
         self.device.setObjectName("device")
         self.device.setToolTip("The device generation runs on (CUDA, MPS or CPU)")
         top.addWidget(self.model, 1)
         top.addWidget(self.device)
+        self.model.setPlaceholderText("loading the model…")
+        self.set_device("loading…", ok=False)
         outer.addLayout(top)
 
         # prompt
