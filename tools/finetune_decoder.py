@@ -1,0 +1,76 @@
+"""Keep training a CAE's consistency decoder with its encoder frozen.
+
+Used to build the default bundle on a CPU budget: the diffusion model is trained on the
+latents of a fixed encoder snapshot while the decoder keeps improving for that same encoder,
+so the two stay compatible. Resumable (safetensors + JSON state in OUT).
+
+    python tools/finetune_decoder.py CAE.safetensors DATA_DIR OUT_DIR [--steps N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from engine.cae import KIND, load_cae
+from engine.cae.training import CropSampler, CTSchedule, _list_sources, train_step
+from engine.train_state import has_state, load_state, save_state
+from engine.weights import save_module
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("cae")
+    ap.add_argument("data")
+    ap.add_argument("out")
+    ap.add_argument("--steps", type=int, default=100000)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--crop-frames", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--stage-steps", type=int, default=400)
+    ap.add_argument("--checkpoint-every", type=int, default=50)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cae = load_cae(args.cae).train()
+    ema = load_cae(args.cae).eval()
+    cae.encoder.requires_grad_(False)
+    ema.requires_grad_(False)
+    opt = torch.optim.AdamW(cae.decoder.parameters(), lr=args.lr, betas=(0.9, 0.99))
+    step = 0
+    if has_state(out):
+        step = int(load_state(out, {"model": cae, "ema": ema}, opt)["step"])
+    sched = CTSchedule(stage_steps=args.stage_steps)
+    sampler = CropSampler(_list_sources(args.data, "train"), args.crop_frames * cae.hop,
+                          cae.sample_rate, seed=step)
+    gen = torch.Generator().manual_seed(1000 + step)
+    t0, first = time.time(), step
+    with open(out / "train.log", "a") as log:
+        while step < args.steps:
+            wave = sampler.batch(args.batch_size)
+            with torch.no_grad():
+                spec = cae.spectral(wave)
+            stats = train_step(cae, opt, spec, step, sched, ema, 0.998, 1.0, gen)
+            cae.encoder.eval()
+            step += 1
+            if step % 10 == 0:
+                rate = (step - first) / (time.time() - t0)
+                log.write(json.dumps({"step": step, **stats, "steps_per_s": rate}) + "\n")
+                log.flush()
+            if step % args.checkpoint_every == 0 or step == args.steps:
+                save_state(out, {"model": cae, "ema": ema}, opt, {"step": step})
+                # the encoder is frozen: copy it exactly into the EMA before exporting
+                ema.encoder.load_state_dict(cae.encoder.state_dict())
+                ema.reset_id()
+                save_module(ema, out / "cae.safetensors", KIND, ema.config, torch.float16)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
