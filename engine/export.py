@@ -32,21 +32,96 @@ def stem_filename(session: Session, track: Track) -> str:
     return f"{name}{tempo_key_suffix(session)}.wav"
 
 
-def _write_pcm24(path: Path, audio: np.ndarray, sr: int) -> Path:
-    """Atomic 24-bit WAV write; uses engine.audio.write_audio when available."""
+NOTE_NAMES = {"C": 0, "C#": 1, "Db": 1, "D": 2, "D#": 3, "Eb": 3, "E": 4, "F": 5, "F#": 6,
+              "Gb": 6, "G": 7, "G#": 8, "Ab": 8, "A": 9, "A#": 10, "Bb": 10, "B": 11}
+
+
+def key_root_midi(key: str | None) -> int | None:
+    """MIDI root note (octave of middle C) of a key name like 'Am', 'F# minor', 'Eb'."""
+    if not key:
+        return None
+    k = key.strip()
+    name = k[:2] if k[:2] in NOTE_NAMES else k[:1].upper()
+    return 60 + NOTE_NAMES[name] if name in NOTE_NAMES else None
+
+
+def bext_chunk(description: str, sample_rate: int, time_reference: int = 0) -> bytes:
+    """A Broadcast WAV `bext` chunk (version 1) whose time reference is session zero."""
+    import struct
+    import time as _time
+
+    now = _time.localtime()
+    body = b"".join([
+        description.encode("ascii", "replace")[:256].ljust(256, b"\0"),
+        b"Riffwright".ljust(32, b"\0"),
+        b"".ljust(32, b"\0"),
+        _time.strftime("%Y-%m-%d", now).encode(),
+        _time.strftime("%H:%M:%S", now).encode(),
+        struct.pack("<IIH", time_reference & 0xFFFFFFFF, time_reference >> 32, 1),
+        b"\0" * 64,  # UMID
+        b"\0" * 10,  # loudness fields (not measured)
+        b"\0" * 180,  # reserved
+        f"A=PCM,F={sample_rate},W=24,T=Riffwright\r\n".encode(),
+    ])
+    return b"bext" + struct.pack("<I", len(body)) + body + (b"\0" if len(body) % 2 else b"")
+
+
+def acid_chunk(tempo: float, seconds: float, meter: tuple[int, int],
+               root: int | None) -> bytes:
+    """An ACID loop chunk: tempo, beats and meter (and the root note when the key is known)."""
+    import struct
+
+    beats = int(round(seconds * tempo / 60.0 * (meter[1] / 4.0)))
+    flags = 0x02 if root is not None else 0x00
+    body = struct.pack("<IHHfIHHf", flags, root if root is not None else 60, 0x8000, 0.0,
+                       beats, meter[1], meter[0], float(tempo))
+    return b"acid" + struct.pack("<I", len(body)) + body
+
+
+def _append_chunks(path: Path, chunks: list[bytes]) -> None:
+    import struct
+
+    with open(path, "r+b") as f:
+        head = f.read(12)
+        if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return
+        f.seek(0, 2)
+        if f.tell() % 2:
+            f.write(b"\0")
+        for c in chunks:
+            f.write(c)
+        size = f.tell() - 8
+        f.seek(4)
+        f.write(struct.pack("<I", size))
+
+
+def _write_pcm24(path: Path, audio: np.ndarray, sr: int,
+                 session: Session | None = None, description: str = "") -> Path:
+    """Atomic 24-bit WAV write, with `bext` (time reference 0) and, when the tempo is known,
+    `acid` chunks. Alignment never depends on them: every file starts at session zero."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.wav")
     try:
         from engine.audio import write_audio
-    except ImportError:  # pragma: no cover - until engine.audio lands
+    except ImportError:  # pragma: no cover - engine.audio is part of the engine
         write_audio = None
     if write_audio is not None:
-        write_audio(path, audio, sr, subtype="PCM_24")
-        return Path(path)
-    import soundfile as sf
+        write_audio(tmp, audio, sr, subtype="PCM_24")
+    else:  # pragma: no cover
+        import soundfile as sf
 
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp.wav")
-    sf.write(tmp, np.clip(audio, -1, 1).T, sr, subtype="PCM_24")
-    os.replace(tmp, path)
-    return Path(path)
+        sf.write(tmp, np.clip(audio, -1, 1).T, sr, subtype="PCM_24")
+    try:
+        chunks = [bext_chunk(description or path.stem, sr)]
+        if session is not None and session.tempo:
+            chunks.append(acid_chunk(session.tempo, audio.shape[-1] / sr, tuple(session.meter),
+                                     key_root_midi(session.key)))
+        _append_chunks(tmp, chunks)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
 
 
 def render_track(session: Session, track: Track, frames: int | None = None) -> np.ndarray:
@@ -85,14 +160,14 @@ def export_stems(session: Session, out_dir: str | os.PathLike, track_ids: list[s
             k += 1
         used.add(fn)
         written.append(_write_pcm24(out_dir / fn, render_track(session, t, frames),
-                                    session.sample_rate))
+                                    session.sample_rate, session, t.name))
     if include_mix and tracks:
         mix = session.render([t for t in tracks if session.audible(t)], frames=frames)
         peak = float(np.max(np.abs(mix))) if mix.size else 0.0
         if peak > 1.0:
             mix /= peak
         written.append(_write_pcm24(out_dir / f"{safe_name(mix_name)}{tempo_key_suffix(session)}.wav",
-                                    mix, session.sample_rate))
+                                    mix, session.sample_rate, session, f"{session.title} mix"))
     return written
 
 
@@ -102,4 +177,4 @@ def export_track_for_drag(session: Session, track_id: str, export_dir: str | os.
     out = Path(export_dir)
     out.mkdir(parents=True, exist_ok=True)
     return _write_pcm24(out / stem_filename(session, t), render_track(session, t),
-                        session.sample_rate)
+                        session.sample_rate, session, t.name)

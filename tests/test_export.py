@@ -63,3 +63,33 @@ def test_dawproject_validates(tmp_path):
     schema.validate(xml.decode())
     assert b'unit="bpm" value="120"' in xml
     assert xml.count(b'<Clip time="0"') == 2
+
+
+def _chunks(path):
+    import struct
+
+    data = Path(path).read_bytes()
+    assert data[:4] == b"RIFF" and struct.unpack("<I", data[4:8])[0] == len(data) - 8
+    out, i = {}, 12
+    while i + 8 <= len(data):
+        cid, size = data[i:i + 4], struct.unpack("<I", data[i + 4:i + 8])[0]
+        out[cid] = data[i + 8:i + 8 + size]
+        i += 8 + size + (size % 2)
+    return out
+
+
+def test_bext_and_acid_chunks(tmp_path):
+    import struct
+
+    s = _session()
+    files = export_stems(s, tmp_path)
+    ch = _chunks(files[1])
+    assert {b"fmt ", b"data", b"bext", b"acid"} <= set(ch)
+    bext = ch[b"bext"]
+    assert bext[:9] == b"Bass take" and bext[256:266] == b"Riffwright"
+    assert struct.unpack("<II", bext[338:346]) == (0, 0)  # time reference: session zero
+    flags, root, _, _, beats, den, num, tempo = struct.unpack("<IHHfIHHf", ch[b"acid"])
+    assert (tempo, num, den, root, flags & 0x02) == (120.0, 4, 4, 69, 2)  # A, root known
+    assert beats == 2  # 1.25 s at 120 BPM, rounded
+    # still an ordinary WAV for every reader
+    assert sf.info(files[1]).frames == 60000
