@@ -109,6 +109,7 @@ class Transport(QObject):
         try:
             self._stream = self._sd.OutputStream(
                 samplerate=self.sr, channels=2, dtype="float32", blocksize=BLOCK,
+                latency="high",  # the callback needs the GIL: leave room for GUI paints
                 device=self.device, callback=self._callback)
             self._stream.start()
             self.silent_reason = ""
