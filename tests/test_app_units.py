@@ -167,3 +167,71 @@ def test_qt_bindings_keep_refcounts_of_none_and_bools(qtbot):
         view.repaint()
     after = counts()
     assert all(abs(a - b) < 100 for a, b in zip(before, after, strict=True)), (before, after)
+
+
+def test_transport_with_an_output_device(qtbot, monkeypatch):
+    """The device path, with a stand-in for sounddevice that pulls blocks like PortAudio."""
+    import sys
+    import types
+
+    from app.transport import Transport
+
+    opened = []
+
+    class FakeStream:
+        def __init__(self, **kw):
+            self.kw = kw
+            opened.append(self)
+            self.pulled = []
+
+        def start(self):
+            out = np.zeros((kw_block := self.kw["blocksize"], 2), np.float32)
+            for _ in range(3):
+                self.kw["callback"](out, kw_block, None, None)
+                self.pulled.append(out.copy())
+
+        def stop(self):
+            pass
+
+        def close(self):
+            pass
+
+    fake = types.SimpleNamespace(
+        query_devices=lambda: [{"name": "Speakers", "max_output_channels": 2},
+                               {"name": "Mic", "max_output_channels": 0}],
+        OutputStream=FakeStream)
+    monkeypatch.setitem(sys.modules, "sounddevice", fake)
+    s = _session(1.0)
+    tr = Transport(s)
+    assert tr.silent_reason == "" and tr.output_devices() == [(0, "Speakers")]
+    tr.set_device(0)
+    tr.seek(0.5)
+    tr.play()
+    st = opened[-1]
+    assert st.kw["device"] == 0 and st.kw["samplerate"] == 48000 and st.kw["channels"] == 2
+    n = st.kw["blocksize"]
+    np.testing.assert_array_equal(st.pulled[0], tr.st.buf[24000:24000 + n])
+    np.testing.assert_array_equal(st.pulled[2], tr.st.buf[24000 + 2 * n:24000 + 3 * n])
+    assert tr.position() == pytest.approx((24000 + 3 * n) / 48000)
+    tr.stop()
+    tr.close()
+
+
+def test_transport_without_portaudio(qtbot, monkeypatch):
+    import builtins
+
+    from app.transport import Transport
+
+    real_import = builtins.__import__
+
+    def no_portaudio(name, *a, **kw):
+        if name == "sounddevice":
+            raise OSError("PortAudio library not found")
+        return real_import(name, *a, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", no_portaudio)
+    tr = Transport(_session(0.5))
+    assert "PortAudio" in tr.silent_reason
+    tr.play()  # still plays (silently) on the wall clock
+    assert tr.is_playing()
+    tr.stop()
