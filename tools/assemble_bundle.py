@@ -1,0 +1,70 @@
+"""Assemble a bundle from a `train ldm` export and a decoder trained further on the same
+encoder, and install it (e.g. as the shipped default bundle).
+
+    python tools/assemble_bundle.py LDM_BUNDLE_DIR OUT_DIR [--cae CAE.safetensors] [--card MD]
+
+The replacement CAE must have exactly the encoder the diffusion model's latents came from:
+every `encoder.*` tensor is compared, and a mismatch refuses the swap. The result is written
+to a staging folder and renamed into place, then loaded once to check it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from engine.bundle import load_bundle, read_manifest, write_manifest
+from engine.errors import BundleError
+from engine.weights import read_checkpoint
+
+
+def same_encoder(a: Path, b: Path) -> bool:
+    ta, _, _ = read_checkpoint(a)
+    tb, _, _ = read_checkpoint(b)
+    keys = sorted(k for k in ta if k.startswith("encoder."))
+    return keys == sorted(k for k in tb if k.startswith("encoder.")) and all(
+        torch.equal(ta[k], tb[k]) for k in keys)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("bundle")
+    ap.add_argument("out")
+    ap.add_argument("--cae", help="a CAE whose decoder was trained further (same encoder)")
+    ap.add_argument("--card", help="MODEL_CARD.md to include")
+    ap.add_argument("--name")
+    args = ap.parse_args()
+    src, out = Path(args.bundle), Path(args.out)
+    manifest = read_manifest(src)
+    staging = out.parent / f".{out.name}.staging"
+    if staging.exists():
+        shutil.rmtree(staging)
+    shutil.copytree(src, staging)
+    if args.cae:
+        cae_file = staging / manifest["cae"]["file"]
+        if not same_encoder(cae_file, Path(args.cae)):
+            raise BundleError(f"{args.cae} has a different encoder than the bundle's CAE; the "
+                              "diffusion model's latents would not match")
+        shutil.copy2(args.cae, cae_file)
+    if args.card:
+        shutil.copy2(args.card, staging / "MODEL_CARD.md")
+    if args.name:
+        manifest["name"] = args.name
+    manifest.pop("defaults", None)
+    write_manifest(staging, {**json.loads((src / "bundle.json").read_text()),
+                             **({"name": args.name} if args.name else {})})
+    load_bundle(staging)  # every shape checked before it replaces anything
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
+    size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
+    print(f"bundle at {out} ({size:.1f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
