@@ -52,9 +52,6 @@ def main() -> int:
         shutil.copy2(args.cae, cae_file)
     if args.card:
         shutil.copy2(args.card, staging / "MODEL_CARD.md")
-    if args.name:
-        manifest["name"] = args.name
-    manifest.pop("defaults", None)
     write_manifest(staging, {**json.loads((src / "bundle.json").read_text()),
                              **({"name": args.name} if args.name else {})})
     load_bundle(staging)  # every shape checked before it replaces anything
