@@ -30,6 +30,7 @@ from engine.conditioning import (
 from engine.conditioning.features import WINDOW_SAMPLES, mel_filterbank, split_windows
 from engine.conditioning.text import Tokenizer, build_vocab
 from engine.errors import AudioError, BundleError, RequestError
+from engine.interfaces import Conditioner
 
 SR = 48_000
 TINY = {"channels": [4, 8], "dim": 16, "text_width": 16, "text_heads": 2, "ngram_buckets": 64}
@@ -106,6 +107,7 @@ def test_untrained_builtin_is_unit_deterministic_and_batch_independent(cond):
     other = create_conditioner("builtin")  # same seed, same weights, same id
     assert other.id == cond.id and torch.equal(other.embed_text(texts), t)
     assert cond.id.startswith("builtin-") and cond.kind == "riffwright-conditioner"
+    assert isinstance(cond, Conditioner) and isinstance(cond, torch.nn.Module)
     assert cond.embed_audio(tone(1.0, sr=44100), 44100).shape == (1, cond.dim)
 
 
@@ -424,6 +426,7 @@ def test_laion_real_code_loads_verified_checkpoint_and_embeds(laion_setup):
     digest = sha256_file(ckpt)
     clap = load_laion_clap(ckpt, "cpu", expected_sha256=digest, hub_cache=hub)
     assert clap.dim == 512 and clap.config["amodel"] == "HTSAT-tiny"
+    assert isinstance(clap, Conditioner)
     assert clap.id == f"laion-clap-HTSAT-tiny-{digest[:16]}"
     a = tone(23.0)  # three windows
     e = clap.embed_audio(a, SR)
