@@ -69,9 +69,15 @@ def run_app(argv: list[str] | None = None) -> int:
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else APP_NAME])
     app.setApplicationName(APP_NAME)
     app.setOrganizationName(APP_NAME)
-    icon = Path(__file__).resolve().parent.parent / "resources" / "icons" / "app" / "riffwright.svg"
-    if icon.exists():
-        app.setWindowIcon(QIcon(str(icon)))
+    app.setDesktopFileName("app.riffwright.Riffwright")  # matches the .desktop entry
+    from engine.bundle import resources_dir
+
+    icons = resources_dir() / "icons" / "app"
+    icon = QIcon()
+    for png in sorted(icons.glob("riffwright-*.png")):
+        icon.addFile(str(png))
+    if not icon.isNull():
+        app.setWindowIcon(icon)
     from app.theme import apply_theme
 
     apply_theme(app)
