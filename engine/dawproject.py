@@ -14,6 +14,7 @@ from pathlib import Path
 from xml.etree import ElementTree as ET
 
 from engine.export import export_stems
+from engine.fsutil import atomic_path
 from engine.session import Session
 
 DAWPROJECT_VERSION = "1.0"
@@ -101,11 +102,9 @@ def export_dawproject(session: Session, path: str | os.PathLike) -> Path:
     with tempfile.TemporaryDirectory() as td:
         written = export_stems(session, td, include_mix=False)
         files = {t.id: f"audio/{p.name}" for t, p in zip(session.tracks, written, strict=True)}
-        tmp = path.with_name(f".{path.name}.tmp")
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+        with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
             z.writestr("project.xml", project_xml(session, files))
             z.writestr("metadata.xml", metadata_xml(session))
             for p in written:
                 z.write(p, f"audio/{p.name}", compress_type=zipfile.ZIP_STORED)
-        os.replace(tmp, path)
     return path

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.fsutil import atomic_path
 from engine.session import Session, Track, add_track_into, safe_name
 
 
@@ -99,28 +100,17 @@ def _write_pcm24(path: Path, audio: np.ndarray, sr: int,
                  session: Session | None = None, description: str = "") -> Path:
     """Atomic 24-bit WAV write, with `bext` (time reference 0) and, when the tempo is known,
     `acid` chunks. Alignment never depends on them: every file starts at session zero."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.wav")
-    try:
-        from engine.audio import write_audio
-    except ImportError:  # pragma: no cover - engine.audio is part of the engine
-        write_audio = None
-    if write_audio is not None:
-        write_audio(tmp, audio, sr, subtype="PCM_24")
-    else:  # pragma: no cover
-        import soundfile as sf
+    from engine.audio import write_audio
 
-        sf.write(tmp, np.clip(audio, -1, 1).T, sr, subtype="PCM_24")
-    try:
-        chunks = [bext_chunk(description or path.stem, sr)]
-        if session is not None and session.tempo:
-            chunks.append(acid_chunk(session.tempo, audio.shape[-1] / sr, tuple(session.meter),
-                                     key_root_midi(session.key)))
+    path = Path(path)
+    chunks = [bext_chunk(description or path.stem, sr)]
+    if session is not None and session.tempo:
+        chunks.append(acid_chunk(session.tempo, audio.shape[-1] / sr, tuple(session.meter),
+                                 key_root_midi(session.key)))
+    with atomic_path(path) as tmp:
+        # write_audio is itself atomic; the chunks are appended before the final rename
+        write_audio(tmp, audio, sr, subtype="PCM_24")
         _append_chunks(tmp, chunks)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 

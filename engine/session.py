@@ -22,7 +22,6 @@ import math
 import os
 import re
 import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import RiffwrightError
+from engine.fsutil import atomic_path, atomic_write_text
 
 MANIFEST_VERSION = 1
 MANIFEST_NAME = "session.json"
@@ -348,14 +348,13 @@ class Session:
         for t in self.tracks:
             wav = folder / "audio" / f"{t.id}.wav"
             if not wav.exists():
-                tmp = wav.with_suffix(".tmp.wav")
                 # in one-second blocks: a background autosave never holds the interpreter
                 # lock for long, whatever the length of the track
-                with sf.SoundFile(tmp, "w", self.sample_rate, t.audio.shape[0],
-                                  subtype="FLOAT", format="WAV") as f:
+                with atomic_path(wav) as tmp, sf.SoundFile(
+                        tmp, "w", self.sample_rate, t.audio.shape[0], subtype="FLOAT",
+                        format="WAV") as f:
                     for i in range(0, t.frames, self.sample_rate):
                         f.write(t.audio[:, i:i + self.sample_rate].T)
-                os.replace(tmp, wav)
             pk = folder / "peaks" / f"{t.id}.npy"
             if not pk.exists():
                 _atomic_np_save(pk, t.peaks().levels[0])
@@ -449,24 +448,9 @@ def _json_default(o):
     return str(o)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _atomic_np_save(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, arr)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.save(tmp, arr)
 
 
 # --------------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from engine.errors import RiffwrightError
+from engine.fsutil import atomic_path
 
 CLAP_CROP_S = 5.0
 CLAP_HOP_S = 2.5
@@ -139,10 +140,9 @@ def clap_crop_embeddings(index_path: Path, conditioner, out: Path, log=print) ->
                 e = torch.cat([conditioner.embed_audio(c, sr) for c in crops])
             embs.append(e.float().cpu().numpy())
         n = min(len(e) for e in embs)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, emb=np.stack([e[:n] for e in embs]).astype(np.float16),
-                 starts=starts[:n])
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            np.savez(tmp, emb=np.stack([e[:n] for e in embs]).astype(np.float16),
+                     starts=starts[:n])
         if (k + 1) % 25 == 0:
             log(f"clap crops: {k + 1}/{len(index['songs'])} songs")
     return out

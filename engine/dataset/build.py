@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import RiffwrightError
+from engine.fsutil import atomic_write_json
 
 from .gm import family_of, instrument_name, register_of
 from .render import SAMPLE_RATE, balance_stems, fade_edges, is_silent, render_notes, write_wav
@@ -60,19 +61,6 @@ def make_caption(instrument: str, family: str | None, register: str | None, styl
     if tempo:
         words.append(f"{tempo:g} bpm")
     return ", ".join(words)
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    """Write JSON through a temporary file and a rename, readable by everyone (0644)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def _commit_song_dir(staging: Path, final: Path) -> None:
