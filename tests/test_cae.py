@@ -305,3 +305,22 @@ def test_music2latent_backend_through_the_real_package(tmp_path):
     torch.save({"gen_state_dict": net.state_dict(), "x": object()}, bad)
     with pytest.raises(BundleError, match="does not unpickle"):
         load_cae(bad)
+
+
+def test_sigterm_checkpoints_the_current_step(tmp_path):
+    import os
+    import signal
+
+    from engine.cae.training import train_cae
+
+    write_audio(tmp_path / "d" / "a.wav", music(1.0).numpy(), SR)
+
+    def stop_at_seven(step, stats):
+        if step == 7:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(KeyboardInterrupt):
+        train_cae(tmp_path / "d", tmp_path / "run", arch="tiny", steps=50, batch_size=1,
+                  crop_frames=2, checkpoint_every=5, log_every=3, callback=stop_at_seven)
+    assert json.loads((tmp_path / "run" / "train_state.json").read_text())["step"] == 7
+    assert signal.getsignal(signal.SIGTERM) is not None  # our handler was removed again

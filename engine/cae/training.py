@@ -349,7 +349,7 @@ def train_cae(
     log.write(json.dumps({"event": "start", "step": step, "arch": arch, "groups": len(groups),
                           "params": cae.num_parameters(), "time": time.time()}) + "\n")
     log.flush()
-    t0, acc = time.time(), []
+    t0, acc, saved, last = time.time(), [], step, None
     restore = _stop_on_sigterm()
     try:
         while step < steps:
@@ -362,6 +362,7 @@ def train_cae(
             stats = train_step(cae, opt, spec, step, sched, ema, cfg.ema_decay, cfg.grad_clip, gen)
             step += 1
             acc.append(stats)
+            last = stats
             if callback is not None:
                 callback(step, stats)
             if step % log_every == 0 or step == steps:
@@ -372,6 +373,7 @@ def train_cae(
                 t0, acc = time.time(), []
             if step % checkpoint_every == 0 or step == steps:
                 _save_state(out, cae, ema, opt, step, cfg)
+                saved = step
             if step % relist_every == 0:  # a data set that is still being built grows
                 fresh = _list_sources(data_dir_or_manifest, "train")
                 if len(fresh) != len(sampler.groups):
@@ -380,7 +382,7 @@ def train_cae(
             if not math.isfinite(stats["loss"]):
                 raise RiffwrightError(f"training diverged at step {step} (loss is not finite)")
     finally:
-        if acc and math.isfinite(acc[-1]["loss"]):
+        if step > saved and last is not None and math.isfinite(last["loss"]):
             _save_state(out, cae, ema, opt, step, cfg)
         log.close()
         restore()
