@@ -1,5 +1,6 @@
-"""The generation API end to end on an untrained tiny bundle: every procedure of the brief's
-feature table, reproducibility, cancel, and lengths."""
+"""The generation API end to end: every procedure of the brief's feature table,
+reproducibility, cancel, and lengths — on an untrained tiny bundle (`models init`) and on the
+shipped default bundle."""
 
 import threading
 
@@ -15,8 +16,14 @@ SR = 48000
 STEPS = 4
 
 
-@pytest.fixture(scope="module")
-def gen(tmp_path_factory):
+@pytest.fixture(scope="module", params=["untrained-tiny", "default"])
+def gen(request, tmp_path_factory):
+    if request.param == "default":
+        from engine.bundle import default_bundle_dir, is_bundle
+
+        if not is_bundle(default_bundle_dir()):
+            pytest.skip("no default bundle in resources/models/default")
+        return Generator(load_bundle(default_bundle_dir(), device="cpu"))
     path = init_bundle("tiny", tmp_path_factory.mktemp("bundle") / "tiny")
     return Generator(load_bundle(path, device="cpu"))
 
