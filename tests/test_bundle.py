@@ -1,0 +1,103 @@
+"""Model bundles: search order, validation, and loading that names what is wrong."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from engine.bundle import find_bundle, init_bundle, load_bundle, read_manifest
+from engine.errors import BundleError
+from engine.weights import read_checkpoint
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return init_bundle("tiny", tmp_path_factory.mktemp("b") / "tiny")
+
+
+def copy(tiny, tmp_path):
+    dst = tmp_path / "copy"
+    shutil.copytree(tiny, dst)
+    return dst
+
+
+def test_search_order(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("RIFFWRIGHT_MODEL", str(tiny))
+    assert find_bundle() == tiny
+    other = copy(tiny, tmp_path)
+    assert find_bundle(other) == other  # an explicit path wins
+    monkeypatch.setenv("RIFFWRIGHT_MODEL", str(tmp_path / "nothing"))
+    with pytest.raises(BundleError, match="RIFFWRIGHT_MODEL"):
+        find_bundle()
+
+
+def test_init_refuses_a_non_empty_folder(tiny):
+    with pytest.raises(BundleError, match="not empty"):
+        init_bundle("tiny", tiny)
+
+
+def test_a_wrong_shape_is_named(tiny, tmp_path):
+    from safetensors.torch import save_file
+
+    b = copy(tiny, tmp_path)
+    tensors, kind, config = read_checkpoint(b / "ldm.safetensors")
+    tensors["out.weight"] = torch.zeros(3, 3, 3)
+    save_file(tensors, str(b / "ldm.safetensors"),
+              metadata={"riffwright.kind": kind, "riffwright.config": json.dumps(config)})
+    with pytest.raises(BundleError, match=r"out\.weight has shape \(3, 3, 3\)"):
+        load_bundle(b)
+
+
+def test_missing_tensors_and_wrong_kind_are_named(tiny, tmp_path):
+    from safetensors.torch import save_file
+
+    b = copy(tiny, tmp_path)
+    tensors, kind, config = read_checkpoint(b / "ldm.safetensors")
+    del tensors["out.bias"]
+    save_file(tensors, str(b / "ldm.safetensors"),
+              metadata={"riffwright.kind": kind, "riffwright.config": json.dumps(config)})
+    with pytest.raises(BundleError, match="missing, e.g. out.bias"):
+        load_bundle(b)
+    shutil.copy(b / "cae.safetensors", b / "ldm.safetensors")
+    with pytest.raises(BundleError, match="expected riffwright-ldm"):
+        load_bundle(b)
+
+
+def test_pickles_are_refused_and_truncation_is_named(tiny, tmp_path):
+    b = copy(tiny, tmp_path)
+    m = json.loads((b / "bundle.json").read_text())
+    torch.save({"x": torch.zeros(1)}, b / "ldm.pt")
+    m["ldm"]["file"] = "ldm.pt"
+    (b / "bundle.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="pickle"):
+        load_bundle(b)
+    m["ldm"]["file"] = "ldm.safetensors"
+    (b / "bundle.json").write_text(json.dumps(m))
+    data = (b / "ldm.safetensors").read_bytes()
+    (b / "ldm.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(BundleError, match="not a readable safetensors file"):
+        load_bundle(b)
+
+
+def test_manifest_fields_are_checked(tiny, tmp_path):
+    b = copy(tiny, tmp_path)
+    m = json.loads((b / "bundle.json").read_text())
+    m["latent"]["std"] = m["latent"]["std"][:10]
+    (b / "bundle.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="10 values for 64 channels"):
+        read_manifest(b)
+    m = json.loads((tiny / "bundle.json").read_text())
+    m["format"] = 99
+    (b / "bundle.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="newer than this Riffwright"):
+        read_manifest(b)
+
+
+def test_a_conditioner_that_does_not_match_is_refused(tiny, tmp_path):
+    b = copy(tiny, tmp_path)
+    m = json.loads((b / "bundle.json").read_text())
+    m["conditioner"]["id"] = "builtin-0000000000000000"
+    (b / "bundle.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError):
+        load_bundle(b)
