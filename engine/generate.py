@@ -19,7 +19,7 @@ import math
 import threading
 import time
 from collections.abc import Generator as PyGenerator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -548,9 +548,11 @@ class Generator:
                 name: {"label": req.labels.get(name), "digest": audio_digest(getattr(req, name))}
                 for name in ("context", "reference", "variation_of", "source", "continue_from")
                 if getattr(req, name) is not None
-            },
+            } | ({"transition": {"label": req.labels.get("transition"),
+                                 "digest": [audio_digest(c) for c in req.transition]}}
+                 if req.transition is not None else {}),
             "regions": {"inpaint": list(req.inpaint)} if req.inpaint else {},
-            "sample_rate": OUTPUT_RATE if req.output_rate == OUTPUT_RATE else req.output_rate,
+            "sample_rate": req.output_rate,
             "channels": int(audio.shape[0]),
             "seconds": round(audio.shape[-1] / req.output_rate, 6),
         }
@@ -563,19 +565,6 @@ def run_to_end(gen) -> list[Stem]:
             next(gen)
         except StopIteration as stop:
             return stop.value
-
-
-def request_as_dict(req: GenerationRequest) -> dict:
-    """The request's scalar fields (audio replaced by digests), for logs and provenance."""
-    out = {}
-    for k, v in asdict(req).items():
-        if isinstance(v, np.ndarray):
-            out[k] = audio_digest(v)
-        elif isinstance(v, tuple) and v and isinstance(v[0], np.ndarray):
-            out[k] = [audio_digest(x) for x in v]
-        else:
-            out[k] = v
-    return out
 
 
 def decode_preview(generator: Generator, preview, seconds: float | None = None) -> np.ndarray:
