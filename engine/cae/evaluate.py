@@ -71,12 +71,12 @@ def mel_distance(ref: torch.Tensor, est: torch.Tensor, sample_rate: int = 48000)
 
 def save_spectrogram_png(path: Path, ref: np.ndarray, est: np.ndarray, sr: int, title: str):
     """Original (top) and reconstruction (bottom) log-magnitude spectrograms in one PNG."""
-    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    fig = Figure(figsize=(10, 6))  # no pyplot: leaves the process's backend alone
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, 1, sharex=True)
     dbs = [
         20 * np.log10(np.maximum(_mag(torch.from_numpy(x).float()[None], 2048, 512)[0].numpy(), 1e-5))
         for x in (ref, est)
@@ -90,7 +90,6 @@ def save_spectrogram_png(path: Path, ref: np.ndarray, est: np.ndarray, sr: int, 
     axes[-1].set_xlabel("seconds")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
-    plt.close(fig)
 
 
 def evaluate_cae(
