@@ -243,6 +243,7 @@ def test_train_cae_checkpoints_and_resumes(tmp_path):
     assert json.loads((out / "train_state.json").read_text())["step"] == 5
     loaded = load_cae(p)
     assert loaded.config["arch"] == "tiny"
+    assert load_cae(out / "cae_raw.safetensors").id != loaded.id  # raw and EMA both saved
     from engine.cae.evaluate import evaluate_cae_on_data
 
     r = evaluate_cae_on_data(loaded, data, tmp_path / "ev", max_files=1, seconds=0.5, pngs=0)

@@ -256,6 +256,7 @@ def _save_state(out: Path, cae, ema, opt, step: int, cfg: TrainConfig) -> None:
     atomic_write_bytes(jpath, json.dumps(meta, indent=1).encode())
     ema.reset_id()
     save_module(ema, out / "cae.safetensors", KIND, ema.config, torch.float16)
+    save_module(cae, out / "cae_raw.safetensors", KIND, cae.config, torch.float16)
 
 
 def _load_state(out: Path, cae, ema, opt) -> int:
@@ -308,12 +309,14 @@ def train_cae(
     resume: bool = True,
     callback=None,
     relist_every: int = 500,
+    ema_decay: float = 0.999,
 ) -> Path:
     """Train (or resume training) a CAE; returns the path of the EMA weights file.
 
     `data_dir_or_manifest`: a dataset folder with manifest.json (its "train" songs; stems of
     a song are also mixed), a manifest.json path, or a folder of audio files. Writes into
     `out_dir`: ``cae.safetensors`` (EMA weights, float16, loadable with `load_cae`),
+    ``cae_raw.safetensors`` (the raw weights: early in a run they beat the EMA),
     ``train_state.safetensors``/``.json`` (model, EMA, optimiser, step: resumes from here)
     and ``train.log`` (one JSON line per logged step). Training continues up to `steps`
     total steps; calling again with a larger `steps` continues the same run. `callback(step,
@@ -329,8 +332,8 @@ def train_cae(
         torch.set_num_threads(int(threads))
     sched = CTSchedule(stage_steps=stage_steps)
     cfg = TrainConfig(arch=arch, steps=steps, batch_size=batch_size, crop_frames=crop_frames,
-                      lr=lr, seed=seed, checkpoint_every=checkpoint_every, log_every=log_every,
-                      schedule=sched)
+                      lr=lr, ema_decay=ema_decay, seed=seed, checkpoint_every=checkpoint_every,
+                      log_every=log_every, schedule=sched)
     torch.manual_seed(seed)
     cae = create_cae(arch).to(device)
     ema = create_cae(arch).to(device)
