@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     # must be set before torch is imported anywhere (Apple MPS falls back to the CPU for
     # operators it lacks instead of failing)
     os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
+    # idle OpenMP threads sleep instead of spinning: on a busy laptop (a DAW, a browser)
+    # spinning threads made every op up to 20x slower in our measurements (docs/cae.md)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in {"app", "gui"} or argv[0].startswith("--session"):
         from app.main import run_app
