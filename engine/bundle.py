@@ -206,16 +206,12 @@ class Bundle:
 
 
 def _load_cae(spec: dict, root: Path, device):
-    backend = spec.get("backend", "riffwright")
-    if backend == "music2latent":
-        from engine.cae import load_music2latent
-
-        ckpt = Path(spec.get("checkpoint", "")).expanduser()
-        if not ckpt.is_absolute():
-            ckpt = root / ckpt
-        return load_music2latent(ckpt, device=device)
     from engine.cae import load_cae
 
+    if spec.get("backend") == "music2latent":
+        # the user's own Music2Latent checkpoint (CC BY-NC), never shipped in a bundle
+        ckpt = Path(_require(spec, "checkpoint", str, "bundle.json cae")).expanduser()
+        return load_cae(ckpt if ckpt.is_absolute() else root / ckpt, device=device)
     return load_cae(root / _require(spec, "file", str, "bundle.json cae"), device=device)
 
 
