@@ -234,46 +234,27 @@ class TrainConfig:
 
 
 def _state_path(out: Path) -> tuple[Path, Path]:
-    return out / "train_state.safetensors", out / "train_state.json"
+    from engine.train_state import state_paths
+
+    return state_paths(out)
 
 
 def _save_state(out: Path, cae, ema, opt, step: int, cfg: TrainConfig) -> None:
-    from safetensors.torch import save
-
     from engine.cae.model import KIND
-    from engine.weights import atomic_write_bytes, save_module
+    from engine.train_state import save_state
+    from engine.weights import save_module
 
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in cae.state_dict().items()}
-    tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
-    opt_state = opt.state_dict()
-    for i, st in opt_state["state"].items():
-        for k, v in st.items():
-            tensors[f"opt.{i}.{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
-    tpath, jpath = _state_path(out)
-    atomic_write_bytes(tpath, save(tensors))
-    meta = {"step": step, "train": asdict(cfg), "config": cae.config, "kind": KIND,
-            "param_groups": opt_state["param_groups"]}
-    atomic_write_bytes(jpath, json.dumps(meta, indent=1).encode())
+    save_state(out, {"model": cae, "ema": ema}, opt,
+               {"step": step, "train": asdict(cfg), "config": cae.config, "kind": KIND})
     ema.reset_id()
     save_module(ema, out / "cae.safetensors", KIND, ema.config, torch.float16)
     save_module(cae, out / "cae_raw.safetensors", KIND, cae.config, torch.float16)
 
 
 def _load_state(out: Path, cae, ema, opt) -> int:
-    from safetensors.torch import load_file
+    from engine.train_state import load_state
 
-    tpath, jpath = _state_path(out)
-    meta = json.loads(jpath.read_text())
-    tensors = load_file(str(tpath))
-    cae.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
-    state: dict = {}
-    for k, v in tensors.items():
-        if k.startswith("opt."):
-            _, i, name = k.split(".", 2)
-            state.setdefault(int(i), {})[name] = v
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    return int(meta["step"])
+    return int(load_state(out, {"model": cae, "ema": ema}, opt)["step"])
 
 
 def _stop_on_sigterm():
