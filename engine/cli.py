@@ -362,8 +362,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"riffwright: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("riffwright: interrupted; nothing more was written", file=sys.stderr)
+        print("riffwright: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        return 0
     except OSError as e:
         if e.errno == 28:
             print(f"riffwright: error: the disk is full ({e.filename or ''})", file=sys.stderr)
