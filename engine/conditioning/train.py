@@ -40,14 +40,10 @@ class StemItem:
 
 
 def read_stems(dataset_dir: str | Path, splits: tuple[str, ...] | None = None) -> list[StemItem]:
-    root = Path(dataset_dir)
-    manifest = root / "manifest.json"
-    if not manifest.is_file():
-        raise RiffwrightError(f"no manifest.json in {root}: build a dataset there first")
-    try:
-        data = json.loads(manifest.read_text())
-    except json.JSONDecodeError as e:
-        raise RiffwrightError(f"{manifest} is not valid JSON ({e})") from None
+    from engine.dataset import load_manifest
+
+    data = load_manifest(dataset_dir)  # checks the file, its JSON and its version
+    root = Path(data["_root"])
     items = []
     for song in data.get("songs", []):
         split = song.get("split", "train")
