@@ -7,8 +7,9 @@ Every figure is reported for three stems per context, so it can be read between 
 - `mismatched`: a stem of the same family from a *different* piece (the lower bound).
 
 Figures (brief §5):
-- harmonic fit: mean cosine similarity of the stem's and the context's 12-bin chroma, bar by
-  bar (bars from the piece's tempo and meter; 2 s segments when unknown);
+- harmonic fit: mean correlation of the stem's and the context's 12-bin chroma, bar by bar
+  (bars from the piece's tempo and meter; 2 s segments when unknown); centred, so a stem
+  without pitch scores 0;
 - rhythmic fit: mean onset strength of the stem at the context's beats, relative to its mean
   onset strength (1 = no alignment; higher = onsets on the beat); beats from the piece's
   tempo, phase found on the context's onset envelope;
@@ -55,7 +56,9 @@ def chroma(x: np.ndarray, sr: int) -> np.ndarray:
     power = np.where(power >= power.max(axis=0, keepdims=True) * 1e-4, power, 0.0)
     out = np.zeros((12, mag.shape[1]))
     np.add.at(out, pcs, power)
-    return np.sqrt(out)
+    # per bin of each class: the classes own unequal numbers of FFT bins, and white noise
+    # must come out flat
+    return np.sqrt(out / np.bincount(pcs, minlength=12)[:, None])
 
 
 def onset_envelope(x: np.ndarray, sr: int) -> np.ndarray:
@@ -66,13 +69,23 @@ def onset_envelope(x: np.ndarray, sr: int) -> np.ndarray:
 
 
 def harmonic_fit(stem: np.ndarray, context: np.ndarray, sr: int, bar_s: float) -> float:
+    """Mean over bars of the correlation between the stem's and the context's chroma.
+
+    Chroma vectors are centred before the cosine (a Pearson correlation over the 12 pitch
+    classes), so a stem without pitch — a flat chroma — scores 0, not the high cosine any
+    two non-negative vectors share. Bars where the context is silent are skipped; a silent
+    or pitchless stem bar counts as 0.
+    """
     a, b = chroma(stem, sr), chroma(context, sr)
     per = max(1, int(round(bar_s * sr / HOP)))
     sims = []
     for i in range(0, min(a.shape[1], b.shape[1]) - per + 1, per):
         u, v = a[:, i:i + per].sum(axis=1), b[:, i:i + per].sum(axis=1)
-        if np.linalg.norm(u) > 1e-6 and np.linalg.norm(v) > 1e-6:
-            sims.append(float(u @ v / (np.linalg.norm(u) * np.linalg.norm(v))))
+        u, v = u - u.mean(), v - v.mean()
+        nu, nv = np.linalg.norm(u), np.linalg.norm(v)
+        if nv <= 1e-9:
+            continue
+        sims.append(float(u @ v / (nu * nv)) if nu > 1e-9 * max(1.0, nv) else 0.0)
     return float(np.mean(sims)) if sims else float("nan")
 
 

@@ -30,6 +30,10 @@ def test_harmonic_fit_prefers_the_same_harmony():
     same = chord([130.8, 196.0])  # C and G
     other = chord([277.2, 370.0])  # C# and F#
     assert harmonic_fit(same, c_major, SR, 2.0) > harmonic_fit(other, c_major, SR, 2.0) + 0.2
+    # a stem without pitch (noise) does not fit the harmony, however broad its spectrum
+    noise = np.random.default_rng(0).standard_normal(c_major.shape).astype(np.float32) * 0.1
+    assert abs(harmonic_fit(noise, c_major, SR, 2.0)) < 0.3
+    assert harmonic_fit(same, c_major, SR, 2.0) > 0.5
 
 
 def test_rhythmic_fit_prefers_onsets_on_the_beat():
