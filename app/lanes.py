@@ -59,6 +59,13 @@ def fmt_time(s: float) -> str:
 # -------------------------------------------------------------------------------- axes / ruler
 
 
+
+def drag_span(view_box, ev) -> tuple[float, float]:
+    """The (start, end) seconds a mouse drag covers on a view box, clamped at 0."""
+    x0 = max(0.0, view_box.mapSceneToView(ev.buttonDownScenePos()).x())
+    x1 = max(0.0, view_box.mapSceneToView(ev.scenePos()).x())
+    return min(x0, x1), max(x0, x1)
+
 class SecondsAxis(pg.AxisItem):
     """Time axis labelled m:ss.s."""
 
@@ -127,9 +134,7 @@ class RulerViewBox(pg.ViewBox):
         if ev.button() != Qt.LeftButton:
             return super().mouseDragEvent(ev, axis)
         ev.accept()
-        x0 = max(0.0, self.mapSceneToView(ev.buttonDownScenePos()).x())
-        x1 = max(0.0, self.mapSceneToView(ev.scenePos()).x())
-        a, b = sorted((x0, x1))
+        a, b = drag_span(self, ev)
         self._lanes.show_loop((a, b))
         if ev.isFinish() and b - a > 1e-3:
             self._lanes.sig_loop_changed.emit((a, b))
@@ -195,9 +200,7 @@ class LaneViewBox(pg.ViewBox):
         if ev.button() != Qt.LeftButton:
             return super().mouseDragEvent(ev, axis)
         ev.accept()
-        x0 = max(0.0, self.mapSceneToView(ev.buttonDownScenePos()).x())
-        x1 = max(0.0, self.mapSceneToView(ev.scenePos()).x())
-        a, b = sorted((x0, x1))
+        a, b = drag_span(self, ev)
         if self._ghost is None:
             self._ghost = pg.LinearRegionItem((a, b), movable=False,
                                               brush=pg.mkBrush(240, 90, 90, 50))
