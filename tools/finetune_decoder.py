@@ -34,6 +34,8 @@ def main() -> int:
     ap.add_argument("--stage-steps", type=int, default=400)
     ap.add_argument("--checkpoint-every", type=int, default=50)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--spectral-weight", type=float, default=0.0,
+                    help="weight of the multi-resolution STFT loss on the one-step decode")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -46,7 +48,7 @@ def main() -> int:
     step = 0
     if has_state(out):
         step = int(load_state(out, {"model": cae, "ema": ema}, opt)["step"])
-    sched = CTSchedule(stage_steps=args.stage_steps)
+    sched = CTSchedule(stage_steps=args.stage_steps, spectral_weight=args.spectral_weight)
     sampler = CropSampler(_list_sources(args.data, "train"), args.crop_frames * cae.hop,
                           cae.sample_rate, seed=step)
     gen = torch.Generator().manual_seed(1000 + step)
