@@ -181,7 +181,21 @@ class EngineBridge(QObject):
         self._job_id += 1
         self._job = job
         self._cancel.clear()
-        self._requests.put(("run", self._job_id, job.request))
+        job_id, requests = self._job_id, self._requests
+        resolve = getattr(job, "resolved_request", None)
+        if resolve is None:
+            requests.put(("run", job_id, job.request))
+            return True
+
+        def send():  # renders the context mix (numpy releases the GIL while it sums)
+            try:
+                request = resolve()
+            except (MemoryError, ValueError, KeyError) as e:
+                self._sig_event.emit(("error", job_id, f"cannot prepare the context: {e}"))
+                return
+            requests.put(("run", job_id, request))
+
+        threading.Thread(target=send, daemon=True, name="riffwright-send").start()
         return True
 
     def cancel(self) -> None:

@@ -54,9 +54,25 @@ class ActionError(RiffwrightError):
     """An action that cannot run with the current selection (shown as a message)."""
 
 
+@dataclass(frozen=True)
+class ContextMix:
+    """The context of a job, rendered when the job is sent rather than when it is built:
+    rendering minutes of several lanes takes a few hundred milliseconds, which the bridge
+    spends off the GUI thread."""
+
+    session: Session
+    tracks: tuple[Track, ...]
+    start: float
+    end: float
+
+    def render(self) -> np.ndarray:
+        return self.session.render(list(self.tracks), self.start, self.end, apply_mute=False)
+
+
 @dataclass
 class Job:
-    """One generation: request fields for GenerationRequest, and where the stems go."""
+    """One generation: request fields for GenerationRequest, and where the stems go.
+    `request["context"]` may be a `ContextMix`; `resolved_request()` renders it."""
 
     action: str
     request: dict
@@ -67,6 +83,10 @@ class Job:
     arrange: list[str] = field(default_factory=list)  # remaining prompts of an arrangement
     recipe: dict = field(default_factory=dict)  # the panel settings it was built from
     record_action: str = ""  # the action written into provenance (regenerate keeps the original)
+
+    def resolved_request(self) -> dict:
+        """The request with every deferred part rendered (call it off the GUI thread)."""
+        return {k: v.render() if isinstance(v, ContextMix) else v for k, v in self.request.items()}
 
 
 class SessionController:
@@ -213,7 +233,7 @@ class SessionController:
         tracks = self.context_tracks(exclude)
         if not tracks:
             return None, {"tracks": [], "start": start, "end": end}
-        mix = self.session.render(tracks, start, end, apply_mute=False)
+        mix = ContextMix(self.session, tuple(tracks), start, end)
         return mix, {"tracks": [t.id for t in tracks], "start": start, "end": end}
 
     def selected_track(self, tid: str | None, need_audio: bool = True) -> Track:
@@ -288,8 +308,7 @@ class SessionController:
                 raise ActionError("a context lane this take was made from has been deleted")
             start, end = spec.get("start", 0.0), spec.get("end", t.frames / sr)
             req = self._common(recipe, self.reference_audio(recipe))
-            req["context"] = (self.session.render(tracks, start, end, apply_mute=False)
-                              if tracks else None)
+            req["context"] = ContextMix(self.session, tuple(tracks), start, end) if tracks else None
             req["duration"] = end - start
             if app.get("prompt_override"):
                 req["prompt"] = app["prompt_override"]

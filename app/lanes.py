@@ -220,9 +220,9 @@ class LaneViewBox(pg.ViewBox):
 class LanePlot(pg.PlotWidget):
     """The waveform of one track, its inpaint regions, the loop shade and the playhead."""
 
-    def __init__(self, owner: LaneView, track: Track):
+    def __init__(self, owner: LaneView, track: Track | None):
         self.owner = owner
-        self.track_id = track.id
+        self.track_id = track.id if track else ""
         super().__init__(viewBox=LaneViewBox(self), background=theme.BG)
         self.setFixedHeight(LANE_H)
         self.hideAxis("left")
@@ -247,7 +247,8 @@ class LanePlot(pg.PlotWidget):
         self.addItem(self.playhead)
         self.regions: dict[str, InpaintRegionItem] = {}
         vb.sigXRangeChanged.connect(lambda *_: self.refresh())
-        self.set_style(track)
+        if track is not None:
+            self.set_style(track)
 
     def set_style(self, track: Track) -> None:
         col = QColor(track.color or "#cccccc")
@@ -316,10 +317,10 @@ class ResetLabel(QLabel):
 class LaneHeader(QFrame):
     """Name, role, colour, mute/solo/in-context, gain, take A/B switch; drag out to a DAW."""
 
-    def __init__(self, owner: LaneView, track: Track):
+    def __init__(self, owner: LaneView, track: Track | None):
         super().__init__()
         self.owner = owner
-        self.track_id = track.id
+        self.track_id = track.id if track else ""
         self.setObjectName("laneHeader")
         self.setFixedSize(HEADER_W, LANE_H)
         self._press: QPoint | None = None
@@ -332,7 +333,7 @@ class LaneHeader(QFrame):
         self.swatch.setFixedSize(14, 30)
         self.swatch.setToolTip("Lane colour (click to change)")
         self.swatch.clicked.connect(self._pick_color)
-        self.name = QLineEdit(track.name)
+        self.name = QLineEdit(track.name if track else "")
         self.name.setObjectName("laneName")
         self.name.setToolTip("Track name (edit and press Enter). Drag the header out to a DAW "
                              "or file manager to drop the stem as a WAV file.")
@@ -378,7 +379,8 @@ class LaneHeader(QFrame):
         row2.addWidget(self.gain_label)
         lay.addLayout(row2)
         self._updating = False
-        self.update_from(track)
+        if track is not None:
+            self.update_from(track)
 
     def _toggle(self, text, name, tip) -> QToolButton:
         b = QToolButton()
@@ -498,8 +500,14 @@ class LaneHeader(QFrame):
 # -------------------------------------------------------------------------------- lane view
 
 
+SPARE_DELAY_MS, SPARE_GAP_MS = 200, 40
+
+
 class LaneRow(QWidget):
-    def __init__(self, owner: LaneView, track: Track):
+    """A lane's header and waveform. Built without a track it is a spare: `LaneView` keeps
+    a few ready while a generation runs, so a take lands without building widgets."""
+
+    def __init__(self, owner: LaneView, track: Track | None):
         super().__init__()
         lay = QHBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 1)
@@ -508,6 +516,11 @@ class LaneRow(QWidget):
         self.plot = LanePlot(owner, track)
         lay.addWidget(self.header)
         lay.addWidget(self.plot, 1)
+
+    def bind(self, track: Track) -> None:
+        self.header.track_id = self.plot.track_id = track.id
+        self.header.update_from(track)
+        self.plot.set_style(track)
 
 
 class LaneView(QWidget):
@@ -603,6 +616,8 @@ class LaneView(QWidget):
 
         rvb.sigXRangeChanged.connect(lambda *_: self._sync_hbar())
         self._redraw_timer = QTimer(self)
+        self._spares: list[LaneRow] = []
+        self._spares_wanted = 0
         self.set_session(session)
 
     # ---- session binding
@@ -671,14 +686,36 @@ class LaneView(QWidget):
         else:
             self.corner.setText("no tempo · seconds")
 
+    def prepare_rows(self, n: int) -> None:
+        """Build up to `n` spare rows, one at a time with gaps between them (none blocks the
+        event loop for long), so that the takes of a running generation land without
+        building widgets. The first waits until the start of the generation has settled."""
+        self._spares_wanted = max(self._spares_wanted, min(int(n), 8))
+        QTimer.singleShot(SPARE_DELAY_MS, self._build_spare)
+
+    def _build_spare(self) -> None:
+        if len(self._spares) >= self._spares_wanted:
+            return
+        row = LaneRow(self, None)
+        row.setParent(self)  # owned by the view until a lane takes it
+        row.hide()
+        self._spares.append(row)
+        QTimer.singleShot(SPARE_GAP_MS, self._build_spare)
+
     def _add_row(self, track: Track, index: int | None = None) -> None:
-        row = LaneRow(self, track)
+        if self._spares:
+            row = self._spares.pop()
+            self._spares_wanted = max(0, self._spares_wanted - 1)
+            row.bind(track)
+        else:
+            row = LaneRow(self, track)
         row.plot.setXLink(self.ruler)
         row.plot.set_regions(track, None)
         self.rows[track.id] = row
         order = [t.id for t in self.session.tracks]
         pos = order.index(track.id) if track.id in order else len(self.rows) - 1
         self.vbox.insertWidget(pos, row)
+        row.show()  # a spare was hidden explicitly; the layout alone would not show it
         self.empty.setVisible(False)
         (x0, x1), _ = self.ruler.getViewBox().viewRange()
         row.plot.getViewBox().setXRange(x0, x1, padding=0)

@@ -949,6 +949,7 @@ class MainWindow(QMainWindow):
         if not self.bridge.generate(job):
             return False
         self._gen_started = time.perf_counter()
+        self.lanes.prepare_rows(int(job.request.get("takes") or 1))
         self.progress.setValue(0)
         self.progress.show()
         self.progress_label.setText("starting…")

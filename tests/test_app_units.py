@@ -91,6 +91,30 @@ def test_lane_draws_a_few_points_per_pixel(qtbot):
     assert view.redraw_all() < 0.05
 
 
+def test_takes_land_in_spare_rows_built_during_the_generation(qtbot):
+    """prepare_rows builds hidden rows in the background; a track that lands takes one,
+    shows its own name and draws its own waveform."""
+    from app.lanes import LaneView
+
+    s = _session(2.0)
+    view = LaneView(s)
+    qtbot.addWidget(view)
+    view.resize(1000, 400)
+    view.show()
+    view.prepare_rows(2)
+    qtbot.waitUntil(lambda: len(view._spares) == 2, timeout=3000)
+    spare = view._spares[-1]
+    assert not spare.isVisible()
+    take = track_from_audio("bass take A", np.full((1, 48000), 0.5, np.float32),
+                            role="generated")
+    s.insert_track(take)
+    row = view.rows[take.id]
+    assert row is spare and row.isVisible() and len(view._spares) == 1
+    assert row.header.name.text() == "bass take A" and row.plot.track_id == take.id
+    x, y = row.plot.curve.getData()
+    assert len(x) and np.isclose(np.abs(y).max(), 0.5)
+
+
 def test_bars_axis_labels_bars(qtbot):
     from app.lanes import BarsAxis
 
@@ -119,12 +143,12 @@ def test_jobs_follow_loop_region_and_lane_offsets():
     ctl = SessionController(s, UndoStack(s))
     recipe = {**DEFAULT_RECIPE, "prompt": "bass", "takes": 3, "loop_n": 2}
     job = ctl.build_job("generate", recipe)
-    assert job.request["context"].shape == (2, 8 * 48000) and job.offset == 0
+    assert job.resolved_request()["context"].shape == (2, 8 * 48000) and job.offset == 0
     assert job.request["loop"] == (2, 0.5) and job.request["takes"] == 3
     ctl.set_loop((2.0, 6.0))
     job = ctl.build_job("generate", recipe)
     assert job.request["duration"] == 4.0 and job.offset == 96000
-    np.testing.assert_allclose(job.request["context"], s.render(start=2.0, end=6.0))
+    np.testing.assert_allclose(job.resolved_request()["context"], s.render(start=2.0, end=6.0))
     # a lane placed at 2 s: inpaint times are relative to its start
     lane = track_from_audio("gen", np.zeros((1, 48000 * 4), np.float32), role="generated",
                             offset=96000)
@@ -134,7 +158,7 @@ def test_jobs_follow_loop_region_and_lane_offsets():
     s.set_regions(lane.id, [Region(3.0, 4.0)])
     job = ctl.build_job("inpaint", recipe, lane.id)
     assert job.request["inpaint"] == (1.0, 2.0) and job.offset == 96000
-    assert job.request["context"].shape[1] == 4 * 48000  # context under the lane only
+    assert job.resolved_request()["context"].shape[1] == 4 * 48000  # context under the lane only
     with pytest.raises(ActionError):
         ctl.build_job("vary", recipe, None)
     # empty prompt -> no text condition
