@@ -48,6 +48,8 @@ def main() -> int:
     step = 0
     if has_state(out):
         step = int(load_state(out, {"model": cae, "ema": ema}, opt)["step"])
+        for g in opt.param_groups:  # a resumed run takes the learning rate it is given now
+            g["lr"] = args.lr
     sched = CTSchedule(stage_steps=args.stage_steps, spectral_weight=args.spectral_weight)
     sampler = CropSampler(_list_sources(args.data, "train"), args.crop_frames * cae.hop,
                           cae.sample_rate, seed=step)
