@@ -1,43 +1,81 @@
 #!/usr/bin/env bash
 # How the shipped default bundle (resources/models/default) was built, step by step, on a
-# 2-core CPU. Every step resumes when run again. Budget knobs are environment variables.
-# See resources/models/default/MODEL_CARD.md for what came out of it.
+# 2-core CPU over two sessions. Every step resumes when run again. Budget knobs are
+# environment variables. See resources/models/default/MODEL_CARD.md for what came out of it.
+#
+# Round 1 trained a consistency-only CAE, froze its encoder early and trained the diffusion
+# model on those latents. Round 2 trained the CAE further with the multi-resolution STFT loss
+# on its one-step decode (encoder and decoder together), froze it, and trained the diffusion
+# model again on the new latents, warm-started from round 1's diffusion model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-RUN=${RUN:-runs/default}
-CAE_STEPS=${CAE_STEPS:-2400}       # consistency autoencoder steps before its encoder is frozen
-ENC_STEPS=${ENC_STEPS:-2200}       # built-in text/audio encoder steps
-LDM_STEPS=${LDM_STEPS:-4000}       # diffusion steps
-TRAIN_SONGS=${TRAIN_SONGS:-200}    # training songs whose latents are pre-encoded
-mkdir -p "$RUN"
+R1=${R1:-runs/default}               # round 1
+R2=${R2:-runs/mr}                    # round 2
+CAE_CT_STEPS=${CAE_CT_STEPS:-3660}   # consistency-only CAE steps
+CAE_MR_STEPS=${CAE_MR_STEPS:-4892}   # ... then with the spectral loss, encoder included
+ENC_STEPS=${ENC_STEPS:-2200}         # built-in text/audio encoder steps
+LDM1_STEPS=${LDM1_STEPS:-22850}      # round-1 diffusion steps
+LDM2_STEPS=${LDM2_STEPS:-100000}     # round-2 diffusion steps (stop it when the budget ends)
+mkdir -p "$R1" "$R2"
 
 # 1. the dataset: 400 songs of FluidSynth-rendered scores and grooves (~35 min, 3.8 GB)
 $PY -m engine.cli dataset build --source scores --songs 400 --seed 0 --jobs 2 --out data/scores
 
-# 2. the CAE (small) and the built-in encoder
-$PY -m engine.cli train cae --data data/scores --out runs/cae_small --steps "$CAE_STEPS"
+# 2. the built-in text/audio encoder, and the CAE with consistency training alone
 $PY -m engine.cli train encoder --data data/scores --out runs/encoder --steps "$ENC_STEPS"
+cat > runs/cae_ct.json <<JSON
+{"arch": "small", "batch_size": 8, "crop_frames": 16, "lr": 0.0002, "stage_steps": 1000,
+ "checkpoint_every": 50, "threads": 1}
+JSON
+$PY -m engine.cli train cae --data data/scores --out runs/cae_small --config runs/cae_ct.json \
+    --steps 1500
+[ -f "$R1/cae_snapshot.safetensors" ] || cp runs/cae_small/cae.safetensors "$R1/cae_snapshot.safetensors"
+$PY -m engine.cli train cae --data data/scores --out runs/cae_small --config runs/cae_ct.json \
+    --steps "$CAE_CT_STEPS"
 
-# 3. freeze the CAE's encoder: a starting bundle with the trained CAE and encoder
-cp runs/cae_small/cae.safetensors "$RUN/cae_snapshot.safetensors"
-[ -f "$RUN/start/bundle.json" ] || $PY -m engine.cli models init --arch tiny \
-    --cae "$RUN/cae_snapshot.safetensors" --conditioner runs/encoder/conditioner.safetensors \
-    --out "$RUN/start"
-
-# 4. in parallel: the decoder keeps training against the frozen encoder, and the diffusion
-#    model trains on the frozen encoder's latents (a subset of the songs, to fit the budget)
-$PY tools/subset_manifest.py data/scores data/scores_sub --train "$TRAIN_SONGS"
-$PY tools/finetune_decoder.py "$RUN/cae_snapshot.safetensors" data/scores "$RUN/decoder" &
-cat > "$RUN/ldm_config.json" <<JSON
+# 3. round 1: the diffusion model on the latents of the step-1,500 encoder (EMA weights),
+#    first on 200 training songs, then on all of them. Round 2 starts from this model.
+[ -f "$R1/start/bundle.json" ] || $PY -m engine.cli models init --arch tiny \
+    --cae "$R1/cae_snapshot.safetensors" --conditioner runs/encoder/conditioner.safetensors \
+    --out "$R1/start"
+cat > "$R1/ldm_config.json" <<JSON
 {"arch": "tiny", "batch_size": 16, "frames": 64, "window_frames": 128, "lr": 0.0003,
  "warmup": 200, "ema_decay": 0.998, "checkpoint_every": 200, "sample_every": 0,
- "log_every": 25, "threads": 1, "steps": $LDM_STEPS}
+ "log_every": 25, "threads": 1, "steps": $LDM1_STEPS}
 JSON
-$PY -m engine.cli train ldm --data data/scores_sub --bundle "$RUN/start" --out "$RUN/ldm" \
-    --config "$RUN/ldm_config.json" --device cpu
+$PY tools/subset_manifest.py data/scores data/scores_sub --train 200
+$PY -m engine.cli train ldm --data data/scores_sub --bundle "$R1/start" --out "$R1/ldm" \
+    --config "$R1/ldm_config.json" --steps 18972 --device cpu
+$PY -m engine.cli train ldm --data data/scores --bundle "$R1/start" --out "$R1/ldm" \
+    --config "$R1/ldm_config.json" --device cpu
+
+# 4. round 2: the CAE trained further with the spectral loss (encoder included), frozen
+cat > runs/cae_mr.json <<JSON
+{"arch": "small", "batch_size": 8, "crop_frames": 16, "lr": 0.0002, "stage_steps": 1000,
+ "checkpoint_every": 50, "threads": 1, "spectral_weight": 1.0}
+JSON
+$PY -m engine.cli train cae --data data/scores --out runs/cae_small --config runs/cae_mr.json \
+    --steps "$CAE_MR_STEPS"
+cp runs/cae_small/cae_raw.safetensors "$R2/cae_snapshot.safetensors"  # raw beat EMA here
+[ -f "$R2/start/bundle.json" ] || $PY -m engine.cli models init --arch tiny \
+    --cae "$R2/cae_snapshot.safetensors" --conditioner runs/encoder/conditioner.safetensors \
+    --out "$R2/start"
+
+# 5. in parallel: the decoder keeps training (spectral loss) against the frozen encoder, and
+#    the diffusion model trains on the new latents, warm-started from round 1's state
+#    (weights, EMA, optimiser, step); the CLAP crop embeddings are reused (same encoder)
+$PY tools/finetune_decoder.py "$R2/cae_snapshot.safetensors" data/scores "$R2/decoder" \
+    --lr 2e-4 --spectral-weight 1.0 --stage-steps 1000 --checkpoint-every 50 &
+mkdir -p "$R2/ldm"
+[ -f "$R2/ldm/train_state.json" ] || cp "$R1/ldm/train_state.json" \
+    "$R1/ldm/train_state.safetensors" "$R2/ldm/"
+[ -d "$R2/ldm/clap" ] || cp -r "$R1/ldm/clap" "$R2/ldm/"
+sed "s/\"steps\": $LDM1_STEPS/\"steps\": $LDM2_STEPS/" "$R1/ldm_config.json" > "$R2/ldm_config.json"
+$PY -m engine.cli train ldm --data data/scores --bundle "$R2/start" --out "$R2/ldm" \
+    --config "$R2/ldm_config.json" --device cpu
 kill %1 2>/dev/null || true
 
-# 5. assemble: the LDM export with the further-trained decoder (same encoder, checked)
-$PY tools/assemble_bundle.py "$RUN/ldm/bundle" resources/models/default \
-    --cae "$RUN/decoder/cae.safetensors" --card "$RUN/MODEL_CARD.md" --name riffwright-default
+# 6. assemble: the LDM export with the further-trained decoder (same encoder, checked)
+$PY tools/assemble_bundle.py "$R2/ldm/bundle" resources/models/default \
+    --cae "$R2/decoder/cae.safetensors" --card "$R2/MODEL_CARD.md" --name riffwright-default
