@@ -260,7 +260,7 @@ def train_ldm(data: str | os.PathLike, out: str | os.PathLike, bundle: str | os.
     from engine.dataset.pairs import LatentPairs, encode_dataset_latents
     from engine.edm import EDMLoss, EDMPrecond
     from engine.generate import pick_device
-    from engine.train_state import has_state, load_state, save_state, state_paths
+    from engine.train_state import has_state, load_state, save_state, state_paths, stop_on_sigterm
     from engine.unet import UNet1d, arch_config, param_count
 
     out = Path(out)
@@ -341,6 +341,7 @@ def train_ldm(data: str | os.PathLike, out: str | os.PathLike, bundle: str | os.
             _export_bundle(src_bundle, out, ema, stats, cfg, step,
                            {"name": name, "training": {"data": str(data)}})
 
+    restore = stop_on_sigterm()  # `kill PID` checkpoints like Ctrl-C
     try:
         while step < cfg.steps and (local_stop is None or step < local_stop):
             batch = [pairs.sample() for _ in range(cfg.batch_size)]
@@ -388,6 +389,8 @@ def train_ldm(data: str | os.PathLike, out: str | os.PathLike, bundle: str | os.
         print("\ninterrupted: saving a checkpoint", file=sys.stderr)
         checkpoint()
         raise
+    finally:
+        restore()
     checkpoint()
     _barrier(world)
     return out / "bundle"

@@ -60,3 +60,19 @@ def load_state(out: Path, modules: dict[str, torch.nn.Module], opt: torch.optim.
             state.setdefault(int(i), {})[key] = v
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     return meta
+
+
+def stop_on_sigterm():
+    """Turn SIGTERM into KeyboardInterrupt (so `kill PID` checkpoints before exiting);
+    returns a function that restores the previous handler. No-op off the main thread."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, old)

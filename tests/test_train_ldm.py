@@ -114,3 +114,29 @@ def test_ddp_on_two_cpu_processes(setup):
     assert state["step"] == 2
     log = [json.loads(line) for line in (out / "train.log").read_text().splitlines()]
     assert log[0]["world"] == 2
+
+
+def test_sigterm_checkpoints_the_current_step(setup, monkeypatch):
+    """`kill PID` during training saves the step it reached (not only the last periodic
+    checkpoint) and puts the previous SIGTERM handler back."""
+    import os
+    import signal
+
+    from engine.dataset.pairs import LatentPairs
+
+    root, data, bundle = setup
+    calls = {"n": 0}
+    sample = LatentPairs.sample
+
+    def sample_then_kill(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 9:  # batch size 2: the first draw of step 5, after 4 steps
+            os.kill(os.getpid(), signal.SIGTERM)
+        return sample(self, *a, **k)
+
+    monkeypatch.setattr(LatentPairs, "sample", sample_then_kill)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        train_ldm(data, root / "killed", bundle, cfg(steps=20), device="cpu")
+    assert json.loads((root / "killed" / "train_state.json").read_text())["step"] == 4
+    assert signal.getsignal(signal.SIGTERM) == before

@@ -18,7 +18,7 @@ import torch
 
 from engine.cae import KIND, load_cae
 from engine.cae.training import CropSampler, CTSchedule, _list_sources, train_step
-from engine.train_state import has_state, load_state, save_state
+from engine.train_state import has_state, load_state, save_state, stop_on_sigterm
 from engine.weights import save_module
 
 
@@ -55,24 +55,38 @@ def main() -> int:
                           cae.sample_rate, seed=step)
     gen = torch.Generator().manual_seed(1000 + step)
     t0, first = time.time(), step
-    with open(out / "train.log", "a") as log:
-        while step < args.steps:
-            wave = sampler.batch(args.batch_size)
-            with torch.no_grad():
-                spec = cae.spectral(wave)
-            stats = train_step(cae, opt, spec, step, sched, ema, 0.998, 1.0, gen)
-            cae.encoder.eval()
-            step += 1
-            if step % 10 == 0:
-                rate = (step - first) / (time.time() - t0)
-                log.write(json.dumps({"step": step, **stats, "steps_per_s": rate}) + "\n")
-                log.flush()
-            if step % args.checkpoint_every == 0 or step == args.steps:
-                save_state(out, {"model": cae, "ema": ema}, opt, {"step": step})
-                # the encoder is frozen: copy it exactly into the EMA before exporting
-                ema.encoder.load_state_dict(cae.encoder.state_dict())
-                ema.reset_id()
-                save_module(ema, out / "cae.safetensors", KIND, ema.config, torch.float16)
+
+    def checkpoint():
+        save_state(out, {"model": cae, "ema": ema}, opt, {"step": step})
+        # the encoder is frozen: copy it exactly into the EMA before exporting
+        ema.encoder.load_state_dict(cae.encoder.state_dict())
+        ema.reset_id()
+        save_module(ema, out / "cae.safetensors", KIND, ema.config, torch.float16)
+
+    restore = stop_on_sigterm()  # `kill PID` checkpoints like Ctrl-C
+    saved = step
+    try:
+        with open(out / "train.log", "a") as log:
+            while step < args.steps:
+                wave = sampler.batch(args.batch_size)
+                with torch.no_grad():
+                    spec = cae.spectral(wave)
+                stats = train_step(cae, opt, spec, step, sched, ema, 0.998, 1.0, gen)
+                cae.encoder.eval()
+                step += 1
+                if step % 10 == 0:
+                    rate = (step - first) / (time.time() - t0)
+                    log.write(json.dumps({"step": step, **stats, "steps_per_s": rate}) + "\n")
+                    log.flush()
+                if step % args.checkpoint_every == 0 or step == args.steps:
+                    checkpoint()
+                    saved = step
+    except KeyboardInterrupt:
+        if step > saved:
+            checkpoint()
+        return 130
+    finally:
+        restore()
     return 0
 
 

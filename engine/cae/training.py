@@ -297,22 +297,6 @@ def _load_state(out: Path, cae, ema, opt) -> int:
     return int(load_state(out, {"model": cae, "ema": ema}, opt)["step"])
 
 
-def _stop_on_sigterm():
-    """Turn SIGTERM into KeyboardInterrupt (so `kill PID` checkpoints before exiting);
-    returns a function that restores the previous handler. No-op off the main thread."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, handler)
-    return lambda: signal.signal(signal.SIGTERM, old)
-
-
 def train_cae(
     data_dir_or_manifest: str | Path,
     out_dir: str | Path,
@@ -349,6 +333,7 @@ def train_cae(
     (`one_step_spectral_loss`): sharper partials and onsets on a short budget.
     """
     from engine.cae import create_cae
+    from engine.train_state import stop_on_sigterm
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -377,7 +362,7 @@ def train_cae(
                           "params": cae.num_parameters(), "time": time.time()}) + "\n")
     log.flush()
     t0, acc, saved, last = time.time(), [], step, None
-    restore = _stop_on_sigterm()
+    restore = stop_on_sigterm()
     try:
         while step < steps:
             wave = sampler.batch(batch_size).to(device)
