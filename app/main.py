@@ -62,7 +62,6 @@ def run_app(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", help="model bundle folder (default: the built-in one)")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     ap.add_argument("--no-audio", action="store_true", help="run without audio output")
-    ap.add_argument("--screenshot", help=argparse.SUPPRESS)
     ap.add_argument("files", nargs="*", help="audio files to import")
     args = ap.parse_args(argv or [])
 
