@@ -182,14 +182,10 @@ class EngineBridge(QObject):
         self._job = job
         self._cancel.clear()
         job_id, requests = self._job_id, self._requests
-        resolve = getattr(job, "resolved_request", None)
-        if resolve is None:
-            requests.put(("run", job_id, job.request))
-            return True
 
         def send():  # renders the context mix (numpy releases the GIL while it sums)
             try:
-                request = resolve()
+                request = job.resolved_request()
             except (MemoryError, ValueError, KeyError) as e:
                 self._sig_event.emit(("error", job_id, f"cannot prepare the context: {e}"))
                 return
