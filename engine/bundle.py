@@ -198,6 +198,11 @@ class Bundle:
     def defaults(self) -> dict:
         return self.manifest["defaults"]
 
+    @property
+    def feature_dim(self) -> int:
+        """Channels of explicit context features the diffusion model takes (0: none)."""
+        return int(getattr(self.precond.net.config, "feature_dim", 0))
+
     def normalize(self, latents):
         return (latents - self.latent_mean) / self.latent_std
 

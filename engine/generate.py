@@ -421,6 +421,11 @@ class Generator:
         if req.context is not None:
             ctx = _fit(self._to_model(req.context, sr_in), t_model)
             context = self._encode(ctx)
+            if b.feature_dim:
+                from engine.context_features import context_features
+
+                f = context_features(ctx, sr_model, hop, context.shape[-1])
+                context = torch.cat([context, torch.from_numpy(f)[None].to(context)], dim=1)
         keep = known = init = None
         strength = 1.0
         if mode == "variation":

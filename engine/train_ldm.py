@@ -59,6 +59,11 @@ class LDMTrainConfig:
     p_drop_context: float = 0.2
     p_drop_clap: float = 0.2
     p_empty_context: float = 0.1
+    # give the model the context's chroma and onsets too (engine.context_features)
+    context_features: bool = False
+    # start from this bundle's diffusion weights when the run has no checkpoint yet (a model
+    # without features can be extended with them)
+    init_from: str | None = None
     checkpoint_every: int = 500
     sample_every: int = 2000
     log_every: int = 25
@@ -166,6 +171,69 @@ class ClapCrops:
         return emb[stem, int(inside[int(rng.integers(len(inside)))])]
 
 
+# ----------------------------------------------------------------------------- context features
+
+def context_feature_files(index_path: Path, out: Path, log=print) -> Path:
+    """Features (`engine.context_features`) of every stem and context mix in the latent index.
+
+    Writes `out/<song>.npz` holding one (FEATURE_DIM, frames) float16 array per latent file,
+    keyed by its name (`00-bass`, `mix-03`). Each stem is transformed once; a mix's spectra
+    are the sums of its members'. Resumable per song.
+    """
+    import soundfile as sf
+
+    from engine.context_features import features_from_spectra, spectra
+
+    index = json.loads(Path(index_path).read_text())
+    root, sr, hop = Path(index["dataset"]), int(index["sample_rate"]), int(index["hop"])
+    out.mkdir(parents=True, exist_ok=True)
+    for k, song in enumerate(index["songs"]):
+        dest = out / f"{song['id']}.npz"
+        if dest.exists():
+            continue
+        frames = int(song["frames"])
+        specs = []
+        for st in song["stems"]:
+            x = sf.read(str(root / st["audio"]), dtype="float32", always_2d=True)[0].mean(axis=1)
+            specs.append(spectra(x, sr, hop, frames))
+        arrays = {}
+        for st, (lo, sh) in zip(song["stems"], specs):
+            arrays[Path(st["latent"]).stem] = features_from_spectra(lo, sh, sr)
+        for mix in song["mixes"]:
+            lo = sum(specs[i][0] for i in mix["members"])
+            sh = sum(specs[i][1] for i in mix["members"])
+            arrays[Path(mix["latent"]).stem] = features_from_spectra(lo, sh, sr)
+        with atomic_path(dest) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **{name: a.astype(np.float16) for name, a in arrays.items()})
+        if (k + 1) % 25 == 0 or k + 1 == len(index["songs"]):
+            log(f"context features: {k + 1}/{len(index['songs'])} songs")
+    return out
+
+
+class ContextFeatureWindows:
+    """Windows of the precomputed context features matching `LatentPairs` samples."""
+
+    def __init__(self, folder: Path, dim: int):
+        self.folder, self.dim = folder, dim
+        self._songs: dict[str, dict[str, np.ndarray]] = {}
+
+    def window(self, sample: dict, frames: int) -> np.ndarray:
+        out = np.zeros((self.dim, frames), np.float32)
+        rel = sample.get("context_latent")
+        if rel is None:  # the empty context: silence has no features
+            return out
+        song = sample["song"]
+        if song not in self._songs:
+            with np.load(self.folder / f"{song}.npz") as z:
+                self._songs[song] = {k: z[k] for k in z.files}
+        f = self._songs[song][Path(rel).stem]
+        off = int(sample["frame_offset"])
+        w = f[:, off:off + frames]
+        out[:, :w.shape[1]] = w
+        return out
+
+
 # ----------------------------------------------------------------------------- trainer
 
 
@@ -247,6 +315,23 @@ def _render_sample(bundle_dir: Path, out: Path, step: int, index: dict) -> None:
     write_audio(out / "samples" / f"step{step:07d}.wav", stem.audio, stem.sample_rate)
 
 
+def _init_from(net: torch.nn.Module, bundle: str | os.PathLike, rank: int) -> None:
+    from engine.bundle import find_bundle, read_manifest
+    from engine.unet import UNet1d, warm_start
+    from engine.weights import read_checkpoint
+
+    root = find_bundle(bundle)
+    tensors, _, _ = read_checkpoint(root / read_manifest(root)["ldm"]["file"],
+                                    expected_kind=UNet1d.kind)
+    try:
+        fresh = warm_start(net, {k: v.float() for k, v in tensors.items()})
+    except ValueError as e:
+        raise RiffwrightError(f"cannot start from {root}: {e}") from None
+    if rank == 0:
+        print(f"starting from {root}'s diffusion model"
+              + (f" ({len(fresh)} new tensors)" if fresh else ""), flush=True)
+
+
 def train_ldm(data: str | os.PathLike, out: str | os.PathLike, bundle: str | os.PathLike,
               cfg: LDMTrainConfig, device: str = "auto", name: str | None = None,
               stop_after: int | None = None) -> Path:
@@ -280,6 +365,8 @@ def train_ldm(data: str | os.PathLike, out: str | os.PathLike, bundle: str | os.
             progress=lambda k, n, s: print(f"encoding latents {k}/{n}", flush=True)
             if k % 25 == 0 or k == n else None)
         clap_crop_embeddings(out / "latents" / "index.json", b.conditioner, out / "clap")
+        if cfg.context_features:
+            context_feature_files(out / "latents" / "index.json", out / "features")
         stats_path = out / "latent_stats.json"
         if not stats_path.exists():
             index = json.loads((out / "latents" / "index.json").read_text())
@@ -295,8 +382,14 @@ def train_ldm(data: str | os.PathLike, out: str | os.PathLike, bundle: str | os.
     mean = torch.tensor(stats["mean"]).reshape(1, -1, 1).to(dev)
     std = torch.tensor(stats["std"]).reshape(1, -1, 1).to(dev)
 
+    from engine.context_features import FEATURE_DIM
+
     torch.manual_seed(cfg.seed)
-    net = UNet1d(arch_config(cfg.arch, latent_dim=b.cae.latent_dim, clap_dim=b.conditioner.dim))
+    n_feat = FEATURE_DIM if cfg.context_features else 0
+    net = UNet1d(arch_config(cfg.arch, latent_dim=b.cae.latent_dim, clap_dim=b.conditioner.dim,
+                             feature_dim=n_feat))
+    if cfg.init_from and not has_state(out):
+        _init_from(net, cfg.init_from, rank)
     net.to(dev)
     ema = UNet1d(net.config).to(dev)
     ema.load_state_dict(net.state_dict())
@@ -321,6 +414,7 @@ def train_ldm(data: str | os.PathLike, out: str | os.PathLike, bundle: str | os.
                         p_drop_context=cfg.p_drop_context, p_drop_clap=cfg.p_drop_clap,
                         p_empty_context=cfg.p_empty_context, load_clap_audio=False)
     crops = ClapCrops(out / "clap", index["sample_rate"])
+    feats = ContextFeatureWindows(out / "features", n_feat) if n_feat else None
     rng = np.random.default_rng([cfg.seed, step, rank])
     gen = torch.Generator().manual_seed(cfg.seed * 7919 + step * world + rank)
     if rank == 0:
@@ -353,6 +447,9 @@ def train_ldm(data: str | os.PathLike, out: str | os.PathLike, bundle: str | os.
             cmask = torch.tensor([not p["drop_context"] for p in batch], device=dev)
             emask = torch.tensor([not p["drop_clap"] for p in batch], device=dev)
             y, c = (y - mean) / std, (c - mean) / std
+            if feats is not None:
+                f = np.stack([feats.window(p, cfg.frames) for p in batch])
+                c = torch.cat([c, torch.from_numpy(f).to(dev)], dim=1)
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
             if autocast is not None:

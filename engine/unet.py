@@ -10,6 +10,12 @@ length run, padded internally to a multiple of the total downsampling factor.
 Missing conditions are represented by learned "absent" values: a per-channel context latent
 and a CLAP vector, substituted wherever a sample's condition is absent. So the three branches
 of two-scale guidance run as one batch, each row with its own absent flags.
+
+Models with `feature_dim` > 0 take the context as latents *and* explicit features
+(`engine.context_features`: chroma and sub-frame onsets) stacked on the channel axis. Besides
+the input concatenation, that stack goes through a small convolutional encoder whose output
+is pooled to each resolution and added (through zero-initialised projections) at the input of
+every down level and of the middle: a short path from the context to every scale.
 """
 
 from __future__ import annotations
@@ -36,6 +42,13 @@ class UNetConfig:
     emb_dim: int = 256
     dropout: float = 0.0
     groups: int = 16
+    # explicit context features per frame (engine.context_features), appended to the context
+    # latents; 0 for models without them
+    feature_dim: int = 0
+
+    @property
+    def context_dim(self) -> int:
+        return self.latent_dim + self.feature_dim
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,10 +70,12 @@ ARCHS: dict[str, dict] = {
 }
 
 
-def arch_config(arch: str, latent_dim: int = 64, clap_dim: int = 256) -> UNetConfig:
+def arch_config(arch: str, latent_dim: int = 64, clap_dim: int = 256,
+                feature_dim: int = 0) -> UNetConfig:
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
-    return UNetConfig(latent_dim=latent_dim, clap_dim=clap_dim, **ARCHS[arch])
+    return UNetConfig(latent_dim=latent_dim, clap_dim=clap_dim, feature_dim=feature_dim,
+                      **ARCHS[arch])
 
 
 class FourierEmbedding(nn.Module):
@@ -141,7 +156,7 @@ class UNet1d(nn.Module):
         c = config
         chans = [c.channels * m for m in c.mults]
         self.factor = 2 ** (len(chans) - 1)
-        self.absent_context = nn.Parameter(torch.zeros(c.latent_dim))
+        self.absent_context = nn.Parameter(torch.zeros(c.context_dim))
         self.absent_clap = nn.Parameter(torch.randn(c.clap_dim) / math.sqrt(c.clap_dim))
         self.noise_emb = FourierEmbedding(c.emb_dim)
         self.noise_mlp = nn.Sequential(nn.Linear(c.emb_dim, c.emb_dim), nn.SiLU(),
@@ -169,6 +184,18 @@ class UNet1d(nn.Module):
             if i > 0:
                 self.upsamplers.append(nn.Conv1d(ch, chans[i - 1], 3, padding=1))
                 cin = chans[i - 1]
+        if c.feature_dim:
+            # the context stream: latents + features through a small encoder, added to the
+            # input of every down level and the middle (zero projections: a model warm-started
+            # from one without features starts out computing exactly what it did)
+            self.cond_enc = nn.Sequential(nn.Conv1d(c.context_dim, chans[0], 3, padding=1),
+                                          nn.SiLU(), nn.Conv1d(chans[0], chans[0], 3, padding=1),
+                                          nn.SiLU())
+            widths = [chans[0]] + chans[:-1] + [chans[-1]]
+            self.cond_proj = nn.ModuleList(nn.Conv1d(chans[0], w, 1) for w in widths)
+            for proj in self.cond_proj:
+                nn.init.zeros_(proj.weight)
+                nn.init.zeros_(proj.bias)
         self.out_norm = nn.GroupNorm(min(c.groups, cin), cin)
         self.out = nn.Conv1d(cin, c.latent_dim, 3, padding=1)
         nn.init.zeros_(self.out.weight)
@@ -190,23 +217,32 @@ class UNet1d(nn.Module):
         b, _, n = x.shape
         cfg = self.config
         ctx = self._select(context, self.absent_context, context_mask,
-                           (b, cfg.latent_dim, n), b)
+                           (b, cfg.context_dim, n), b)
         emb_clap = self._select(clap, self.absent_clap, clap_mask, (b, cfg.clap_dim), b)
         c_noise = c_noise.reshape(-1).expand(b) if c_noise.numel() == 1 else c_noise.reshape(b)
         emb = self.noise_mlp(self.noise_emb(c_noise)) + self.clap_proj(emb_clap)
         emb = F.silu(emb)
 
         pad = (-n) % self.factor
-        h = torch.cat([x, ctx.to(x.dtype)], dim=1)
+        h = torch.cat([x, ctx[:, :cfg.latent_dim].to(x.dtype)], dim=1)
         if pad:
             h = F.pad(h, (0, pad), mode="replicate")
         h = self.inp(h)
+        cond = None
+        if cfg.feature_dim:
+            c_in = ctx.to(x.dtype)
+            cond = self.cond_enc(F.pad(c_in, (0, pad), mode="replicate") if pad else c_in)
         skips = []
         for i, level in enumerate(self.down_levels):
+            if cond is not None:
+                h = h + self.cond_proj[i](F.avg_pool1d(cond, 2**i) if i else cond)
             h = level(h, emb)
             skips.append(h)
             if i < len(self.downsamplers):
                 h = self.downsamplers[i](h)
+        if cond is not None:
+            h = h + self.cond_proj[-1](F.avg_pool1d(cond, self.factor) if self.factor > 1
+                                       else cond)
         h = self.mid(h, emb)
         for j, level in enumerate(self.up_levels):
             h = level(torch.cat([h, skips.pop()], dim=1), emb)
@@ -215,6 +251,33 @@ class UNet1d(nn.Module):
                 h = self.upsamplers[j](h)
         h = self.out(F.silu(self.out_norm(h)))
         return h[:, :, :n]
+
+
+def warm_start(net: UNet1d, tensors: dict) -> list[str]:
+    """Load a trained model's tensors into `net`, which may add context features to it.
+
+    Tensors `net` lacks are refused; those only `net` has keep their initialisation (the zero
+    projections of the context stream), and a shorter `absent_context` is extended with zeros.
+    Returns the names left at their initialisation.
+    """
+    own = net.state_dict()
+    extra = sorted(set(tensors) - set(own))
+    if extra:
+        raise ValueError(f"the checkpoint has tensors this model lacks: {', '.join(extra[:3])}")
+    fresh = []
+    for name, t in own.items():
+        src = tensors.get(name)
+        if src is None:
+            fresh.append(name)
+            continue
+        if name == "absent_context" and src.shape[0] < t.shape[0]:
+            src = torch.cat([src.to(t.dtype), torch.zeros(t.shape[0] - src.shape[0])])
+        if tuple(src.shape) != tuple(t.shape):
+            raise ValueError(f"tensor {name} has shape {tuple(src.shape)}, the model expects "
+                             f"{tuple(t.shape)}")
+        own[name] = src.to(t.dtype)
+    net.load_state_dict(own)
+    return fresh
 
 
 def param_count(module: nn.Module) -> int:

@@ -140,3 +140,31 @@ def test_sigterm_checkpoints_the_current_step(setup, monkeypatch):
         train_ldm(data, root / "killed", bundle, cfg(steps=20), device="cpu")
     assert json.loads((root / "killed" / "train_state.json").read_text())["step"] == 4
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_context_features_extend_a_trained_model(setup, capsys):
+    from engine.context_features import FEATURE_DIM
+
+    root, data, bundle = setup
+    base = train_ldm(data, root / "plain", bundle, cfg(steps=2), device="cpu")
+    out = train_ldm(data, root / "feat", bundle,
+                    cfg(steps=3, context_features=True, init_from=str(base)), device="cpu")
+    assert "starting from" in capsys.readouterr().out
+    # features for every stem and every pre-encoded context mix of every song
+    index = json.loads((root / "feat" / "latents" / "index.json").read_text())
+    for song in index["songs"]:
+        with np.load(root / "feat" / "features" / f"{song['id']}.npz") as z:
+            names = {os.path.splitext(os.path.basename(e["latent"]))[0]
+                     for e in song["stems"] + song["mixes"]}
+            assert set(z.files) == names
+            assert all(z[n].shape == (FEATURE_DIM, song["frames"]) for n in names)
+    b = load_bundle(out)
+    assert b.feature_dim == FEATURE_DIM
+    ctx = sf.read(data / "songs" / "song2" / "00-bass.wav", dtype="float32")[0][None, :SR * 2]
+    req = GenerationRequest(context=ctx, duration=2.0, steps=2, prompt="piano", seed=3)
+    a = run_to_end(Generator(b).run(req))[0].audio
+    assert a.shape == (1, 2 * SR) and np.isfinite(a).all()
+    assert np.array_equal(a, run_to_end(Generator(b).run(req))[0].audio)
+    # a model without features cannot continue a run that has them
+    with pytest.raises(Exception, match="lacks"):
+        train_ldm(data, root / "back", bundle, cfg(steps=1, init_from=str(out)), device="cpu")

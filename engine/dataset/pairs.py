@@ -263,6 +263,7 @@ class LatentPairs:
     `drop_context`, `drop_clap`, `clap_audio` (float32 audio, a random stretch of the target
     window, read from the dataset's WAV; None with `load_clap_audio=False`), `clap_range`
     (start, stop in samples of the target stem), `song`, `target_stem`, `context_stems`,
+    `context_latent` (the context's latent file relative to the index, None when empty),
     `frame_offset`, `family`, `caption`. Iterating yields samples forever.
     """
 
@@ -338,6 +339,7 @@ class LatentPairs:
                 break
         target = self._window(stem["latent"], off)
         choices = self._contexts_for(song, ti)
+        rel = None
         if not choices or rng.random() < self.p_empty_context:
             members, context = [], np.repeat(self.silence, self.frames, axis=1)
         else:
@@ -355,7 +357,7 @@ class LatentPairs:
             "drop_clap": bool(rng.random() < self.p_drop_clap),
             "clap_audio": clap, "clap_range": (start, start + self.clap_samples),
             "song": song["id"], "target_stem": ti, "context_stems": list(members),
-            "frame_offset": off, "family": stem.get("family"), "caption": stem.get("caption", ""),
+            "context_latent": rel, "frame_offset": off, "family": stem.get("family"), "caption": stem.get("caption", ""),
         }
 
     def __iter__(self):

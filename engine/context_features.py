@@ -1,0 +1,109 @@
+"""Explicit musical features of the context, one column per latent frame.
+
+The diffusion model sees the context as CAE latents, and a small network struggles to read
+pitch and rhythm out of them: the round-2 default model had learned to ignore its context
+altogether (its denoising error was the same with the true context, none, or another song's).
+So models trained with `context_features` also get, per latent frame of the context:
+
+- 12 chroma values: pitch-class power from 55 Hz to 5 kHz over the frame, divided by the
+  frame's strongest class (0 where the frame is more than 60 dB below the clip's loudest);
+- 4 onset values: half-wave rectified flux of the log spectrum (magnitudes relative to the
+  clip's peak) for each quarter of the frame, so the model knows *where* inside an 85 ms frame
+  a note starts; divided by the clip's mean flux over its sounding stretches, squashed with
+  log1p.
+
+Both are scale-free (a quieter context gives the same features) and computed in numpy from
+mono audio at the model's rate, in chunks, so a ten-minute context costs a second or two.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+CHROMA = 12
+SUBFRAMES = 4
+FEATURE_DIM = CHROMA + SUBFRAMES
+N_FFT = 4096  # chroma window
+N_FFT_ONSET = 1024  # onset window
+FMIN, FMAX = 55.0, 5000.0
+GATE_DB = 60.0
+_CHUNK = 1024  # STFT frames per chunk
+
+
+def _chroma_bins(sr: int) -> tuple[np.ndarray, np.ndarray]:
+    freqs = np.fft.rfftfreq(N_FFT, 1.0 / sr)
+    ok = np.nonzero((freqs >= FMIN) & (freqs <= FMAX))[0]
+    return ok, ((np.round(12 * np.log2(freqs[ok] / 440.0)) + 9) % 12).astype(np.int64)
+
+
+def spectra(mono: np.ndarray, sample_rate: int, hop: int,
+            frames: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The two short-time spectra the features are made of, for windows centred on each
+    quarter of each latent frame: (sub-frames, pitch bins) complex with the long window (only
+    the bins from FMIN to FMAX) and (sub-frames, bins) complex with the short one.
+
+    Spectra add: the spectra of a mix are the sum of its stems' spectra, which is how the
+    trainer makes features for every context mix without another transform.
+    """
+    x = np.asarray(mono, dtype=np.float32).reshape(-1)
+    if frames is None:
+        frames = -(-len(x) // hop)
+    sub = hop // SUBFRAMES
+    n_sub = frames * SUBFRAMES
+    pad = N_FFT // 2
+    xp = np.pad(x, (pad, pad + max(0, n_sub * sub - len(x))))
+    win, win_on = np.hanning(N_FFT).astype(np.float32), np.hanning(N_FFT_ONSET).astype(np.float32)
+    ok, _ = _chroma_bins(sample_rate)
+    long = np.zeros((n_sub, len(ok)), np.complex64)
+    short = np.zeros((n_sub, N_FFT_ONSET // 2 + 1), np.complex64)
+    idx, idx_on = np.arange(N_FFT), np.arange(N_FFT_ONSET) + (N_FFT - N_FFT_ONSET) // 2
+    for c0 in range(0, n_sub, _CHUNK):
+        c1 = min(n_sub, c0 + _CHUNK)
+        starts = np.arange(c0, c1)[:, None] * sub + sub // 2  # window starts in xp
+        long[c0:c1] = np.fft.rfft(xp[starts + idx] * win, axis=1)[:, ok]
+        short[c0:c1] = np.fft.rfft(xp[starts + idx_on] * win_on, axis=1)
+    return long, short
+
+
+def features_from_spectra(long: np.ndarray, short: np.ndarray, sample_rate: int) -> np.ndarray:
+    """(FEATURE_DIM, frames) float32 features from `spectra`' output."""
+    n_sub = long.shape[0]
+    frames = n_sub // SUBFRAMES
+    out = np.zeros((FEATURE_DIM, frames), np.float32)
+    if frames == 0:
+        return out
+    _, pcs = _chroma_bins(sample_rate)
+    power = np.zeros((CHROMA, n_sub), np.float32)
+    np.add.at(power, pcs, (np.abs(long) ** 2).T)
+    power /= np.bincount(pcs, minlength=CHROMA).astype(np.float32)[:, None]
+    # chroma per latent frame: the frame's power per class, relative to its peak class (power,
+    # not amplitude: at 4096 points neighbouring semitones share bins below ~300 Hz, and
+    # squaring keeps the leak small beside the note)
+    pc = power.reshape(CHROMA, frames, SUBFRAMES).sum(axis=2)
+    peak = pc.max(axis=0)
+    loud = peak.max()
+    if loud <= 0:
+        return out
+    gate = peak >= loud * 10 ** (-GATE_DB / 10)
+    out[:CHROMA] = np.where(gate, pc / np.maximum(peak, 1e-30), 0.0)
+    # onsets per quarter frame, relative to the clip's typical flux where it sounds
+    mag = np.abs(short)
+    logm = np.log1p(1000.0 * mag / max(float(mag.max()), 1e-12))  # relative to the clip's peak
+    flux = np.concatenate([[0.0], np.maximum(np.diff(logm, axis=0), 0).sum(axis=1)])
+    sounding = np.repeat(gate, SUBFRAMES)
+    scale = flux[sounding].mean() if sounding.any() else 0.0
+    if scale > 0:
+        f = np.log1p(np.where(sounding, flux, 0.0) / scale)
+        out[CHROMA:] = f.reshape(frames, SUBFRAMES).T
+    return out
+
+
+def context_features(mono: np.ndarray, sample_rate: int, hop: int,
+                     frames: int | None = None) -> np.ndarray:
+    """(FEATURE_DIM, frames) float32 features of `mono` for latent frames of `hop` samples."""
+    x = np.asarray(mono, dtype=np.float32).reshape(-1)
+    if frames is None:
+        frames = -(-len(x) // hop)
+    if frames == 0 or len(x) == 0:
+        return np.zeros((FEATURE_DIM, frames), np.float32)
+    return features_from_spectra(*spectra(x, sample_rate, hop, frames), sample_rate)
