@@ -84,9 +84,10 @@ class EDMLoss:
         return (sigma**2 + sd**2) / (sigma * sd) ** 2
 
     def __call__(self, precond: EDMPrecond, y, *, sigma=None, noise=None, frame_mask=None,
-                 generator=None, **cond):
+                 generator=None, return_denoised: bool = False, **cond):
         """Mean weighted squared error of D(y + n; σ) against y. `frame_mask` (B, F) marks
-        valid frames (for windows padded past the end of a stem)."""
+        valid frames (for windows padded past the end of a stem). With `return_denoised`,
+        returns (loss, D, σ) for losses on the denoised estimate itself."""
         if sigma is None:
             sigma = self.sample_sigma(y.shape[0], generator, y.device)
         if noise is None:
@@ -96,8 +97,10 @@ class EDMLoss:
         err = self.weight(s) * (d - y) ** 2
         if frame_mask is not None:
             m = frame_mask[:, None, :].to(err.dtype)
-            return (err * m).sum() / (m.sum() * y.shape[1]).clamp_min(1)
-        return err.mean()
+            loss = (err * m).sum() / (m.sum() * y.shape[1]).clamp_min(1)
+        else:
+            loss = err.mean()
+        return (loss, d, sigma) if return_denoised else loss
 
 
 def karras_sigmas(steps: int, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX,

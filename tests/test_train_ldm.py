@@ -148,8 +148,13 @@ def test_context_features_extend_a_trained_model(setup, capsys):
     root, data, bundle = setup
     base = train_ldm(data, root / "plain", bundle, cfg(steps=2), device="cpu")
     out = train_ldm(data, root / "feat", bundle,
-                    cfg(steps=3, context_features=True, init_from=str(base)), device="cpu")
-    assert "starting from" in capsys.readouterr().out
+                    cfg(steps=3, context_features=True, init_from=str(base), feature_loss=1.0,
+                        probe_steps=5), device="cpu")
+    printed = capsys.readouterr().out
+    assert "starting from" in printed and "feature probe: 5 steps" in printed
+    assert (root / "feat" / "probe.safetensors").exists()
+    log = [json.loads(line) for line in (root / "feat" / "train.log").read_text().splitlines()]
+    assert all(np.isfinite(r["loss"]) for r in log if "loss" in r)
     # features for every stem and every pre-encoded context mix of every song
     index = json.loads((root / "feat" / "latents" / "index.json").read_text())
     for song in index["songs"]:

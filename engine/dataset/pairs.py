@@ -263,7 +263,8 @@ class LatentPairs:
     `drop_context`, `drop_clap`, `clap_audio` (float32 audio, a random stretch of the target
     window, read from the dataset's WAV; None with `load_clap_audio=False`), `clap_range`
     (start, stop in samples of the target stem), `song`, `target_stem`, `context_stems`,
-    `context_latent` (the context's latent file relative to the index, None when empty),
+    `target_latent`, `context_latent` (latent files relative to the index; the context's is
+    None when empty),
     `frame_offset`, `family`, `caption`. Iterating yields samples forever.
     """
 
@@ -356,8 +357,8 @@ class LatentPairs:
             "drop_context": bool(rng.random() < self.p_drop_context),
             "drop_clap": bool(rng.random() < self.p_drop_clap),
             "clap_audio": clap, "clap_range": (start, start + self.clap_samples),
-            "song": song["id"], "target_stem": ti, "context_stems": list(members),
-            "context_latent": rel, "frame_offset": off, "family": stem.get("family"), "caption": stem.get("caption", ""),
+            "song": song["id"], "target_stem": ti, "target_latent": stem["latent"],
+            "context_stems": list(members), "context_latent": rel, "frame_offset": off, "family": stem.get("family"), "caption": stem.get("caption", ""),
         }
 
     def __iter__(self):
