@@ -139,8 +139,13 @@ def _read(path: Path, frames: int) -> np.ndarray:
 
 def evaluate_model(bundle_dir=None, data=None, out="eval-model", limit: int = 16,
                    steps: int | None = None, seconds: float = 10.0, contexts=None,
-                   targets=None, device: str = "cpu", progress=print) -> dict:
-    """Evaluate a bundle on a dataset's test split (or a folder of contexts)."""
+                   targets=None, device: str = "cpu", progress=print, takes: int = 1,
+                   cfg_context: float | None = None, cfg_clap: float | None = None) -> dict:
+    """Evaluate a bundle on a dataset's test split (or a folder of contexts).
+
+    `takes` generations per context (figures averaged per context: one take per context
+    leaves the averages noisy by about ±0.1 over 40 contexts); `cfg_context`/`cfg_clap`
+    override the bundle's default guidance."""
     import torch
 
     from engine.bundle import load_bundle
@@ -190,31 +195,45 @@ def evaluate_model(bundle_dir=None, data=None, out="eval-model", limit: int = 16
     cond = b.conditioner
     for k, it in enumerate(items):
         req = GenerationRequest(context=it["context"][None], sample_rate=sr, prompt=it["prompt"],
-                                steps=steps, seed=k)
-        stem = run_to_end(gen.run(req))[0].audio[0]
+                                steps=steps, seed=k, takes=takes, cfg_context=cfg_context,
+                                cfg_clap=cfg_clap)
+        stems = [s.audio[0] for s in run_to_end(gen.run(req))]
         from engine.audio import write_audio
 
-        write_audio(out / f"{it['id']}_generated.wav", stem, sr)
+        write_audio(out / f"{it['id']}_generated.wav", stems[0], sr)
         row = {"id": it["id"], "prompt": it["prompt"], "family": it["family"]}
-        for name, x in (("generated", stem), ("ground_truth", it["truth"]),
-                        ("mismatched", it["mismatched"])):
-            if x is None:
+        for name, xs in (("generated", stems), ("ground_truth", [it["truth"]]),
+                         ("mismatched", [it["mismatched"]])):
+            if xs[0] is None:
                 continue
-            row[f"harmonic_{name}"] = harmonic_fit(x, it["context"], sr, it["bar_s"])
-            row[f"rhythmic_{name}"] = rhythmic_fit(x, it["context"], sr, it["tempo"])
-            with torch.inference_mode():
-                e = cond.embed_audio(x, sr).float().cpu().numpy()[0]
-            embs[name].append(e)
-            if it["prompt"]:
+            per: dict[str, list] = {}
+            for x in xs:  # figures of several takes are averaged per context
+                per.setdefault("harmonic", []).append(
+                    harmonic_fit(x, it["context"], sr, it["bar_s"]))
+                per.setdefault("rhythmic", []).append(
+                    rhythmic_fit(x, it["context"], sr, it["tempo"]))
                 with torch.inference_mode():
-                    t = cond.embed_text([it["prompt"]]).float().cpu().numpy()[0]
-                row[f"prompt_{name}"] = float(e @ t)
-            if it["family"]:
-                row[f"family_ok_{name}"] = classify_family(cond, x, sr) == it["family"]
+                    e = cond.embed_audio(x, sr).float().cpu().numpy()[0]
+                embs[name].append(e)
+                if it["prompt"]:
+                    with torch.inference_mode():
+                        t = cond.embed_text([it["prompt"]]).float().cpu().numpy()[0]
+                    per.setdefault("prompt", []).append(float(e @ t))
+                if it["family"]:
+                    per.setdefault("family_ok", []).append(
+                        float(classify_family(cond, x, sr) == it["family"]))
+            for metric, vals in per.items():
+                row[f"{metric}_{name}"] = (float(np.nanmean(vals))
+                                           if not all(math.isnan(v) for v in vals)
+                                           else float("nan"))
         rows.append(row)
         progress(f"eval {k + 1}/{len(items)}: {it['id']}")
     summary: dict = {"bundle": str(b.path), "model_hash": b.hash, "items": len(rows),
-                     "seconds": seconds}
+                     "seconds": seconds, "takes": takes,
+                     "steps": steps or b.defaults["steps"],
+                     "cfg_context": cfg_context if cfg_context is not None
+                     else b.defaults["cfg_context"],
+                     "cfg_clap": cfg_clap if cfg_clap is not None else b.defaults["cfg_clap"]}
     for metric in ("harmonic", "rhythmic", "prompt", "family_ok"):
         for name in embs:
             vals = [float(r[f"{metric}_{name}"]) for r in rows if f"{metric}_{name}" in r
@@ -237,7 +256,8 @@ def evaluate_model(bundle_dir=None, data=None, out="eval-model", limit: int = 16
 
 def _markdown(s: dict) -> str:
     lines = ["# Evaluation", "", f"Bundle `{s['bundle']}` ({s['items']} held-out contexts, "
-             f"{s['seconds']:g} s each)", "",
+             f"{s['seconds']:g} s each, {s['takes']} take(s) per context, {s['steps']} steps, "
+             f"guidance {s['cfg_context']:g} context / {s['cfg_clap']:g} CLAP)", "",
              "| figure | generated | ground truth | mismatched | gap closed |",
              "|---|---|---|---|---|"]
     for metric, label in (("harmonic", "harmonic fit"), ("rhythmic", "rhythmic fit"),

@@ -48,6 +48,9 @@ def add_parsers(sub, parser_class) -> None:
     em.add_argument("--out", default="eval-model")
     em.add_argument("--limit", type=int, default=16)
     em.add_argument("--steps", type=int)
+    em.add_argument("--takes", type=int, default=1, help="generations per context (averaged)")
+    em.add_argument("--cfg-context", type=float, help="override the bundle's context guidance")
+    em.add_argument("--cfg-clap", type=float, help="override the bundle's CLAP guidance")
 
 
 def cmd_dataset(args: argparse.Namespace) -> int:
@@ -136,7 +139,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from engine.evaluate import evaluate_model
 
         summary = evaluate_model(args.model, data=args.data, out=args.out, limit=args.limit,
-                                 steps=args.steps, contexts=args.contexts, targets=args.targets)
+                                 steps=args.steps, contexts=args.contexts, targets=args.targets,
+                                 takes=args.takes, cfg_context=args.cfg_context,
+                                 cfg_clap=args.cfg_clap)
         print(json.dumps(summary, indent=1))
     return 0
 

@@ -65,3 +65,10 @@ def test_eval_model_end_to_end(tmp_path):
               "prompt_generated"):
         assert k in summary
     assert (tmp_path / "ev" / "report.md").read_text().startswith("# Evaluation")
+    # several takes per context: averaged per row, every take's embedding in the Fréchet set
+    two = evaluate_model(bundle, data=data, out=tmp_path / "ev2", limit=2, steps=2, seconds=3.0,
+                         takes=2, cfg_context=2.0, progress=lambda *_: None)
+    assert two["takes"] == 2 and two["cfg_context"] == 2.0
+    report = json.loads((tmp_path / "ev2" / "report.json").read_text())
+    assert all(0.0 <= r["family_ok_generated"] <= 1.0 for r in report["rows"])
+    assert "2 take(s) per context" in (tmp_path / "ev2" / "report.md").read_text()
