@@ -470,6 +470,10 @@ def train_ldm(data: str | os.PathLike, out: str | os.PathLike, bundle: str | os.
         if saved.get("arch") != cfg.arch:
             raise RiffwrightError(f"{out} holds a {saved.get('arch')} run; use a new --out for "
                                   f"{cfg.arch}")
+        had = bool(saved.get("config", {}).get("context_features", False))
+        if had != cfg.context_features:
+            raise RiffwrightError(f"{out} holds a run {'with' if had else 'without'} context "
+                                  f"features; use a new --out to change that")
         step = int(load_state(out, {"model": net, "ema": ema}, opt)["step"])
     train_net = net
     if world > 1:

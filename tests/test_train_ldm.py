@@ -170,6 +170,8 @@ def test_context_features_extend_a_trained_model(setup, capsys):
     a = run_to_end(Generator(b).run(req))[0].audio
     assert a.shape == (1, 2 * SR) and np.isfinite(a).all()
     assert np.array_equal(a, run_to_end(Generator(b).run(req))[0].audio)
+    with pytest.raises(Exception, match="with context features"):
+        train_ldm(data, root / "feat", bundle, cfg(steps=4), device="cpu")
     # a model without features cannot continue a run that has them
     with pytest.raises(Exception, match="lacks"):
         train_ldm(data, root / "back", bundle, cfg(steps=1, init_from=str(out)), device="cpu")
