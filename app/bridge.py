@@ -26,7 +26,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
@@ -47,6 +47,7 @@ class ModelInfo:
     name: str
     device: str
     path: str
+    defaults: dict = field(default_factory=dict)  # the bundle's guidance and steps
 
 
 def load_generator(path, device: str):
@@ -207,9 +208,9 @@ class EngineBridge(QObject):
     def _on_event(self, msg) -> None:
         kind = msg[0]
         if kind == "ready":
-            _, name, device, path = msg
+            _, name, device, path, defaults = msg
             self.loading = False
-            self.generator = ModelInfo(name, device, path)
+            self.generator = ModelInfo(name, device, path, dict(defaults))
             self.model_path = path
             self.sig_model_ready.emit(name, device)
         elif kind == "load_failed":

@@ -49,6 +49,7 @@ from app.controller import (
 from app.lanes import LaneView, fmt_time
 from app.panel import GuidancePanel
 from app.transport import Transport
+from app.worker import MODEL_DEFAULT_KEYS
 from engine.errors import RiffwrightError
 from engine.session import (
     Session,
@@ -91,6 +92,8 @@ class MainWindow(QMainWindow):
         self._autosave_thread: threading.Thread | None = None
         self._autosave_error = ""
         self._import_worker = None
+        # guidance/steps of the loaded model, adopted by recipes that still hold the old ones
+        self._model_defaults = {k: DEFAULT_RECIPE[k] for k in MODEL_DEFAULT_KEYS}
         self.setWindowTitle("Riffwright")
         self.setAcceptDrops(True)
         self.setDockNestingEnabled(True)
@@ -852,10 +855,25 @@ class MainWindow(QMainWindow):
         self.device_status.setText(text)
 
     def _model_ready(self, name: str, device: str) -> None:
+        self._adopt_model_defaults(self.bridge.generator.defaults if self.bridge.generator
+                                   else {})
         self.device_status.setText(f"model: {name}")
         self.panel.set_device(device, True)
         self.panel.set_models(list_models(), self.bridge.model_path, name)
         self._update_actions()
+
+    def _adopt_model_defaults(self, defaults: dict) -> None:
+        """Take the loaded bundle's guidance and steps wherever the recipe still holds the
+        previous model's (or the app's) value: each model has the guidance that suits it,
+        and what the musician set by hand stays."""
+        prev = self._model_defaults
+        recipe = dict(self.session.recipe or {})
+        changed = {k: v for k, v in defaults.items()
+                   if k in prev and recipe.get(k, prev[k]) == prev[k] and v != prev[k]}
+        self._model_defaults = {**prev, **defaults}
+        if changed:
+            self.session.recipe = {**recipe, **changed}
+            self.panel.set_recipe(self.session.recipe)
 
     def _model_failed(self, msg: str) -> None:
         self.device_status.setText("model: not loaded")

@@ -6,7 +6,7 @@ the generation's interpreter lock: the window stays smooth even on a 2-core mach
 
 Protocol (tuples through two queues):
 - to the engine:  ("load", path|None, device) · ("run", job_id, request_kwargs) · ("quit",)
-- from the engine: ("ready", name, device_label, path) · ("load_failed", message) ·
+- from the engine: ("ready", name, device_label, path, defaults) · ("load_failed", message) ·
   ("progress", job_id, stage, step, total, eta_s, message) · ("done", job_id, [StemResult]) ·
   ("cancelled", job_id) · ("error", job_id, message)
 Cancel is a shared `multiprocessing.Event` that the engine checks before every step.
@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass, fields
 
 PROGRESS_INTERVAL_S = 0.05
+# the bundle's own defaults the panel adopts when a model loads (guidance suits each model)
+MODEL_DEFAULT_KEYS = ("cfg_context", "cfg_clap", "steps")
 
 
 @dataclass
@@ -100,8 +102,10 @@ def engine_main(requests, events, cancel) -> None:
                 from app.bridge import load_generator
 
                 generator = load_generator(path, device)
+                defaults = {k: generator.bundle.defaults[k] for k in MODEL_DEFAULT_KEYS
+                            if k in generator.bundle.defaults}
                 events.put(("ready", generator.bundle.name, device_label(generator.device),
-                            str(generator.bundle.path)))
+                            str(generator.bundle.path), defaults))
             except Exception as e:  # noqa: BLE001
                 generator = None
                 events.put(("load_failed", error_message(e, "loading the model")))

@@ -367,3 +367,24 @@ def test_space_plays_and_ruler_click_seeks(qtbot, win_nomodel, clip_wav):
     qtbot.mouseClick(w.lanes.ruler.viewport(), Qt.LeftButton, pos=pt)
     assert abs(w.transport.position() - 2.0) < 0.05
     assert abs(w.lanes.ruler_head.value() - w.transport.position()) < 1e-6
+
+
+def test_the_loaded_model_brings_its_guidance(qtbot, win):
+    # the engine reports the bundle's defaults with the model
+    assert win.bridge.generator.defaults["steps"] >= 1
+    assert {"cfg_context", "cfg_clap"} <= set(win.bridge.generator.defaults)
+
+
+def test_recipes_adopt_a_model_default_unless_set_by_hand(qtbot, win_nomodel):
+    w = win_nomodel
+    w.panel.cfg_clap.set_value(2.0)
+    w._recipe_changed("cfg_clap", 2.0, False)  # the musician's own value
+    w._adopt_model_defaults({"cfg_context": 4.0, "cfg_clap": 3.0, "steps": 40})
+    assert w.session.recipe["cfg_context"] == 4.0
+    assert w.panel.cfg_context.value() == pytest.approx(4.0)
+    assert w.session.recipe["steps"] == 40 and w.panel.steps.value() == 40
+    assert w.session.recipe["cfg_clap"] == 2.0  # kept
+    # another model: what still holds the previous model's default follows the new one
+    w._adopt_model_defaults({"cfg_context": 1.5, "cfg_clap": 1.0, "steps": 30})
+    assert w.session.recipe["cfg_context"] == 1.5 and w.session.recipe["cfg_clap"] == 2.0
+    assert w.panel.recipe()["cfg_context"] == pytest.approx(1.5)
