@@ -60,6 +60,10 @@ class LDMTrainConfig:
     p_drop_context: float = 0.2
     p_drop_clap: float = 0.2
     p_empty_context: float = 0.1
+    # share of pairs whose CLAP condition is the text embedding of the target's caption
+    # instead of an audio crop's: generation is steered by text prompts, and text and audio
+    # embeddings do not coincide (the modality gap)
+    p_text_clap: float = 0.0
     # give the model the context's chroma and onsets too (engine.context_features)
     context_features: bool = False
     # start from this bundle's diffusion weights when the run has no checkpoint yet (a model
@@ -174,6 +178,22 @@ class ClapCrops:
         if len(inside) == 0:
             inside = [int(np.argmin(np.abs(starts - start)))]
         return emb[stem, int(inside[int(rng.integers(len(inside)))])]
+
+
+class CaptionEmbeddings:
+    """Text embeddings of captions, computed once each."""
+
+    def __init__(self, conditioner):
+        self.conditioner = conditioner
+        self._cache: dict[str, np.ndarray] = {}
+
+    def get(self, caption: str) -> np.ndarray:
+        e = self._cache.get(caption)
+        if e is None:
+            with torch.inference_mode():
+                e = self.conditioner.embed_text([caption]).float().cpu().numpy()[0]
+            self._cache[caption] = e
+        return e
 
 
 # ----------------------------------------------------------------------------- context features
@@ -486,6 +506,7 @@ def train_ldm(data: str | os.PathLike, out: str | os.PathLike, bundle: str | os.
                         p_drop_context=cfg.p_drop_context, p_drop_clap=cfg.p_drop_clap,
                         p_empty_context=cfg.p_empty_context, load_clap_audio=False)
     crops = ClapCrops(out / "clap", index["sample_rate"])
+    texts = CaptionEmbeddings(b.conditioner)
     feats = (ContextFeatureWindows(out / "features", FEATURE_DIM)
              if n_feat or cfg.feature_loss else None)
     probe = None
@@ -522,7 +543,9 @@ def train_ldm(data: str | os.PathLike, out: str | os.PathLike, bundle: str | os.
             y = torch.from_numpy(np.stack([p["target"] for p in batch])).to(dev)
             c = torch.from_numpy(np.stack([p["context"] for p in batch])).to(dev)
             e = torch.from_numpy(np.stack([
-                crops.pick(p["song"], p["target_stem"], *p["clap_range"], rng)
+                texts.get(p["caption"])
+                if cfg.p_text_clap > 0 and p["caption"] and rng.random() < cfg.p_text_clap
+                else crops.pick(p["song"], p["target_stem"], *p["clap_range"], rng)
                 for p in batch])).to(dev)
             cmask = torch.tensor([not p["drop_context"] for p in batch], device=dev)
             emask = torch.tensor([not p["drop_clap"] for p in batch], device=dev)

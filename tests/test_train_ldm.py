@@ -149,7 +149,7 @@ def test_context_features_extend_a_trained_model(setup, capsys):
     base = train_ldm(data, root / "plain", bundle, cfg(steps=2), device="cpu")
     out = train_ldm(data, root / "feat", bundle,
                     cfg(steps=3, context_features=True, init_from=str(base), feature_loss=1.0,
-                        probe_steps=5), device="cpu")
+                        probe_steps=5, p_text_clap=0.5), device="cpu")
     printed = capsys.readouterr().out
     assert "starting from" in printed and "feature probe: 5 steps" in printed
     assert (root / "feat" / "probe.safetensors").exists()
