@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -101,3 +102,24 @@ def test_a_conditioner_that_does_not_match_is_refused(tiny, tmp_path):
     (b / "bundle.json").write_text(json.dumps(m))
     with pytest.raises(BundleError):
         load_bundle(b)
+
+
+def test_assemble_sets_defaults_and_refuses_another_encoder(tiny, tmp_path):
+    import subprocess
+    import sys
+
+
+    tool = Path(__file__).resolve().parents[1] / "tools" / "assemble_bundle.py"
+    out = tmp_path / "assembled"
+    run = subprocess.run([sys.executable, str(tool), str(tiny), str(out), "--name", "mine",
+                          "--description", "a test", "--default", "cfg_context=8",
+                          "--default", "steps=12"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    m = json.loads((out / "bundle.json").read_text())
+    assert (m["name"], m["description"]) == ("mine", "a test")
+    assert m["defaults"]["cfg_context"] == 8.0 and m["defaults"]["steps"] == 12
+    other = init_bundle("tiny", tmp_path / "other", seed=1)
+    bad = subprocess.run([sys.executable, str(tool), str(tiny), str(tmp_path / "x"), "--cae",
+                          str(other / "cae.safetensors")], capture_output=True, text=True)
+    assert bad.returncode != 0 and "different encoder" in bad.stderr
+    assert not (tmp_path / "x").exists()

@@ -2,6 +2,7 @@
 encoder, and install it (e.g. as the shipped default bundle).
 
     python tools/assemble_bundle.py LDM_BUNDLE_DIR OUT_DIR [--cae CAE.safetensors] [--card MD]
+        [--name NAME] [--description TEXT] [--default cfg_context=8 ...]
 
 The replacement CAE must have exactly the encoder the diffusion model's latents came from:
 every `encoder.*` tensor is compared, and a mismatch refuses the swap. The result is written
@@ -37,6 +38,9 @@ def main() -> int:
     ap.add_argument("--cae", help="a CAE whose decoder was trained further (same encoder)")
     ap.add_argument("--card", help="MODEL_CARD.md to include")
     ap.add_argument("--name")
+    ap.add_argument("--description")
+    ap.add_argument("--default", action="append", default=[], metavar="KEY=VALUE",
+                    help="a generation default (cfg_context=8, steps=30, ...); repeatable")
     args = ap.parse_args()
     src, out = Path(args.bundle), Path(args.out)
     manifest = read_manifest(src)
@@ -52,8 +56,18 @@ def main() -> int:
         shutil.copy2(args.cae, cae_file)
     if args.card:
         shutil.copy2(args.card, staging / "MODEL_CARD.md")
-    write_manifest(staging, {**json.loads((src / "bundle.json").read_text()),
-                             **({"name": args.name} if args.name else {})})
+    m = json.loads((src / "bundle.json").read_text())
+    for item in args.default:
+        key, _, value = item.partition("=")
+        if key not in m["defaults"]:
+            raise SystemExit(f"unknown default {key!r}; the bundle has {', '.join(m['defaults'])}")
+        old = m["defaults"][key]
+        m["defaults"][key] = type(old)(value) if not isinstance(old, bool) else value == "true"
+    if args.name:
+        m["name"] = args.name
+    if args.description:
+        m["description"] = args.description
+    write_manifest(staging, m)
     load_bundle(staging)  # every shape checked before it replaces anything
     if out.exists():
         shutil.rmtree(out)

@@ -1,22 +1,28 @@
 #!/usr/bin/env bash
 # How the shipped default bundle (resources/models/default) was built, step by step, on a
-# 2-core CPU over two sessions. Every step resumes when run again. Budget knobs are
+# 2-core CPU over three sessions. Every step resumes when run again. Budget knobs are
 # environment variables. See resources/models/default/MODEL_CARD.md for what came out of it.
 #
 # Round 1 trained a consistency-only CAE, froze its encoder early and trained the diffusion
 # model on those latents. Round 2 trained the CAE further with the multi-resolution STFT loss
 # on its one-step decode (encoder and decoder together), froze it, and trained the diffusion
-# model again on the new latents, warm-started from round 1's diffusion model.
+# model again on the new latents, warm-started from round 1's diffusion model. Round 3 gave
+# the diffusion model the context's chroma and onsets, a loss on the chroma and onsets of its
+# denoised latents and, later, text-embedding conditions, warm-started from round 2
+# (docs/context.md); the decoder trained further meanwhile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 R1=${R1:-runs/default}               # round 1
 R2=${R2:-runs/mr}                    # round 2
+R3=${R3:-runs/feat4}                 # round 3
 CAE_CT_STEPS=${CAE_CT_STEPS:-3660}   # consistency-only CAE steps
 CAE_MR_STEPS=${CAE_MR_STEPS:-4892}   # ... then with the spectral loss, encoder included
 ENC_STEPS=${ENC_STEPS:-2200}         # built-in text/audio encoder steps
 LDM1_STEPS=${LDM1_STEPS:-22850}      # round-1 diffusion steps
 LDM2_STEPS=${LDM2_STEPS:-100000}     # round-2 diffusion steps (stop it when the budget ends)
+LDM3_AUDIO_STEPS=${LDM3_AUDIO_STEPS:-17066}  # round 3 with audio-crop conditions only
+LDM3_STEPS=${LDM3_STEPS:-200000}     # ... then with text conditions too (stop it when the budget ends)
 mkdir -p "$R1" "$R2"
 
 # 1. the dataset: 400 songs of FluidSynth-rendered scores and grooves (~35 min, 3.8 GB)
@@ -79,3 +85,31 @@ kill %1 2>/dev/null || true
 # 6. assemble: the LDM export with the further-trained decoder (same encoder, checked)
 $PY tools/assemble_bundle.py "$R2/ldm/bundle" resources/models/default \
     --cae "$R2/decoder/cae.safetensors" --card "$R2/MODEL_CARD.md" --name riffwright-default
+
+# 7. round 3: the round-2 diffusion model extended with context features and trained with the
+#    feature loss on the same latents (shared with round 2), first with audio-crop conditions,
+#    then with the caption's text embedding for 30 % of the pairs. Meanwhile the decoder of
+#    step 6 trains on (run it again: it resumes).
+mkdir -p "$R3"
+[ -e "$R3/latents" ] || ln -s "$(realpath "$R2/ldm/latents")" "$R3/latents"
+[ -e "$R3/clap" ] || ln -s "$(realpath "$R2/ldm/clap")" "$R3/clap"
+cp -n "$R2/ldm/latent_stats.json" "$R3/" || true
+$PY tools/finetune_decoder.py "$R2/cae_snapshot.safetensors" data/scores "$R2/decoder" \
+    --lr 2e-4 --spectral-weight 1.0 --stage-steps 1000 --checkpoint-every 50 &
+r3_config() {
+    cat > "$R3/config.json" <<JSON
+{"arch": "tiny", "batch_size": 16, "frames": 64, "window_frames": 128, "lr": 0.0003,
+ "warmup": 200, "ema_decay": 0.998, "checkpoint_every": 200, "sample_every": 0,
+ "log_every": 25, "threads": 1, "steps": $1, "p_mean": -0.4, "context_features": true,
+ "feature_loss": 5.0, "p_text_clap": $2, "init_from": "$R2/ldm/bundle"}
+JSON
+}
+r3_config "$LDM3_AUDIO_STEPS" 0.0
+$PY -m engine.cli train ldm --data data/scores --bundle "$R2/start" --out "$R3" \
+    --config "$R3/config.json" --device cpu
+r3_config "$LDM3_STEPS" 0.3
+$PY -m engine.cli train ldm --data data/scores --bundle "$R2/start" --out "$R3" \
+    --config "$R3/config.json" --device cpu
+kill %1 2>/dev/null || true
+$PY tools/assemble_bundle.py "$R3/bundle" resources/models/default \
+    --cae "$R2/decoder/cae.safetensors" --card "$R3/MODEL_CARD.md" --name riffwright-default
