@@ -142,9 +142,12 @@ class GuidancePanel(QWidget):
         # guidance
         gg = QGroupBox("Guidance")
         g = QVBoxLayout(gg)
-        self.cfg_context = self._slider(g, "CFG context", 0, 8, 0.05, DEFAULT_RECIPE["cfg_context"], "cfg_context",
+        # the loaded model's own defaults replace these (see MainWindow._adopt_model_defaults)
+        self.cfg_context = self._slider(g, "CFG context", 0, 12, 0.05,
+                                        DEFAULT_RECIPE["cfg_context"], "cfg_context",
                                         "How strongly to follow the context (w_ctx)")
-        self.cfg_clap = self._slider(g, "CFG CLAP", 0, 8, 0.05, DEFAULT_RECIPE["cfg_clap"], "cfg_clap",
+        self.cfg_clap = self._slider(g, "CFG CLAP", 0, 12, 0.05, DEFAULT_RECIPE["cfg_clap"],
+                                     "cfg_clap",
                                      "How strongly to follow the prompt/reference (w_clap)")
         form = QFormLayout()
         form.setLabelAlignment(Qt.AlignLeft)
