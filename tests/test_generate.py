@@ -61,7 +61,7 @@ def test_same_seed_same_take_other_seed_other_take(gen):
     prov = a[0].provenance
     assert prov["seed"] == 7 and prov["model"]["hash"] == gen.bundle.hash
     assert prov["parameters"]["prompt"] == "warm upright bass"
-    assert prov["parameters"]["steps"] == STEPS and prov["parameters"]["cfg_clap"] == 1.25
+    assert prov["parameters"]["steps"] == STEPS and prov["parameters"]["cfg_clap"] == gen.bundle.defaults["cfg_clap"]
 
 
 def test_takes_come_in_one_batch_each_with_its_own_seed(gen):
