@@ -8,7 +8,11 @@
    conditioner; a training pair uses a crop that lies inside its target window (a random
    sub-segment of the target, as in Diff-A-Riff).
 3. Pairs (`LatentPairs`): context = the CAE latent of a random subset of the other stems,
-   summed as audio; target = one stem; context and CLAP dropped at random.
+   summed as audio; target = one stem; context and CLAP dropped at random. With
+   `context_features` the context also carries its chroma and onsets (precomputed per stem
+   and mix in `OUT/features`; `docs/context.md`); with `feature_loss` a frozen probe
+   (`OUT/probe.safetensors`, fitted first) compares those of the denoised latents with the
+   target's; `p_text_clap` swaps some audio-crop conditions for the caption's text embedding.
 4. EDM loss, AdamW with warm-up, gradient clipping, EMA; bfloat16 autocast on CUDA.
    Checkpoints (safetensors + JSON, atomic) every `checkpoint_every` steps and on interrupt;
    a run resumes from its last checkpoint. Progress with ETA on stdout and in `train.log`.
@@ -262,7 +266,10 @@ class ContextFeatureWindows:
 
 
 class FeatureProbe(torch.nn.Module):
-    """Reads context features (chroma, onsets) off normalised latents: a small conv net."""
+    """Reads a stem's features (`engine.context_features`: chroma, onsets) off its normalised
+    latents: a small conv net, frozen once fitted, for `feature_loss`."""
+
+    kind = "riffwright-feature-probe"
 
     def __init__(self, latent_dim: int, feature_dim: int, width: int = 128):
         super().__init__()
@@ -286,7 +293,6 @@ def train_feature_probe(out: Path, mean: torch.Tensor, std: torch.Tensor, dim: i
 
     path = out / "probe.safetensors"
     probe = FeatureProbe(int(mean.shape[1]), dim)
-    probe.kind = "riffwright-feature-probe"
     if path.exists():
         load_into(probe, read_checkpoint(path)[0], str(path))
         return probe.requires_grad_(False).eval()
