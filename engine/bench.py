@@ -126,12 +126,7 @@ def run_bench(arch: str | None = None, model: str | None = None, device: str = "
         with torch.inference_mode():
             bundle.cae.decode(lat, length=audio.shape[-1], generator=g)
 
-    ctx = bundle.normalize(lat)
-    if bundle.feature_dim:
-        from engine.context_features import context_features
-
-        f = context_features(audio[0], sr, bundle.hop, frames)
-        ctx = torch.cat([ctx, torch.from_numpy(f)[None].to(ctx)], dim=1)
+    ctx = bundle.context_condition(bundle.normalize(lat), audio[0])
     clap = bundle.conditioner.embed_text(["warm upright bass, walking line"]).to(dev)
     p = gen.resolve(GenerationRequest(steps=steps))
 

@@ -203,6 +203,18 @@ class Bundle:
         """Channels of explicit context features the diffusion model takes (0: none)."""
         return int(getattr(self.precond.net.config, "feature_dim", 0))
 
+    def context_condition(self, latents, mono):
+        """The diffusion model's context input: normalised latents (1, C, F) of the context,
+        with the features of its mono model-rate audio appended when the model takes them."""
+        if not self.feature_dim:
+            return latents
+        import torch
+
+        from engine.context_features import context_features
+
+        f = context_features(mono, self.sample_rate, self.hop, latents.shape[-1])
+        return torch.cat([latents, torch.from_numpy(f)[None].to(latents)], dim=1)
+
     def normalize(self, latents):
         return (latents - self.latent_mean) / self.latent_std
 

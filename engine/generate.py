@@ -420,12 +420,7 @@ class Generator:
         yield Progress("encode", 0, 1, None, "encoding audio")
         if req.context is not None:
             ctx = _fit(self._to_model(req.context, sr_in), t_model)
-            context = self._encode(ctx)
-            if b.feature_dim:
-                from engine.context_features import context_features
-
-                f = context_features(ctx, sr_model, hop, context.shape[-1])
-                context = torch.cat([context, torch.from_numpy(f)[None].to(context)], dim=1)
+            context = b.context_condition(self._encode(ctx), ctx)
         keep = known = init = None
         strength = 1.0
         if mode == "variation":
