@@ -87,7 +87,7 @@ class EDMLoss:
                  generator=None, return_denoised: bool = False, **cond):
         """Mean weighted squared error of D(y + n; σ) against y. `frame_mask` (B, F) marks
         valid frames (for windows padded past the end of a stem). With `return_denoised`,
-        returns (loss, D, σ) for losses on the denoised estimate itself."""
+        returns (loss, D) for losses on the denoised estimate itself."""
         if sigma is None:
             sigma = self.sample_sigma(y.shape[0], generator, y.device)
         if noise is None:
@@ -100,7 +100,7 @@ class EDMLoss:
             loss = (err * m).sum() / (m.sum() * y.shape[1]).clamp_min(1)
         else:
             loss = err.mean()
-        return (loss, d, sigma) if return_denoised else loss
+        return (loss, d) if return_denoised else loss
 
 
 def karras_sigmas(steps: int, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX,

@@ -202,6 +202,10 @@ def evaluate_model(bundle_dir=None, data=None, out="eval-model", limit: int = 16
 
         write_audio(out / f"{it['id']}_generated.wav", stems[0], sr)
         row = {"id": it["id"], "prompt": it["prompt"], "family": it["family"]}
+        text = None
+        if it["prompt"]:
+            with torch.inference_mode():
+                text = cond.embed_text([it["prompt"]]).float().cpu().numpy()[0]
         for name, xs in (("generated", stems), ("ground_truth", [it["truth"]]),
                          ("mismatched", [it["mismatched"]])):
             if xs[0] is None:
@@ -215,10 +219,8 @@ def evaluate_model(bundle_dir=None, data=None, out="eval-model", limit: int = 16
                 with torch.inference_mode():
                     e = cond.embed_audio(x, sr).float().cpu().numpy()[0]
                 embs[name].append(e)
-                if it["prompt"]:
-                    with torch.inference_mode():
-                        t = cond.embed_text([it["prompt"]]).float().cpu().numpy()[0]
-                    per.setdefault("prompt", []).append(float(e @ t))
+                if text is not None:
+                    per.setdefault("prompt", []).append(float(e @ text))
                 if it["family"]:
                     per.setdefault("family_ok", []).append(
                         float(classify_family(cond, x, sr) == it["family"]))
@@ -228,12 +230,11 @@ def evaluate_model(bundle_dir=None, data=None, out="eval-model", limit: int = 16
                                            else float("nan"))
         rows.append(row)
         progress(f"eval {k + 1}/{len(items)}: {it['id']}")
+    used = gen.resolve(GenerationRequest(steps=steps, cfg_context=cfg_context,
+                                         cfg_clap=cfg_clap))
     summary: dict = {"bundle": str(b.path), "model_hash": b.hash, "items": len(rows),
                      "seconds": seconds, "takes": takes,
-                     "steps": steps or b.defaults["steps"],
-                     "cfg_context": cfg_context if cfg_context is not None
-                     else b.defaults["cfg_context"],
-                     "cfg_clap": cfg_clap if cfg_clap is not None else b.defaults["cfg_clap"]}
+                     **{k: used[k] for k in ("steps", "cfg_context", "cfg_clap")}}
     for metric in ("harmonic", "rhythmic", "prompt", "family_ok"):
         for name in embs:
             vals = [float(r[f"{metric}_{name}"]) for r in rows if f"{metric}_{name}" in r

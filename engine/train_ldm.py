@@ -566,8 +566,8 @@ def train_ldm(data: str | os.PathLike, out: str | os.PathLike, bundle: str | os.
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
             with autocast if autocast is not None else contextlib.nullcontext():
-                loss, d, _ = loss_fn(precond, y, context=c, clap=e, context_mask=cmask,
-                                     clap_mask=emask, generator=gen, return_denoised=True)
+                loss, d = loss_fn(precond, y, context=c, clap=e, context_mask=cmask,
+                                  clap_mask=emask, generator=gen, return_denoised=True)
                 if probe is not None:
                     loss = loss + cfg.feature_loss * torch.nn.functional.mse_loss(
                         probe(d.float()), want)

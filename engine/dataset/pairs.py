@@ -358,7 +358,8 @@ class LatentPairs:
             "drop_clap": bool(rng.random() < self.p_drop_clap),
             "clap_audio": clap, "clap_range": (start, start + self.clap_samples),
             "song": song["id"], "target_stem": ti, "target_latent": stem["latent"],
-            "context_stems": list(members), "context_latent": rel, "frame_offset": off, "family": stem.get("family"), "caption": stem.get("caption", ""),
+            "context_stems": list(members), "context_latent": rel, "frame_offset": off,
+            "family": stem.get("family"), "caption": stem.get("caption", ""),
         }
 
     def __iter__(self):
