@@ -128,6 +128,8 @@ def run_bench(arch: str | None = None, model: str | None = None, device: str = "
 
     ctx = bundle.context_condition(bundle.normalize(lat), audio[0])
     clap = bundle.conditioner.embed_text(["warm upright bass, walking line"]).to(dev)
+    if bundle.prior is not None:
+        clap = bundle.prior(clap)
     p = gen.resolve(GenerationRequest(steps=steps))
 
     def sample():

@@ -8,6 +8,8 @@ my-bundle/
   conditioner.safetensors  the built-in text/audio encoder (or a reference to a LAION-CLAP
                          checkpoint with its SHA-256)
   ldm.safetensors        the diffusion U-Net
+  prior.safetensors      optional: the text prior, audio embeddings of the training stems
+                         that text prompts are mapped onto (engine.conditioning.prior)
   MODEL_CARD.md          optional: data, training, figures, limits
 ```
 
@@ -149,6 +151,8 @@ def read_manifest(path: str | os.PathLike) -> dict:
     for section in ("cae", "conditioner", "ldm"):
         _require(m, section, dict, where)
     _require(m["ldm"], "file", str, where + " ldm")
+    if "prior" in m:
+        _require(m["prior"], "file", str, where + " prior")
     m.setdefault("sigma_data", 1.0)
     m.setdefault("window_frames", 128)
     m.setdefault("overlap_frames", 32)
@@ -181,6 +185,7 @@ class Bundle:
     hash: str
     latent_mean: Any = field(repr=False)  # (1, C, 1) tensors on the device
     latent_std: Any = field(repr=False)
+    prior: Any = field(default=None, repr=False)  # engine.conditioning.prior.TextPrior
 
     @property
     def name(self) -> str:
@@ -250,6 +255,21 @@ def _load_conditioner(spec: dict, root: Path, device):
     return cond
 
 
+def _load_prior(spec: dict | None, root: Path, conditioner, device):
+    if spec is None:
+        return None
+    from engine.conditioning.prior import load_prior
+
+    prior = load_prior(root / _require(spec, "file", str, "bundle.json prior"), device)
+    if prior.conditioner_id != conditioner.id:
+        raise BundleError(f"{root}: the text prior was built with conditioner "
+                          f"{prior.conditioner_id}, the bundle's is {conditioner.id}")
+    if prior.dim != conditioner.dim:
+        raise BundleError(f"{root}: the text prior holds {prior.dim}-d embeddings, the "
+                          f"conditioner gives {conditioner.dim}-d")
+    return prior
+
+
 def load_bundle(path: str | os.PathLike | None = None, device: Any = "cpu") -> Bundle:
     """Load a bundle onto `device`, checking every shape against its config."""
     import torch
@@ -283,7 +303,9 @@ def load_bundle(path: str | os.PathLike | None = None, device: Any = "cpu") -> B
     precond = EDMPrecond(net, sigma_data=float(m["sigma_data"])).to(device).eval()
     mean = torch.tensor(lat["mean"], dtype=torch.float32, device=device).reshape(1, -1, 1)
     std = torch.tensor(lat["std"], dtype=torch.float32, device=device).reshape(1, -1, 1)
-    return Bundle(root, m, cae, conditioner, precond, device, bundle_hash(root), mean, std)
+    prior = _load_prior(m.get("prior"), root, conditioner, device)
+    return Bundle(root, m, cae, conditioner, precond, device, bundle_hash(root), mean, std,
+                  prior)
 
 
 def write_manifest(path: str | os.PathLike, manifest: dict) -> None:

@@ -50,6 +50,8 @@ def _add_gen_args(p: argparse.ArgumentParser, arrange: bool = False) -> None:
                    help="interpolation r between reference (0) and prompt (1); default 0.5")
     p.add_argument("--cfg-context", type=float, metavar="W")
     p.add_argument("--cfg-clap", type=float, metavar="W")
+    p.add_argument("--no-text-prior", action="store_true",
+                   help="give the model the prompt's raw text embedding, not the text prior's")
     p.add_argument("--steps", type=int)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--takes", type=int, default=1)
@@ -202,7 +204,8 @@ def _request_from_args(args, GenerationRequest):
         cfg_context=args.cfg_context, cfg_clap=args.cfg_clap, steps=args.steps,
         seed=args.seed, takes=args.takes, duration=args.duration,
         stereo_width=args.stereo_width, strength=getattr(args, "strength", None),
-        loop=getattr(args, "loop", None), sampler=args.sampler, labels=labels, **kw)
+        loop=getattr(args, "loop", None), sampler=args.sampler, labels=labels,
+        text_prior=False if args.no_text_prior else None, **kw)
 
 
 def _stem_name(stem, mode: str, index: int | None = None) -> str:

@@ -140,12 +140,14 @@ def _read(path: Path, frames: int) -> np.ndarray:
 def evaluate_model(bundle_dir=None, data=None, out="eval-model", limit: int = 16,
                    steps: int | None = None, seconds: float = 10.0, contexts=None,
                    targets=None, device: str = "cpu", progress=print, takes: int = 1,
-                   cfg_context: float | None = None, cfg_clap: float | None = None) -> dict:
+                   cfg_context: float | None = None, cfg_clap: float | None = None,
+                   text_prior: bool | None = None) -> dict:
     """Evaluate a bundle on a dataset's test split (or a folder of contexts).
 
     `takes` generations per context (figures averaged per context: one take per context
     leaves the averages noisy by about ±0.1 over 40 contexts); `cfg_context`/`cfg_clap`
-    override the bundle's default guidance."""
+    override the bundle's default guidance; `text_prior=False` prompts with the raw text
+    embedding even when the bundle has a text prior."""
     import torch
 
     from engine.bundle import load_bundle
@@ -196,7 +198,7 @@ def evaluate_model(bundle_dir=None, data=None, out="eval-model", limit: int = 16
     for k, it in enumerate(items):
         req = GenerationRequest(context=it["context"][None], sample_rate=sr, prompt=it["prompt"],
                                 steps=steps, seed=k, takes=takes, cfg_context=cfg_context,
-                                cfg_clap=cfg_clap)
+                                cfg_clap=cfg_clap, text_prior=text_prior)
         stems = [s.audio[0] for s in run_to_end(gen.run(req))]
         from engine.audio import write_audio
 
@@ -231,10 +233,10 @@ def evaluate_model(bundle_dir=None, data=None, out="eval-model", limit: int = 16
         rows.append(row)
         progress(f"eval {k + 1}/{len(items)}: {it['id']}")
     used = gen.resolve(GenerationRequest(steps=steps, cfg_context=cfg_context,
-                                         cfg_clap=cfg_clap))
+                                         cfg_clap=cfg_clap, prompt="-", text_prior=text_prior))
     summary: dict = {"bundle": str(b.path), "model_hash": b.hash, "items": len(rows),
                      "seconds": seconds, "takes": takes,
-                     **{k: used[k] for k in ("steps", "cfg_context", "cfg_clap")}}
+                     **{k: used[k] for k in ("steps", "cfg_context", "cfg_clap", "text_prior")}}
     for metric in ("harmonic", "rhythmic", "prompt", "family_ok"):
         for name in embs:
             vals = [float(r[f"{metric}_{name}"]) for r in rows if f"{metric}_{name}" in r
@@ -258,7 +260,8 @@ def evaluate_model(bundle_dir=None, data=None, out="eval-model", limit: int = 16
 def _markdown(s: dict) -> str:
     lines = ["# Evaluation", "", f"Bundle `{s['bundle']}` ({s['items']} held-out contexts, "
              f"{s['seconds']:g} s each, {s['takes']} take(s) per context, {s['steps']} steps, "
-             f"guidance {s['cfg_context']:g} context / {s['cfg_clap']:g} CLAP)", "",
+             f"guidance {s['cfg_context']:g} context / {s['cfg_clap']:g} CLAP, text prior "
+             f"{'on' if s.get('text_prior') else 'off'})", "",
              "| figure | generated | ground truth | mismatched | gap closed |",
              "|---|---|---|---|---|"]
     for metric, label in (("harmonic", "harmonic fit"), ("rhythmic", "rhythmic fit"),

@@ -84,6 +84,9 @@ class GenerationRequest:
     gap: float = 4.0
     sampler: str | None = None
     s_churn: float = 0.0
+    # map the prompt's text embedding onto the training stems' audio embeddings with the
+    # bundle's text prior (None: whenever the bundle has one)
+    text_prior: bool | None = None
     output_rate: int = OUTPUT_RATE
     labels: dict[str, str] = field(default_factory=dict)  # file names etc. for provenance
 
@@ -223,6 +226,8 @@ class Generator:
                               else d.get("variation_strength", 0.5)),
             "mix": req.mix,
             "prompt": req.prompt,
+            "text_prior": (self.bundle.prior is not None and req.text_prior is not False
+                           and req.prompt is not None),
             "duration": req.duration,
             "inpaint": list(req.inpaint) if req.inpaint else None,
             "loop": list(req.loop) if req.loop else None,
@@ -247,6 +252,8 @@ class Generator:
             raise RequestError(f"duration must be between 0 and {MAX_SECONDS:g} seconds")
         if req.prompt is not None and not req.prompt.strip():
             raise RequestError("the prompt is empty")
+        if req.text_prior and self.bundle.prior is None:
+            raise RequestError(f"the model {self.bundle.name} has no text prior")
         if req.sample_rate < 8000 or req.sample_rate > 384000:
             raise RequestError(f"unsupported sample rate {req.sample_rate} Hz")
         modes = [req.variation_of is not None, req.inpaint is not None,
@@ -470,6 +477,8 @@ class Generator:
             with torch.inference_mode():
                 if req.prompt is not None:
                     emb_t = cond.embed_text([req.prompt]).to(torch.float32)
+                    if p["text_prior"]:
+                        emb_t = b.prior(emb_t)
                 if req.reference is not None:
                     ref = _mono(req.reference)
                     emb_a = cond.embed_audio(ref, sr_in).to(torch.float32)

@@ -51,6 +51,8 @@ def add_parsers(sub, parser_class) -> None:
     em.add_argument("--takes", type=int, default=1, help="generations per context (averaged)")
     em.add_argument("--cfg-context", type=float, help="override the bundle's context guidance")
     em.add_argument("--cfg-clap", type=float, help="override the bundle's CLAP guidance")
+    em.add_argument("--no-text-prior", action="store_true",
+                    help="give the model the prompt's raw text embedding")
 
 
 def cmd_dataset(args: argparse.Namespace) -> int:
@@ -141,7 +143,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         summary = evaluate_model(args.model, data=args.data, out=args.out, limit=args.limit,
                                  steps=args.steps, contexts=args.contexts, targets=args.targets,
                                  takes=args.takes, cfg_context=args.cfg_context,
-                                 cfg_clap=args.cfg_clap)
+                                 cfg_clap=args.cfg_clap,
+                                 text_prior=False if args.no_text_prior else None)
         print(json.dumps(summary, indent=1))
     return 0
 

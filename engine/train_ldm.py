@@ -45,6 +45,7 @@ from engine.fsutil import atomic_path
 
 CLAP_CROP_S = 5.0
 CLAP_HOP_S = 2.5
+PRIOR_FILE = "prior.safetensors"
 
 
 @dataclass
@@ -77,6 +78,8 @@ class LDMTrainConfig:
     # and onsets off D(x; σ), compared with the target stem's own (0: off)
     feature_loss: float = 0.0
     probe_steps: int = 1500
+    # neighbours averaged by the bundle's text prior (engine.conditioning.prior; 0: no prior)
+    text_prior_k: int = 8
     checkpoint_every: int = 500
     sample_every: int = 2000
     log_every: int = 25
@@ -182,6 +185,39 @@ class ClapCrops:
         if len(inside) == 0:
             inside = [int(np.argmin(np.abs(starts - start)))]
         return emb[stem, int(inside[int(rng.integers(len(inside)))])]
+
+
+def build_text_prior(latent_dir: Path, clap_dir: Path, conditioner_id: str,
+                     k: int | None = None, split: str = "train"):
+    """The bundle's text prior (engine.conditioning.prior) from a run's crop embeddings.
+
+    One embedding per `split` stem: the mean of its crops weighted by how much of each crop
+    the stem plays (its latent activity), so silent stretches do not pull it towards the
+    embedding of silence. Stems that never play are left out.
+    """
+    from engine.conditioning.prior import DEFAULT_K, make_prior
+
+    index = json.loads((latent_dir / "index.json").read_text())
+    sr, hop = index["sample_rate"], index["hop"]
+    crop = int(CLAP_CROP_S * sr)
+    rows = []
+    for song in index["songs"]:
+        if song["split"] != split or not (clap_dir / f"{song['id']}.npz").exists():
+            continue
+        z = np.load(clap_dir / f"{song['id']}.npz")
+        emb, starts = z["emb"].astype(np.float32), z["starts"]
+        for j, st in enumerate(song["stems"][: len(emb)]):
+            act = np.load(latent_dir / st["activity"]).astype(np.float32)
+            w = np.array([act[s // hop : max(s // hop + 1, (s + crop) // hop)].mean()
+                          if s // hop < len(act) else 0.0 for s in starts])
+            w = np.nan_to_num(w)
+            if w.sum() <= 0:
+                continue
+            e = emb[j] / np.linalg.norm(emb[j], axis=1, keepdims=True).clip(1e-8)
+            rows.append((w[:, None] * e).sum(0) / w.sum())
+    if not rows:
+        raise RiffwrightError(f"no {split} stems with crop embeddings in {clap_dir}")
+    return make_prior(np.stack(rows), conditioner_id, k or DEFAULT_K)
 
 
 class CaptionEmbeddings:
@@ -357,6 +393,9 @@ def _export_bundle(src_bundle: Path, out: Path, ema: torch.nn.Module, stats: dic
         if f:
             shutil.copy2(src_bundle / f, staging / f)
     save_ldm(ema, staging / "ldm.safetensors", dtype=torch.float16)
+    prior = out / PRIOR_FILE if cfg.text_prior_k and (out / PRIOR_FILE).exists() else None
+    if prior is not None:
+        shutil.copy2(prior, staging / PRIOR_FILE)
     card = src_bundle / "MODEL_CARD.md"
     if card.exists():
         shutil.copy2(card, staging / "MODEL_CARD.md")
@@ -374,6 +413,7 @@ def _export_bundle(src_bundle: Path, out: Path, ema: torch.nn.Module, stats: dic
         "cae": src["cae"],
         "conditioner": src["conditioner"],
         "ldm": {"file": "ldm.safetensors", "arch": cfg.arch},
+        **({"prior": {"file": PRIOR_FILE}} if prior is not None else {}),
         "defaults": {**DEFAULT_PARAMETERS, **src.get("defaults", {})},
         "training": {"steps": step, "config": asdict(cfg), **info.get("training", {})},
     }
@@ -459,6 +499,9 @@ def train_ldm(data: str | os.PathLike, out: str | os.PathLike, bundle: str | os.
             progress=lambda k, n, s: print(f"encoding latents {k}/{n}", flush=True)
             if k % 25 == 0 or k == n else None)
         clap_crop_embeddings(out / "latents" / "index.json", b.conditioner, out / "clap")
+        if cfg.text_prior_k:
+            build_text_prior(out / "latents", out / "clap", b.conditioner.id,
+                             cfg.text_prior_k).save(out / PRIOR_FILE)
         if cfg.context_features or cfg.feature_loss:
             context_feature_files(out / "latents" / "index.json", out / "features")
         stats_path = out / "latent_stats.json"

@@ -77,6 +77,9 @@ def test_train_resume_and_export(setup):
     assert manifest["trained"] and manifest["training"]["steps"] == 6
     assert manifest["window_frames"] == 32
     b = load_bundle(exported)
+    # with the text prior over the two training songs' stems (the test song is not in it)
+    assert manifest["prior"] == {"file": "prior.safetensors"}
+    assert len(b.prior) == 6 and b.prior.conditioner_id == b.conditioner.id
     stems = run_to_end(Generator(b).run(GenerationRequest(duration=1.0, steps=2,
                                                           prompt="bass")))
     assert stems[0].audio.shape == (1, SR)
