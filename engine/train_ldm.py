@@ -12,7 +12,9 @@
    `context_features` the context also carries its chroma and onsets (precomputed per stem
    and mix in `OUT/features`; `docs/context.md`); with `feature_loss` a frozen probe
    (`OUT/probe.safetensors`, fitted first) compares those of the denoised latents with the
-   target's; `p_text_clap` swaps some audio-crop conditions for the caption's text embedding.
+   target's; with `timbre_loss` a second one (`OUT/timbre_probe.safetensors`) compares the
+   CLAP audio embedding it reads off the denoised latents with the target crop's;
+   `p_text_clap` swaps some audio-crop conditions for the caption's text embedding.
 4. EDM loss, AdamW with warm-up, gradient clipping, EMA; bfloat16 autocast on CUDA.
    Checkpoints (safetensors + JSON, atomic) every `checkpoint_every` steps and on interrupt;
    a run resumes from its last checkpoint. Progress with ETA on stdout and in `train.log`.
@@ -78,6 +80,9 @@ class LDMTrainConfig:
     # and onsets off D(x; σ), compared with the target stem's own (0: off)
     feature_loss: float = 0.0
     probe_steps: int = 1500
+    # weight of a loss on the *timbre* of the denoised latents: a frozen probe reads the CLAP
+    # audio embedding off D(x; σ), compared (cosine) with the target crop's own (0: off)
+    timbre_loss: float = 0.0
     # neighbours averaged by the bundle's text prior (engine.conditioning.prior; 0: no prior)
     text_prior_k: int = 8
     checkpoint_every: int = 500
@@ -302,51 +307,45 @@ class ContextFeatureWindows:
 
 
 class FeatureProbe(torch.nn.Module):
-    """Reads a stem's features (`engine.context_features`: chroma, onsets) off its normalised
-    latents: a small conv net, frozen once fitted, for `feature_loss`."""
+    """Reads a stem's features off its normalised latents: a small conv net, frozen once
+    fitted. Per frame (`pooled=False`: chroma and onsets, `engine.context_features`, for
+    `feature_loss`) or pooled over the window into a unit vector (`pooled=True`: the stem's
+    CLAP audio embedding, for `timbre_loss`)."""
 
     kind = "riffwright-feature-probe"
 
-    def __init__(self, latent_dim: int, feature_dim: int, width: int = 128):
+    def __init__(self, latent_dim: int, feature_dim: int, width: int = 128,
+                 pooled: bool = False):
         super().__init__()
+        self.pooled = pooled
         self.net = torch.nn.Sequential(
             torch.nn.Conv1d(latent_dim, width, 3, padding=1), torch.nn.SiLU(),
             torch.nn.Conv1d(width, width, 3, padding=1), torch.nn.SiLU(),
             torch.nn.Conv1d(width, feature_dim, 1))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z)
+        y = self.net(z)
+        return torch.nn.functional.normalize(y.mean(-1), dim=-1) if self.pooled else y
 
 
-def train_feature_probe(out: Path, mean: torch.Tensor, std: torch.Tensor, dim: int,
-                        steps: int, frames: int = 64, batch: int = 32, seed: int = 0,
-                        log=print) -> FeatureProbe:
-    """Fit (or load) `out/probe.safetensors`: features of a stem from its clean latents.
-
-    Reports the share of held-out feature variance it explains (R²)."""
+def _fit_probe(path: Path, probe: FeatureProbe, out: Path, frames: int, draw, loss_fn,
+               score, steps: int, batch: int, seed: int, config: dict) -> tuple:
+    """Fit `probe` on training pairs (or load it from `path`); (frozen probe, held-out score)."""
     from engine.dataset.pairs import LatentPairs
     from engine.weights import load_into, read_checkpoint, save_module
 
-    path = out / "probe.safetensors"
-    probe = FeatureProbe(int(mean.shape[1]), dim)
     if path.exists():
-        load_into(probe, read_checkpoint(path)[0], str(path))
-        return probe.requires_grad_(False).eval()
-    windows = ContextFeatureWindows(out / "features", dim)
+        tensors, _, saved = read_checkpoint(path)
+        load_into(probe, tensors, str(path))
+        return probe.requires_grad_(False).eval(), saved.get("heldout_score")
     index = out / "latents" / "index.json"
-
-    def draw(pairs, n):
-        ps = [pairs.sample() for _ in range(n)]
-        z = (torch.from_numpy(np.stack([p["target"] for p in ps])) - mean.cpu()) / std.cpu()
-        f = torch.from_numpy(np.stack([windows.window(p, frames, "target") for p in ps]))
-        return z, f
-
     torch.manual_seed(seed)
     train = LatentPairs(index, "train", frames, seed=seed, load_clap_audio=False)
+    rng = np.random.default_rng(seed)
     opt = torch.optim.Adam(probe.parameters(), lr=1e-3)
     for _ in range(steps):
-        z, f = draw(train, batch)
-        loss = torch.nn.functional.mse_loss(probe(z), f)
+        z, f = draw(train, batch, rng)
+        loss = loss_fn(probe(z), f)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -355,13 +354,65 @@ def train_feature_probe(out: Path, mean: torch.Tensor, std: torch.Tensor, dim: i
     except RiffwrightError:
         held = LatentPairs(index, "train", frames, seed=seed + 1, load_clap_audio=False)
     with torch.no_grad():
-        z, f = draw(held, 256)
-        r2 = 1 - float(((probe(z) - f) ** 2).sum() / ((f - f.mean((0, 2), keepdim=True)) ** 2)
-                       .sum())
-    save_module(probe, path, probe.kind, {"latent_dim": int(mean.shape[1]),
-                                          "feature_dim": dim, "heldout_r2": r2})
-    log(f"feature probe: {steps} steps, explains {r2:.0%} of held-out feature variance")
-    return probe.requires_grad_(False).eval()
+        z, f = draw(held, 256, rng)
+        value = float(score(probe(z), f))
+    save_module(probe, path, probe.kind, {**config, "heldout_score": value})
+    return probe.requires_grad_(False).eval(), value
+
+
+def _target_latents(pairs, n, mean, std):
+    ps = [pairs.sample() for _ in range(n)]
+    return ps, (torch.from_numpy(np.stack([p["target"] for p in ps])) - mean.cpu()) / std.cpu()
+
+
+def train_feature_probe(out: Path, mean: torch.Tensor, std: torch.Tensor, dim: int,
+                        steps: int, frames: int = 64, batch: int = 32, seed: int = 0,
+                        log=print) -> FeatureProbe:
+    """Fit (or load) `out/probe.safetensors`: features of a stem from its clean latents.
+
+    Reports the share of held-out feature variance it explains (R²)."""
+    windows = ContextFeatureWindows(out / "features", dim)
+
+    def draw(pairs, n, rng):
+        ps, z = _target_latents(pairs, n, mean, std)
+        return z, torch.from_numpy(np.stack([windows.window(p, frames, "target") for p in ps]))
+
+    def r2(pred, f):
+        return 1 - ((pred - f) ** 2).sum() / ((f - f.mean((0, 2), keepdim=True)) ** 2).sum()
+
+    probe, value = _fit_probe(out / "probe.safetensors", FeatureProbe(int(mean.shape[1]), dim),
+                              out, frames, draw, torch.nn.functional.mse_loss, r2, steps, batch,
+                              seed, {"latent_dim": int(mean.shape[1]), "feature_dim": dim})
+    if steps and value is not None:
+        log(f"feature probe: {steps} steps, explains {value:.0%} of held-out feature variance")
+    return probe
+
+
+def train_timbre_probe(out: Path, mean: torch.Tensor, std: torch.Tensor, dim: int,
+                       steps: int, frames: int = 64, batch: int = 32, seed: int = 0,
+                       log=print) -> FeatureProbe:
+    """Fit (or load) `out/timbre_probe.safetensors`: a stem's CLAP audio embedding (of a
+    crop inside its window) from its clean latents. Reports the held-out mean cosine."""
+    crops = ClapCrops(out / "clap", json.loads((out / "latents" / "index.json").read_text())
+                      ["sample_rate"])
+
+    def draw(pairs, n, rng):
+        ps, z = _target_latents(pairs, n, mean, std)
+        e = np.stack([crops.pick(p["song"], p["target_stem"], *p["clap_range"], rng) for p in ps])
+        return z, torch.nn.functional.normalize(torch.from_numpy(e), dim=-1)
+
+    def cos(pred, e):
+        return (pred * e).sum(-1).mean()
+
+    probe, value = _fit_probe(out / "timbre_probe.safetensors",
+                              FeatureProbe(int(mean.shape[1]), dim, pooled=True), out, frames,
+                              draw, lambda p, e: 1 - cos(p, e), cos, steps, batch, seed,
+                              {"latent_dim": int(mean.shape[1]), "feature_dim": dim,
+                               "pooled": True})
+    if steps and value is not None:
+        log(f"timbre probe: {steps} steps, held-out cosine with the stems' embeddings "
+            f"{value:.2f}")
+    return probe
 
 
 # ----------------------------------------------------------------------------- trainer
@@ -565,6 +616,13 @@ def train_ldm(data: str | os.PathLike, out: str | os.PathLike, bundle: str | os.
                                 seed=cfg.seed)
         _barrier(world)
         probe = train_feature_probe(out, mean, std, FEATURE_DIM, 0).to(dev)
+    timbre = None
+    if cfg.timbre_loss:
+        if rank == 0:
+            train_timbre_probe(out, mean, std, b.conditioner.dim, cfg.probe_steps, cfg.frames,
+                               seed=cfg.seed)
+        _barrier(world)
+        timbre = train_timbre_probe(out, mean, std, b.conditioner.dim, 0).to(dev)
     rng = np.random.default_rng([cfg.seed, step, rank])
     gen = torch.Generator().manual_seed(cfg.seed * 7919 + step * world + rank)
     if rank == 0:
@@ -591,11 +649,12 @@ def train_ldm(data: str | os.PathLike, out: str | os.PathLike, bundle: str | os.
             batch = [pairs.sample() for _ in range(cfg.batch_size)]
             y = torch.from_numpy(np.stack([p["target"] for p in batch])).to(dev)
             c = torch.from_numpy(np.stack([p["context"] for p in batch])).to(dev)
+            heard = [crops.pick(p["song"], p["target_stem"], *p["clap_range"], rng)
+                     for p in batch]
             e = torch.from_numpy(np.stack([
                 texts.get(p["caption"])
                 if cfg.p_text_clap > 0 and p["caption"] and rng.random() < cfg.p_text_clap
-                else crops.pick(p["song"], p["target_stem"], *p["clap_range"], rng)
-                for p in batch])).to(dev)
+                else a for p, a in zip(batch, heard)])).to(dev)
             cmask = torch.tensor([not p["drop_context"] for p in batch], device=dev)
             emask = torch.tensor([not p["drop_clap"] for p in batch], device=dev)
             y, c = (y - mean) / std, (c - mean) / std
@@ -614,6 +673,11 @@ def train_ldm(data: str | os.PathLike, out: str | os.PathLike, bundle: str | os.
                 if probe is not None:
                     loss = loss + cfg.feature_loss * torch.nn.functional.mse_loss(
                         probe(d.float()), want)
+                if timbre is not None:
+                    target = torch.nn.functional.normalize(
+                        torch.from_numpy(np.stack(heard)).to(dev), dim=-1)
+                    loss = loss + cfg.timbre_loss * (
+                        1 - (timbre(d.float()) * target).sum(-1)).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
