@@ -48,6 +48,7 @@ class ModelInfo:
     device: str
     path: str
     defaults: dict = field(default_factory=dict)  # the bundle's guidance and steps
+    text_prior: bool = False  # the bundle has a text prior
 
 
 def load_generator(path, device: str):
@@ -208,9 +209,9 @@ class EngineBridge(QObject):
     def _on_event(self, msg) -> None:
         kind = msg[0]
         if kind == "ready":
-            _, name, device, path, defaults = msg
+            _, name, device, path, defaults, has_prior = msg
             self.loading = False
-            self.generator = ModelInfo(name, device, path, dict(defaults))
+            self.generator = ModelInfo(name, device, path, dict(defaults), bool(has_prior))
             self.model_path = path
             self.sig_model_ready.emit(name, device)
         elif kind == "load_failed":

@@ -42,6 +42,7 @@ DEFAULT_RECIPE: dict[str, Any] = {
     "seed_locked": False,
     "takes": 2,
     "stereo_width": 0.4,
+    "text_prior": True,  # use the model's text prior when it has one
     "loop_n": 1,
     "loop_frac": 0.5,
     "strength": 0.5,
@@ -211,6 +212,8 @@ class SessionController:
             "takes": int(recipe["takes"]),
             "stereo_width": float(recipe["stereo_width"]),
         }
+        if not recipe.get("text_prior", True):
+            req["text_prior"] = False
         if int(recipe.get("loop_n", 1)) > 1:
             req["loop"] = (int(recipe["loop_n"]), float(recipe["loop_frac"]))
         return req

@@ -12,6 +12,7 @@ import random
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
@@ -125,6 +126,11 @@ class GuidancePanel(QWidget):
             lambda: self._emit("prompt", self.prompt.toPlainText(), True))
         self.prompt.sig_focus_out.connect(self.sig_merge_closed.emit)
         f.addWidget(self.prompt)
+        self.text_prior = QCheckBox("Match the model's instruments")
+        self.text_prior.setChecked(DEFAULT_RECIPE["text_prior"])
+        self.text_prior.toggled.connect(lambda v: self._emit("text_prior", v, False))
+        f.addWidget(self.text_prior)
+        self.set_text_prior_available(False)
         ref = QHBoxLayout()
         self.reference = QComboBox()
         self.reference.setToolTip("Audio reference: pick a lane, or drop an audio file on this "
@@ -281,6 +287,7 @@ class GuidancePanel(QWidget):
             "seed_locked": self.seed_lock.isChecked(),
             "takes": self.takes.value(),
             "stereo_width": self.stereo_width.value(),
+            "text_prior": self.text_prior.isChecked(),
             "loop_n": self.loop_n.value(),
             "loop_frac": self.loop_frac.value(),
             "strength": self.strength.value(),
@@ -306,6 +313,7 @@ class GuidancePanel(QWidget):
             self.steps.setValue(int(r["steps"]))
             self.seed.setValue(int(r["seed"]))
             self.seed_lock.setChecked(bool(r["seed_locked"]))
+            self.text_prior.setChecked(bool(r["text_prior"]))
             self.takes.setValue(int(r["takes"]))
             self.loop_n.setValue(int(r["loop_n"]))
             self.duration.setValue(float(r["duration"]))
@@ -340,6 +348,15 @@ class GuidancePanel(QWidget):
     def set_device(self, text: str, ok: bool = True) -> None:
         self.device.setText(text)
         self.device.setStyleSheet("" if ok else "background: #8b919b;")
+
+    def set_text_prior_available(self, available: bool) -> None:
+        """The loaded model has a text prior (engine.conditioning.prior) or not."""
+        self.text_prior.setEnabled(available)
+        self.text_prior.setToolTip(
+            "Map the text prompt onto the sounds of the stems the model was trained on (its "
+            "text prior): it follows the prompt's instrument more closely. Off: the prompt's "
+            "raw text embedding." if available else
+            "This model has no text prior: the prompt's text embedding is used as it is.")
 
     def set_busy(self, busy: bool) -> None:
         for b in self.buttons.values():

@@ -855,8 +855,9 @@ class MainWindow(QMainWindow):
         self.device_status.setText(text)
 
     def _model_ready(self, name: str, device: str) -> None:
-        self._adopt_model_defaults(self.bridge.generator.defaults if self.bridge.generator
-                                   else {})
+        info = self.bridge.generator
+        self._adopt_model_defaults(info.defaults if info else {})
+        self.panel.set_text_prior_available(bool(info and info.text_prior))
         self.device_status.setText(f"model: {name}")
         self.panel.set_device(device, True)
         self.panel.set_models(list_models(), self.bridge.model_path, name)

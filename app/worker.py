@@ -6,7 +6,8 @@ the generation's interpreter lock: the window stays smooth even on a 2-core mach
 
 Protocol (tuples through two queues):
 - to the engine:  ("load", path|None, device) · ("run", job_id, request_kwargs) · ("quit",)
-- from the engine: ("ready", name, device_label, path, defaults) · ("load_failed", message) ·
+- from the engine: ("ready", name, device_label, path, defaults, has_text_prior) ·
+  ("load_failed", message) ·
   ("progress", job_id, stage, step, total, eta_s, message) · ("done", job_id, [StemResult]) ·
   ("cancelled", job_id) · ("error", job_id, message)
 Cancel is a shared `multiprocessing.Event` that the engine checks before every step.
@@ -105,7 +106,8 @@ def engine_main(requests, events, cancel) -> None:
                 defaults = {k: generator.bundle.defaults[k] for k in MODEL_DEFAULT_KEYS
                             if k in generator.bundle.defaults}
                 events.put(("ready", generator.bundle.name, device_label(generator.device),
-                            str(generator.bundle.path), defaults))
+                            str(generator.bundle.path), defaults,
+                            generator.bundle.prior is not None))
             except Exception as e:  # noqa: BLE001
                 generator = None
                 events.put(("load_failed", error_message(e, "loading the model")))

@@ -373,6 +373,14 @@ def test_the_loaded_model_brings_its_guidance(qtbot, win):
     # the engine reports the bundle's defaults with the model
     assert win.bridge.generator.defaults["steps"] >= 1
     assert {"cfg_context", "cfg_clap"} <= set(win.bridge.generator.defaults)
+    # the tiny test bundle has no text prior: its switch is greyed out, and says why
+    assert win.bridge.generator.text_prior is False
+    assert not win.panel.text_prior.isEnabled()
+    assert "no text prior" in win.panel.text_prior.toolTip()
+    win.panel.set_text_prior_available(True)
+    assert win.panel.text_prior.isEnabled()
+    win.panel.text_prior.setChecked(False)
+    assert win.session.recipe["text_prior"] is False and not win.panel.recipe()["text_prior"]
 
 
 def test_recipes_adopt_a_model_default_unless_set_by_hand(qtbot, win_nomodel):

@@ -145,6 +145,10 @@ def test_jobs_follow_loop_region_and_lane_offsets():
     job = ctl.build_job("generate", recipe)
     assert job.resolved_request()["context"].shape == (2, 8 * 48000) and job.offset == 0
     assert job.request["loop"] == (2, 0.5) and job.request["takes"] == 3
+    # the text prior is the model's to apply unless the musician turned it off
+    assert "text_prior" not in job.request
+    assert ctl.build_job("generate", {**recipe, "text_prior": False}).request[
+        "text_prior"] is False
     ctl.set_loop((2.0, 6.0))
     job = ctl.build_job("generate", recipe)
     assert job.request["duration"] == 4.0 and job.offset == 96000
