@@ -140,6 +140,7 @@ def test_models_info_and_list(bundle, capsys):
     assert main(["models", "info", bundle]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["ldm"]["arch"] == "tiny" and info["latent"] == {"dim": 64, "hop": 4096}
+    assert info["prior"] is None  # `models init` makes no text prior
     assert main(["models", "list"]) == 0
 
 
