@@ -66,7 +66,7 @@ def test_prior_file_round_trip_and_wrong_files(tmp_path, tiny_bundle):
         load_prior(tmp_path / "missing.safetensors")
 
 
-def fake_run(root, stems_active):
+def fake_run(root, stems_active, dim=4):
     """A run folder's latents/index.json, activities and crop embeddings for one train song
     and one test song; stem j of the train song plays where stems_active[j] says."""
     lat, clap = root / "latents", root / "clap"
@@ -83,12 +83,12 @@ def fake_run(root, stems_active):
             stems.append({"activity": f"songs/{sid}-{j}.act.npy", "family": "x"})
         songs.append({"id": sid, "split": split, "frames": frames, "stems": stems})
         starts = np.arange(0, frames * hop - 5 * sr + 1, int(2.5 * sr))
-        emb = np.zeros((len(stems_active), len(starts), 4), np.float32)
+        emb = np.zeros((len(stems_active), len(starts), dim), np.float32)
         emb[..., 0] = 1.0  # crops where nothing plays: the embedding of silence
         for j, active in enumerate(stems_active):
             for c, s in enumerate(starts):
                 if act_frac(active, s, hop, sr, frames) > 0:
-                    emb[j, c] = np.eye(4)[1 + j]
+                    emb[j, c] = np.eye(dim)[1 + j]
         np.savez(clap / f"{sid}.npz", emb=emb.astype(np.float16), starts=starts)
     (lat / "index.json").write_text(json.dumps({"sample_rate": sr, "hop": hop,
                                                 "songs": songs}))
@@ -168,3 +168,30 @@ def test_generator_feeds_the_prior_and_records_it(prior_bundle, tiny_bundle, mon
     with pytest.raises(RequestError, match="has no text prior"):
         Generator(load_bundle(tiny_bundle)).resolve(
             GenerationRequest(prompt="bass", text_prior=True))
+
+
+def test_assemble_tool_adds_a_prior_from_a_run(tmp_path, tiny_bundle):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    run = tmp_path / "run"
+    fake_run(run, [slice(0, 200), slice(0, 100)], dim=256)
+    tool = Path(__file__).resolve().parents[1] / "tools" / "assemble_bundle.py"
+
+    def assemble(out):
+        return subprocess.run([sys.executable, str(tool), str(tiny_bundle), str(out), "--prior",
+                               str(run), "--prior-k", "1"], capture_output=True, text=True)
+
+    # crop embeddings made by another conditioner are refused
+    (run / "clap" / "conditioner.id").write_text("builtin-000000000000")
+    bad = assemble(tmp_path / "bad")
+    assert bad.returncode != 0 and "not made with the bundle's conditioner" in bad.stderr
+    assert not (tmp_path / "bad").exists()
+    (run / "clap" / "conditioner.id").write_text(load_bundle(tiny_bundle).conditioner.id)
+    ok = assemble(tmp_path / "ok")
+    assert ok.returncode == 0, ok.stderr
+    b = load_bundle(tmp_path / "ok")
+    assert len(b.prior) == 2 and b.prior.k == 1
+    assert json.loads((tmp_path / "ok" / "bundle.json").read_text())["prior"] == {
+        "file": "prior.safetensors"}

@@ -2,11 +2,13 @@
 encoder, and install it (e.g. as the shipped default bundle).
 
     python tools/assemble_bundle.py LDM_BUNDLE_DIR OUT_DIR [--cae CAE.safetensors] [--card MD]
-        [--name NAME] [--description TEXT] [--default cfg_context=8 ...]
+        [--name NAME] [--description TEXT] [--default cfg_context=8 ...] [--prior RUN_DIR]
 
 The replacement CAE must have exactly the encoder the diffusion model's latents came from:
 every `encoder.*` tensor is compared, and a mismatch refuses the swap. The result is written
-to a staging folder and renamed into place, then loaded once to check it.
+to a staging folder and renamed into place, then loaded once to check it. `--prior RUN_DIR`
+adds a text prior built from a `train ldm` run's crop embeddings (RUN_DIR/latents and
+RUN_DIR/clap, made with the bundle's conditioner).
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ def main() -> int:
     ap.add_argument("--description")
     ap.add_argument("--default", action="append", default=[], metavar="KEY=VALUE",
                     help="a generation default (cfg_context=8, steps=30, ...); repeatable")
+    ap.add_argument("--prior", metavar="RUN_DIR",
+                    help="build a text prior from this train-ldm run's crop embeddings")
+    ap.add_argument("--prior-k", type=int, default=None, help="neighbours the prior averages")
     args = ap.parse_args()
     src, out = Path(args.bundle), Path(args.out)
     manifest = read_manifest(src)
@@ -63,6 +68,17 @@ def main() -> int:
             raise SystemExit(f"unknown default {key!r}; the bundle has {', '.join(m['defaults'])}")
         old = m["defaults"][key]
         m["defaults"][key] = type(old)(value) if not isinstance(old, bool) else value == "true"
+    if args.prior:
+        from engine.train_ldm import PRIOR_FILE, build_text_prior
+
+        run = Path(args.prior)
+        marker = run / "clap" / "conditioner.id"
+        cond_id = m["conditioner"].get("id")
+        if not marker.exists() or marker.read_text() != cond_id:
+            raise BundleError(f"{run}/clap was not made with the bundle's conditioner {cond_id}")
+        build_text_prior(run / "latents", run / "clap", cond_id, args.prior_k).save(
+            staging / PRIOR_FILE)
+        m["prior"] = {"file": PRIOR_FILE}
     if args.name:
         m["name"] = args.name
     if args.description:
