@@ -195,3 +195,19 @@ def test_assemble_tool_adds_a_prior_from_a_run(tmp_path, tiny_bundle):
     assert len(b.prior) == 2 and b.prior.k == 1
     assert json.loads((tmp_path / "ok" / "bundle.json").read_text())["prior"] == {
         "file": "prior.safetensors"}
+
+
+def test_the_shipped_default_bundle_maps_prompts_through_its_prior():
+    from engine.bundle import default_bundle_dir, is_bundle, read_manifest
+
+    path = default_bundle_dir()
+    if not is_bundle(path) or "prior" not in read_manifest(path):
+        pytest.skip("the default bundle has no text prior")
+    b = load_bundle(path)
+    assert b.prior.conditioner_id == b.conditioner.id and len(b.prior) > 100
+    t = b.conditioner.embed_text(["drawbar organ, organ, mid register"]).float()
+    p = b.prior(t)
+    # the answer is a blend of stems, nearer to them than the text was
+    assert torch.allclose(p.norm(), t.norm(), atol=1e-4)
+    nearest = (torch.nn.functional.normalize(p, dim=-1) @ b.prior.bank.T).max()
+    assert nearest > (torch.nn.functional.normalize(t, dim=-1) @ b.prior.bank.T).max()
