@@ -355,3 +355,38 @@ def test_sigterm_checkpoints_the_current_step(tmp_path):
                   crop_frames=2, checkpoint_every=5, log_every=3, callback=stop_at_seven)
     assert json.loads((tmp_path / "run" / "train_state.json").read_text())["step"] == 7
     assert signal.getsignal(signal.SIGTERM) == before  # our handler was removed again
+
+
+def test_family_balanced_crops_draw_rare_families_as_often(tmp_path):
+    import json
+
+    import soundfile as sf
+
+    from engine.cae.training import CropSampler, family_balanced_stems
+
+    sr = 48000
+    stems, songs = [], []
+    for i, fam in enumerate(["strings"] * 6 + ["organ"] * 2):
+        p = tmp_path / f"s{i}.wav"
+        sf.write(p, (0.1 * np.sin(np.arange(sr) * (0.01 + i * 0.003))).astype(np.float32), sr)
+        stems.append({"path": p.name, "family": fam})
+    songs = [{"id": "a", "split": "train", "stems": stems[:4]},
+             {"id": "b", "split": "train", "stems": stems[4:]},
+             {"id": "c", "split": "test", "stems": stems[:1]}]
+    (tmp_path / "manifest.json").write_text(json.dumps({"songs": songs}))
+    groups, weights = family_balanced_stems(tmp_path, "train")
+    assert len(groups) == 8 and all(len(g) == 1 for g in groups)
+    organ = sum(w for g, w in zip(groups, weights) if g[0].name in ("s6.wav", "s7.wav"))
+    assert organ == pytest.approx(sum(weights) / 2)
+    s = CropSampler(groups, 4096, sr, seed=0, weights=weights, silence_prob=0.0)
+    drawn, read = [], s._read
+
+    def spy(p, start, dur):
+        drawn.append(p.name)
+        return read(p, start, dur)
+
+    s._read = spy
+    assert s.batch(400).shape == (400, 4096)
+    assert 0.4 < sum(n in ("s6.wav", "s7.wav") for n in drawn) / len(drawn) < 0.6
+    with pytest.raises(Exception, match="one non-negative number per group"):
+        CropSampler(groups, 4096, sr, weights=[1.0])

@@ -17,7 +17,13 @@ from pathlib import Path
 import torch
 
 from engine.cae import KIND, load_cae
-from engine.cae.training import CropSampler, CTSchedule, _list_sources, train_step
+from engine.cae.training import (
+    CropSampler,
+    CTSchedule,
+    _list_sources,
+    family_balanced_stems,
+    train_step,
+)
 from engine.train_state import has_state, load_state, save_state, stop_on_sigterm
 from engine.weights import save_module
 
@@ -36,6 +42,10 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--spectral-weight", type=float, default=0.0,
                     help="weight of the multi-resolution STFT loss on the one-step decode")
+    ap.add_argument("--mix-prob", type=float, default=0.5,
+                    help="share of crops that mix several stems of a song")
+    ap.add_argument("--balance-families", action="store_true",
+                    help="draw single stems, every instrument family equally often")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -51,8 +61,10 @@ def main() -> int:
         for g in opt.param_groups:  # a resumed run takes the learning rate it is given now
             g["lr"] = args.lr
     sched = CTSchedule(stage_steps=args.stage_steps, spectral_weight=args.spectral_weight)
-    sampler = CropSampler(_list_sources(args.data, "train"), args.crop_frames * cae.hop,
-                          cae.sample_rate, seed=step)
+    groups, weights = (family_balanced_stems(args.data, "train") if args.balance_families
+                       else (_list_sources(args.data, "train"), None))
+    sampler = CropSampler(groups, args.crop_frames * cae.hop, cae.sample_rate,
+                          mix_prob=args.mix_prob, seed=step, weights=weights)
     gen = torch.Generator().manual_seed(1000 + step)
     t0, first = time.time(), step
 

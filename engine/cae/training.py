@@ -166,6 +166,23 @@ def train_step(cae, opt, spec: torch.Tensor, step: int, sched: CTSchedule, ema=N
 # ----------------------------------------------------------------------------- data
 
 
+def family_balanced_stems(data: str | Path, split: str) -> tuple[list[list[Path]], list[float]]:
+    """Every stem of a manifest's `split` as its own group, weighted so that each instrument
+    family is drawn equally often (for training a decoder on the timbres that are rare)."""
+    manifest = Path(data) / "manifest.json" if Path(data).is_dir() else Path(data)
+    try:
+        meta = json.loads(manifest.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise RiffwrightError(f"family balancing needs a dataset manifest: {e}") from None
+    stems = [(manifest.parent / st["path"], st.get("family") or "?")
+             for s in meta.get("songs", []) if s.get("split", "train") == split
+             for st in s.get("stems", [])]
+    counts: dict[str, int] = {}
+    for _, fam in stems:
+        counts[fam] = counts.get(fam, 0) + 1
+    return [[p] for p, _ in stems], [1.0 / counts[fam] for _, fam in stems]
+
+
 def _list_sources(data: str | Path, split: str) -> list[list[Path]]:
     """Groups of stems that may be mixed: from a manifest (songs) or a folder (one per file)."""
     from engine.audio import SUPPORTED_EXTENSIONS
@@ -190,7 +207,8 @@ def _list_sources(data: str | Path, split: str) -> list[list[Path]]:
 
 
 class CropSampler:
-    """Random mono crops at 48 kHz: single stems or mixes of stems from one song.
+    """Random mono crops at 48 kHz: single stems or mixes of stems from one song, each group
+    of stems drawn uniformly or by `weights`.
 
     Crops are read with `load_audio(offset, duration)`, so only the window is decoded. A
     random gain puts each crop between -30 and -10 dBFS RMS; a few crops stay silent on
@@ -198,10 +216,15 @@ class CropSampler:
     """
 
     def __init__(self, groups: list[list[Path]], samples: int, sample_rate: int = 48000,
-                 mix_prob: float = 0.5, silence_prob: float = 0.03, seed: int = 0):
+                 mix_prob: float = 0.5, silence_prob: float = 0.03, seed: int = 0,
+                 weights: list[float] | None = None):
         if not groups:
             raise RiffwrightError("the training set is empty")
+        if weights is not None and (len(weights) != len(groups) or min(weights) < 0
+                                    or sum(weights) <= 0):
+            raise RiffwrightError("crop weights must be one non-negative number per group")
         self.groups, self.samples, self.sr = groups, samples, sample_rate
+        self.weights = weights  # how often each group is drawn (None: uniformly)
         self.mix_prob, self.silence_prob = mix_prob, silence_prob
         self.rng = random.Random(seed)
         self._info: dict[Path, tuple[int, int]] = {}
@@ -231,7 +254,8 @@ class CropSampler:
         if rng.random() < self.silence_prob:
             return np.zeros(self.samples, np.float32)
         for _ in range(8):
-            g = rng.choice(self.groups)
+            g = (rng.choices(self.groups, weights=self.weights)[0] if self.weights
+                 else rng.choice(self.groups))
             if len(g) > 1 and rng.random() < self.mix_prob:
                 stems = rng.sample(g, rng.randint(2, min(len(g), 4)))
             else:
