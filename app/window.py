@@ -878,6 +878,7 @@ class MainWindow(QMainWindow):
 
     def _model_failed(self, msg: str) -> None:
         self.device_status.setText("model: not loaded")
+        self.panel.set_text_prior_available(False)
         self.panel.set_device("no model", False)
         self.message(msg)
 

@@ -152,6 +152,7 @@ def read_manifest(path: str | os.PathLike) -> dict:
         _require(m, section, dict, where)
     _require(m["ldm"], "file", str, where + " ldm")
     if "prior" in m:
+        _require(m, "prior", dict, where)
         _require(m["prior"], "file", str, where + " prior")
     m.setdefault("sigma_data", 1.0)
     m.setdefault("window_frames", 128)

@@ -232,8 +232,9 @@ def evaluate_model(bundle_dir=None, data=None, out="eval-model", limit: int = 16
                                            else float("nan"))
         rows.append(row)
         progress(f"eval {k + 1}/{len(items)}: {it['id']}")
-    used = gen.resolve(GenerationRequest(steps=steps, cfg_context=cfg_context,
-                                         cfg_clap=cfg_clap, prompt="-", text_prior=text_prior))
+    prompted = any(it["prompt"] for it in items)
+    used = gen.resolve(GenerationRequest(steps=steps, cfg_context=cfg_context, cfg_clap=cfg_clap,
+                                         prompt="-" if prompted else None, text_prior=text_prior))
     summary: dict = {"bundle": str(b.path), "model_hash": b.hash, "items": len(rows),
                      "seconds": seconds, "takes": takes,
                      **{k: used[k] for k in ("steps", "cfg_context", "cfg_clap", "text_prior")}}

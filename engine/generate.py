@@ -226,8 +226,10 @@ class Generator:
                               else d.get("variation_strength", 0.5)),
             "mix": req.mix,
             "prompt": req.prompt,
+            # only where a text embedding reaches the model (mix r = 0 is the reference alone)
             "text_prior": (self.bundle.prior is not None and req.text_prior is not False
-                           and req.prompt is not None),
+                           and req.prompt is not None
+                           and not (req.reference is not None and req.mix == 0)),
             "duration": req.duration,
             "inpaint": list(req.inpaint) if req.inpaint else None,
             "loop": list(req.loop) if req.loop else None,

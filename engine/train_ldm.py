@@ -222,7 +222,7 @@ def build_text_prior(latent_dir: Path, clap_dir: Path, conditioner_id: str,
             rows.append((w[:, None] * e).sum(0) / w.sum())
     if not rows:
         raise RiffwrightError(f"no {split} stems with crop embeddings in {clap_dir}")
-    return make_prior(np.stack(rows), conditioner_id, k or DEFAULT_K)
+    return make_prior(np.stack(rows), conditioner_id, DEFAULT_K if k is None else k)
 
 
 class CaptionEmbeddings:
@@ -330,14 +330,21 @@ class FeatureProbe(torch.nn.Module):
 
 def _fit_probe(path: Path, probe: FeatureProbe, out: Path, frames: int, draw, loss_fn,
                score, steps: int, batch: int, seed: int, config: dict) -> tuple:
-    """Fit `probe` on training pairs (or load it from `path`); (frozen probe, held-out score)."""
+    """Fit `probe` on training pairs (or load it from `path`); (frozen probe, held-out score).
+
+    A saved probe whose config differs from `config` (another conditioner, other sizes) is
+    refitted; with `steps` 0 (the other ranks of a distributed run) that is an error."""
     from engine.dataset.pairs import LatentPairs
     from engine.weights import load_into, read_checkpoint, save_module
 
     if path.exists():
         tensors, _, saved = read_checkpoint(path)
-        load_into(probe, tensors, str(path))
-        return probe.requires_grad_(False).eval(), saved.get("heldout_score")
+        if all(saved.get(k) == v for k, v in config.items()):
+            load_into(probe, tensors, str(path))
+            return probe.requires_grad_(False).eval(), saved.get("heldout_score",
+                                                                 saved.get("heldout_r2"))
+        if not steps:
+            raise RiffwrightError(f"{path} was fitted for another setting; delete it to refit")
     index = out / "latents" / "index.json"
     torch.manual_seed(seed)
     train = LatentPairs(index, "train", frames, seed=seed, load_clap_audio=False)
@@ -390,7 +397,7 @@ def train_feature_probe(out: Path, mean: torch.Tensor, std: torch.Tensor, dim: i
 
 def train_timbre_probe(out: Path, mean: torch.Tensor, std: torch.Tensor, dim: int,
                        steps: int, frames: int = 64, batch: int = 32, seed: int = 0,
-                       log=print) -> FeatureProbe:
+                       log=print, conditioner_id: str | None = None) -> FeatureProbe:
     """Fit (or load) `out/timbre_probe.safetensors`: a stem's CLAP audio embedding (of a
     crop inside its window) from its clean latents. Reports the held-out mean cosine."""
     crops = ClapCrops(out / "clap", json.loads((out / "latents" / "index.json").read_text())
@@ -408,7 +415,7 @@ def train_timbre_probe(out: Path, mean: torch.Tensor, std: torch.Tensor, dim: in
                               FeatureProbe(int(mean.shape[1]), dim, pooled=True), out, frames,
                               draw, lambda p, e: 1 - cos(p, e), cos, steps, batch, seed,
                               {"latent_dim": int(mean.shape[1]), "feature_dim": dim,
-                               "pooled": True})
+                               "pooled": True, "conditioner_id": conditioner_id})
     if steps and value is not None:
         log(f"timbre probe: {steps} steps, held-out cosine with the stems' embeddings "
             f"{value:.2f}")
@@ -620,9 +627,10 @@ def train_ldm(data: str | os.PathLike, out: str | os.PathLike, bundle: str | os.
     if cfg.timbre_loss:
         if rank == 0:
             train_timbre_probe(out, mean, std, b.conditioner.dim, cfg.probe_steps, cfg.frames,
-                               seed=cfg.seed)
+                               seed=cfg.seed, conditioner_id=b.conditioner.id)
         _barrier(world)
-        timbre = train_timbre_probe(out, mean, std, b.conditioner.dim, 0).to(dev)
+        timbre = train_timbre_probe(out, mean, std, b.conditioner.dim, 0,
+                                    conditioner_id=b.conditioner.id).to(dev)
     rng = np.random.default_rng([cfg.seed, step, rank])
     gen = torch.Generator().manual_seed(cfg.seed * 7919 + step * world + rank)
     if rank == 0:

@@ -95,6 +95,15 @@ def test_manifest_fields_are_checked(tiny, tmp_path):
         read_manifest(b)
 
 
+def test_a_prior_section_that_is_not_an_object_is_named(tiny, tmp_path):
+    b = copy(tiny, tmp_path)
+    m = json.loads((b / "bundle.json").read_text())
+    m["prior"] = None
+    (b / "bundle.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="prior"):
+        read_manifest(b)
+
+
 def test_a_conditioner_that_does_not_match_is_refused(tiny, tmp_path):
     b = copy(tiny, tmp_path)
     m = json.loads((b / "bundle.json").read_text())

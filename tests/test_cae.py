@@ -388,5 +388,7 @@ def test_family_balanced_crops_draw_rare_families_as_often(tmp_path):
     s._read = spy
     assert s.batch(400).shape == (400, 4096)
     assert 0.4 < sum(n in ("s6.wav", "s7.wav") for n in drawn) / len(drawn) < 0.6
-    with pytest.raises(Exception, match="one non-negative number per group"):
+    from engine.errors import RiffwrightError
+
+    with pytest.raises(RiffwrightError, match="one non-negative number per group"):
         CropSampler(groups, 4096, sr, weights=[1.0])

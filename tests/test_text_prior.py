@@ -40,12 +40,16 @@ def test_prior_answers_with_the_nearest_stems_keeping_the_norm():
     batch = torch.stack([text, 2.0 * b])
     assert torch.equal(prior(batch)[0], out)
     assert torch.nn.functional.cosine_similarity(prior(batch)[1], b, dim=0) > 0.95
-    assert torch.allclose(make_prior(bank, "c", k=100)(text).norm(), torch.tensor(2.0))
+    assert torch.allclose(make_prior(bank, "c", k=100)(text), make_prior(bank, "c", k=12)(text))
 
 
 def test_prior_rejects_bad_input():
     with pytest.raises(BundleError, match="non-empty"):
         make_prior(torch.zeros(0, 4), "c")
+    with pytest.raises(BundleError, match="non-zero"):  # nothing left once zero rows go
+        make_prior(torch.zeros(3, 4), "c")
+    with pytest.raises(BundleError, match="finite"):
+        make_prior(torch.full((3, 4), float("nan")), "c")
     with pytest.raises(BundleError, match="at least 1"):
         make_prior(torch.ones(3, 4), "c", k=0)
     with pytest.raises(BundleError, match="16-d"):
@@ -64,6 +68,13 @@ def test_prior_file_round_trip_and_wrong_files(tmp_path, tiny_bundle):
         load_prior(tiny_bundle / "ldm.safetensors")
     with pytest.raises(BundleError, match="not found"):
         load_prior(tmp_path / "missing.safetensors")
+    # a file that would give NaN conditioning is refused when it loads
+    from engine.weights import save_module
+
+    save_module(torch.nn.Module(), tmp_path / "k0.safetensors", "riffwright-text-prior",
+                {"k": 0, "conditioner_id": "c"}, extra_tensors={"bank": bank.half()})
+    with pytest.raises(BundleError, match="k0.safetensors: the text prior's k must be at least"):
+        load_prior(tmp_path / "k0.safetensors")
 
 
 def fake_run(root, stems_active, dim=4):
@@ -161,6 +172,10 @@ def test_generator_feeds_the_prior_and_records_it(prior_bundle, tiny_bundle, mon
     text = gen.bundle.conditioner.embed_text(["warm pad"]).float()
     assert torch.allclose(seen[1], text, atol=1e-6)
     assert torch.allclose(seen[0], gen.bundle.prior(text), atol=1e-6)
+    # a text + reference mix uses it for its text half, not when r = 0 leaves only the audio
+    ref = np.random.default_rng(0).standard_normal(48000).astype(np.float32) * 0.1
+    assert take(reference=ref, mix=0.5).provenance["parameters"]["text_prior"] is True
+    assert take(reference=ref, mix=0.0).provenance["parameters"]["text_prior"] is False
     # without a prompt there is nothing to map
     assert run_to_end(gen.run(GenerationRequest(duration=1.0, steps=2)))[0].provenance[
         "parameters"]["text_prior"] is False
@@ -187,7 +202,7 @@ def test_assemble_tool_adds_a_prior_from_a_run(tmp_path, tiny_bundle):
     (run / "clap" / "conditioner.id").write_text("builtin-000000000000")
     bad = assemble(tmp_path / "bad")
     assert bad.returncode != 0 and "not made with the bundle's conditioner" in bad.stderr
-    assert not (tmp_path / "bad").exists()
+    assert not (tmp_path / "bad").exists() and not (tmp_path / ".bad.staging").exists()
     (run / "clap" / "conditioner.id").write_text(load_bundle(tiny_bundle).conditioner.id)
     ok = assemble(tmp_path / "ok")
     assert ok.returncode == 0, ok.stderr

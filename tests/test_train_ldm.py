@@ -162,7 +162,11 @@ def test_context_features_extend_a_trained_model(setup, capsys):
 
     stats = json.loads((root / "feat" / "latent_stats.json").read_text())
     mean, std = (torch.tensor(stats[k]).reshape(1, -1, 1) for k in ("mean", "std"))
-    timbre = train_timbre_probe(root / "feat", mean, std, 256, 0)
+    cid = load_bundle(out).conditioner.id
+    timbre = train_timbre_probe(root / "feat", mean, std, 256, 0, conditioner_id=cid)
+    # a probe fitted for another conditioner's embeddings is never silently reused
+    with pytest.raises(Exception, match="fitted for another setting"):
+        train_timbre_probe(root / "feat", mean, std, 256, 0, conditioner_id="builtin-other")
     e = timbre(torch.randn(3, mean.shape[1], 32))
     assert e.shape == (3, 256) and torch.allclose(e.norm(dim=-1), torch.ones(3), atol=1e-5)
     assert not any(p.requires_grad for p in timbre.parameters())

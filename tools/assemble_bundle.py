@@ -47,12 +47,28 @@ def main() -> int:
                     help="build a text prior from this train-ldm run's crop embeddings")
     ap.add_argument("--prior-k", type=int, default=None, help="neighbours the prior averages")
     args = ap.parse_args()
+    if args.prior_k is not None and (args.prior_k < 1 or not args.prior):
+        ap.error("--prior-k needs --prior and must be at least 1")
     src, out = Path(args.bundle), Path(args.out)
     manifest = read_manifest(src)
     staging = out.parent / f".{out.name}.staging"
     if staging.exists():
         shutil.rmtree(staging)
     shutil.copytree(src, staging)
+    try:
+        size = _assemble(args, src, staging, manifest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
+    print(f"bundle at {out} ({size:.1f} MB)")
+    return 0
+
+
+def _assemble(args, src: Path, staging: Path, manifest: dict) -> float:
+    """Fill `staging` (a copy of `src`) as asked; check it loads; its size in MB."""
     if args.cae:
         cae_file = staging / manifest["cae"]["file"]
         if not same_encoder(cae_file, Path(args.cae)):
@@ -73,7 +89,7 @@ def main() -> int:
 
         run = Path(args.prior)
         marker = run / "clap" / "conditioner.id"
-        cond_id = m["conditioner"].get("id")
+        cond_id = m["conditioner"].get("id") or load_bundle(staging).conditioner.id
         if not marker.exists() or marker.read_text() != cond_id:
             raise BundleError(f"{run}/clap was not made with the bundle's conditioner {cond_id}")
         build_text_prior(run / "latents", run / "clap", cond_id, args.prior_k).save(
@@ -85,12 +101,7 @@ def main() -> int:
         m["description"] = args.description
     write_manifest(staging, m)
     load_bundle(staging)  # every shape checked before it replaces anything
-    if out.exists():
-        shutil.rmtree(out)
-    staging.rename(out)
-    size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
-    print(f"bundle at {out} ({size:.1f} MB)")
-    return 0
+    return sum(f.stat().st_size for f in staging.iterdir()) / 2**20
 
 
 if __name__ == "__main__":

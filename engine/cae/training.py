@@ -17,6 +17,7 @@ import json
 import math
 import random
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -166,20 +167,29 @@ def train_step(cae, opt, spec: torch.Tensor, step: int, sched: CTSchedule, ema=N
 # ----------------------------------------------------------------------------- data
 
 
-def family_balanced_stems(data: str | Path, split: str) -> tuple[list[list[Path]], list[float]]:
-    """Every stem of a manifest's `split` as its own group, weighted so that each instrument
-    family is drawn equally often (for training a decoder on the timbres that are rare)."""
-    manifest = Path(data) / "manifest.json" if Path(data).is_dir() else Path(data)
+def _manifest_songs(data: str | Path, split: str) -> tuple[Path, list[dict]] | None:
+    """(root, songs of `split`) of a dataset manifest; None when `data` has none."""
+    data = Path(data)
+    manifest = data / "manifest.json" if data.is_dir() else data
+    if not (manifest.is_file() and manifest.suffix == ".json"):
+        return None
     try:
         meta = json.loads(manifest.read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise RiffwrightError(f"family balancing needs a dataset manifest: {e}") from None
-    stems = [(manifest.parent / st["path"], st.get("family") or "?")
-             for s in meta.get("songs", []) if s.get("split", "train") == split
+        raise RiffwrightError(f"cannot read {manifest}: {e}") from None
+    return manifest.parent, [s for s in meta.get("songs", []) if s.get("split", "train") == split]
+
+
+def family_balanced_stems(data: str | Path, split: str) -> tuple[list[list[Path]], list[float]]:
+    """Every stem of a manifest's `split` as its own group, weighted so that each instrument
+    family is drawn equally often (for training a decoder on the timbres that are rare)."""
+    found = _manifest_songs(data, split)
+    if found is None:
+        raise RiffwrightError(f"family balancing needs a dataset manifest; {data} has none")
+    root, songs = found
+    stems = [(root / st["path"], st.get("family") or "?") for s in songs
              for st in s.get("stems", [])]
-    counts: dict[str, int] = {}
-    for _, fam in stems:
-        counts[fam] = counts.get(fam, 0) + 1
+    counts = Counter(fam for _, fam in stems)
     return [[p] for p, _ in stems], [1.0 / counts[fam] for _, fam in stems]
 
 
@@ -188,14 +198,9 @@ def _list_sources(data: str | Path, split: str) -> list[list[Path]]:
     from engine.audio import SUPPORTED_EXTENSIONS
 
     data = Path(data)
-    manifest = data / "manifest.json" if data.is_dir() else data
-    if manifest.is_file() and manifest.suffix == ".json":
-        root = manifest.parent
-        try:
-            meta = json.loads(manifest.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise RiffwrightError(f"cannot read {manifest}: {e}") from None
-        songs = [s for s in meta.get("songs", []) if s.get("split", "train") == split]
+    found = _manifest_songs(data, split)
+    if found is not None:
+        root, songs = found
         groups = [[root / st["path"] for st in s.get("stems", [])] for s in songs]
         return [g for g in groups if g]
     if data.is_dir():

@@ -20,7 +20,6 @@ File: `prior.safetensors` with `bank` (N, D) float16 unit vectors and, in the me
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,14 +64,12 @@ class TextPrior:
 
     def save(self, path: str | Path) -> None:
         import torch
-        from safetensors.torch import save
 
-        from engine.fsutil import atomic_write_bytes
+        from engine.weights import save_module
 
         config = {"k": self.k, "conditioner_id": self.conditioner_id, "stems": len(self)}
-        meta = {"riffwright.kind": KIND, "riffwright.config": json.dumps(config, sort_keys=True)}
-        bank = self.bank.detach().to("cpu", torch.float16).contiguous()
-        atomic_write_bytes(path, save({"bank": bank}, metadata=meta))
+        save_module(torch.nn.Module(), path, KIND, config,
+                    extra_tensors={"bank": self.bank.detach().to("cpu", torch.float16)})
 
 
 def make_prior(embeddings, conditioner_id: str, k: int = DEFAULT_K) -> TextPrior:
@@ -80,11 +77,13 @@ def make_prior(embeddings, conditioner_id: str, k: int = DEFAULT_K) -> TextPrior
     import torch
 
     e = torch.as_tensor(embeddings, dtype=torch.float32)
-    if e.ndim != 2 or e.shape[0] == 0:
-        raise BundleError("a text prior needs a non-empty (N, D) set of audio embeddings")
+    if e.ndim == 2:
+        e = e[e.norm(dim=1) > 1e-6]
+    if e.ndim != 2 or e.shape[0] == 0 or not torch.isfinite(e).all():
+        raise BundleError("a text prior needs a non-empty (N, D) set of finite, non-zero audio "
+                          "embeddings")
     if k < 1:
         raise BundleError(f"the text prior's k must be at least 1, got {k}")
-    e = e[e.norm(dim=1) > 1e-6]
     return TextPrior(torch.nn.functional.normalize(e, dim=1), int(k), str(conditioner_id))
 
 
@@ -94,7 +93,10 @@ def load_prior(path: str | Path, device="cpu") -> TextPrior:
 
     tensors, _, config = read_checkpoint(path, expected_kind=KIND)
     bank = tensors.get("bank")
-    if bank is None or bank.ndim != 2 or not config.get("conditioner_id"):
+    if bank is None or not config.get("conditioner_id"):
         raise BundleError(f"{Path(path).name} is not a complete text prior")
-    return TextPrior(bank.float().to(device), int(config.get("k", DEFAULT_K)),
-                     str(config["conditioner_id"]))
+    try:
+        prior = make_prior(bank, config["conditioner_id"], int(config.get("k", DEFAULT_K)))
+    except (BundleError, TypeError, ValueError) as e:
+        raise BundleError(f"{Path(path).name}: {e}") from None
+    return prior.to(device)
