@@ -127,9 +127,7 @@ def run_bench(arch: str | None = None, model: str | None = None, device: str = "
             bundle.cae.decode(lat, length=audio.shape[-1], generator=g)
 
     ctx = bundle.context_condition(bundle.normalize(lat), audio[0])
-    clap = bundle.conditioner.embed_text(["warm upright bass, walking line"]).to(dev)
-    if bundle.prior is not None:
-        clap = bundle.prior(clap)
+    clap = bundle.embed_prompt("warm upright bass, walking line").to(dev)
     p = gen.resolve(GenerationRequest(steps=steps))
 
     def sample():

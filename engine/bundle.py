@@ -221,6 +221,15 @@ class Bundle:
         f = context_features(mono, self.sample_rate, self.hop, latents.shape[-1])
         return torch.cat([latents, torch.from_numpy(f)[None].to(latents)], dim=1)
 
+    def embed_prompt(self, text: str, prior: bool = True):
+        """(1, D) float32 embedding of a text prompt, mapped through the text prior when the
+        bundle has one and `prior` is true."""
+        import torch
+
+        with torch.inference_mode():
+            e = self.conditioner.embed_text([text]).to(torch.float32)
+            return self.prior(e) if prior and self.prior is not None else e
+
     def normalize(self, latents):
         return (latents - self.latent_mean) / self.latent_std
 
@@ -261,7 +270,7 @@ def _load_prior(spec: dict | None, root: Path, conditioner, device):
         return None
     from engine.conditioning.prior import load_prior
 
-    prior = load_prior(root / _require(spec, "file", str, "bundle.json prior"), device)
+    prior = load_prior(root / spec["file"], device)  # read_manifest checked the section
     if prior.conditioner_id != conditioner.id:
         raise BundleError(f"{root}: the text prior was built with conditioner "
                           f"{prior.conditioner_id}, the bundle's is {conditioner.id}")

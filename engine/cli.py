@@ -317,7 +317,8 @@ def cmd_models(args) -> int:
                 "latent": {"dim": lat["dim"], "hop": lat["hop"]},
                 "sigma_data": m["sigma_data"], "window_frames": m["window_frames"],
                 "cae": m["cae"], "conditioner": m["conditioner"], "ldm": m["ldm"],
-                "prior": m.get("prior"), "defaults": m["defaults"], "files_bytes": files, "hash": B.bundle_hash(path)}
+                "prior": m.get("prior"), "defaults": m["defaults"], "files_bytes": files,
+                "hash": B.bundle_hash(path)}
         print(json.dumps(info, indent=2))
         return 0
     out = B.init_bundle(args.arch, args.out, cae_arch=args.cae_arch, seed=args.seed,

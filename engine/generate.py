@@ -478,9 +478,7 @@ class Generator:
             yield Progress("condition", 0, 1, None, "embedding the prompt")
             with torch.inference_mode():
                 if req.prompt is not None:
-                    emb_t = cond.embed_text([req.prompt]).to(torch.float32)
-                    if p["text_prior"]:
-                        emb_t = b.prior(emb_t)
+                    emb_t = b.embed_prompt(req.prompt, p["text_prior"])
                 if req.reference is not None:
                     ref = _mono(req.reference)
                     emb_a = cond.embed_audio(ref, sr_in).to(torch.float32)
