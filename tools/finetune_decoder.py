@@ -42,6 +42,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--spectral-weight", type=float, default=0.0,
                     help="weight of the multi-resolution STFT loss on the one-step decode")
+    ap.add_argument("--mel-weight", type=float, default=0.0,
+                    help="weight of the log-mel distance on the one-step decode")
     ap.add_argument("--mix-prob", type=float, default=0.5,
                     help="share of crops that mix several stems of a song")
     ap.add_argument("--balance-families", action="store_true",
@@ -60,7 +62,8 @@ def main() -> int:
         step = int(load_state(out, {"model": cae, "ema": ema}, opt)["step"])
         for g in opt.param_groups:  # a resumed run takes the learning rate it is given now
             g["lr"] = args.lr
-    sched = CTSchedule(stage_steps=args.stage_steps, spectral_weight=args.spectral_weight)
+    sched = CTSchedule(stage_steps=args.stage_steps, spectral_weight=args.spectral_weight,
+                       mel_weight=args.mel_weight)
     groups, weights = (family_balanced_stems(args.data, "train") if args.balance_families
                        else (_list_sources(args.data, "train"), None))
     sampler = CropSampler(groups, args.crop_frames * cae.hop, cae.sample_rate,

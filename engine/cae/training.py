@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine.cae.evaluate import mel_filterbank
 from engine.errors import RiffwrightError
 
 # ----------------------------------------------------------------------------- loss
@@ -48,6 +49,8 @@ class CTSchedule:
     latent_l2: float = 1e-4
     # weight of the multi-resolution STFT loss on the one-step decode (0: pure CT)
     spectral_weight: float = 0.0
+    # weight of the log-mel distance of the one-step decode (0: none)
+    mel_weight: float = 0.0
 
     def stage(self, step: int) -> int:
         return min(step // max(self.stage_steps, 1), self.max_stage)
@@ -95,17 +98,43 @@ def multires_stft_loss(ref: torch.Tensor, est: torch.Tensor) -> torch.Tensor:
     return total / len(SPECTRAL_RESOLUTIONS)
 
 
-def one_step_spectral_loss(cae, spec: torch.Tensor, z: torch.Tensor, generator=None):
-    """Multi-resolution STFT loss of the default decode, f(sigma_max * eps, sigma_max | z),
-    against the input audio. The consistency loss alone pulls the one-step output towards the
-    conditional mean of the complex spectrum (blurred partials) until training is very long;
-    this term asks that the one-step decode have the input's magnitudes."""
+MEL_N_FFT, MEL_HOP, MEL_BANDS, MEL_RANGE_DB = 2048, 512, 80, 80.0
+
+
+def log_mel_loss(ref: torch.Tensor, est: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """Mean |log10 mel power difference| of two waves (B, T), in bels: 80 bands, window 2048,
+    hop 512 (the model card's mel distance). Both sides are floored 80 dB below the loudest
+    cell of the reference, so a crop's noise floor and silences do not dominate. Bins are
+    pooled into bands before the log, so the term follows the spectral envelope (the timbre)
+    rather than the fine structure between partials, which the STFT term already weighs."""
+    fb = mel_filterbank(MEL_N_FFT, MEL_BANDS, sample_rate).to(est.device)
+    w = torch.hann_window(MEL_N_FFT, device=est.device)
+
+    def mel(x):
+        X = torch.stft(x, MEL_N_FFT, MEL_HOP, window=w, return_complex=True)
+        return fb @ (X.real.square() + X.imag.square())
+
+    R, E = mel(ref), mel(est)
+    floor = R.flatten(1).amax(dim=1).clamp_min(1e-10)[:, None, None] * 10 ** (-MEL_RANGE_DB / 10)
+    return (torch.log10(torch.maximum(R, floor)) - torch.log10(torch.maximum(E, floor))).abs().mean()
+
+
+def one_step_decode(cae, spec: torch.Tensor, z: torch.Tensor, generator=None):
+    """(the default one-step decode f(sigma_max * eps, sigma_max | z), the input) as waves."""
     eps = torch.randn(spec.shape, generator=generator).to(spec.device)
     sigma = torch.full((spec.shape[0],), cae.sigma_max, device=spec.device)
     est = cae.spectral.inverse(cae.denoise(eps * cae.sigma_max, sigma, z))
     with torch.no_grad():
         ref = cae.spectral.inverse(spec)
-    return multires_stft_loss(ref, est)
+    return ref, est
+
+
+def one_step_spectral_loss(cae, spec: torch.Tensor, z: torch.Tensor, generator=None):
+    """Multi-resolution STFT loss of the default decode against the input audio. The
+    consistency loss alone pulls the one-step output towards the conditional mean of the
+    complex spectrum (blurred partials) until training is very long; this term asks that
+    the one-step decode have the input's magnitudes."""
+    return multires_stft_loss(*one_step_decode(cae, spec, z, generator))
 
 
 def consistency_loss(cae, spec: torch.Tensor, step: int, sched: CTSchedule, generator=None):
@@ -139,10 +168,16 @@ def consistency_loss(cae, spec: torch.Tensor, step: int, sched: CTSchedule, gene
         "stage": sched.stage(step),
     }
     total = ct + reg
-    if sched.spectral_weight > 0:
-        mr = one_step_spectral_loss(cae, spec, z, generator)
-        stats["spectral"] = float(mr.detach())
-        total = total + sched.spectral_weight * mr
+    if sched.spectral_weight > 0 or sched.mel_weight > 0:
+        ref, est = one_step_decode(cae, spec, z, generator)
+        if sched.spectral_weight > 0:
+            mr = multires_stft_loss(ref, est)
+            stats["spectral"] = float(mr.detach())
+            total = total + sched.spectral_weight * mr
+        if sched.mel_weight > 0:
+            ml = log_mel_loss(ref, est, cae.sample_rate)
+            stats["mel"] = float(ml.detach())
+            total = total + sched.mel_weight * ml
     return total, stats
 
 
@@ -345,6 +380,7 @@ def train_cae(
     relist_every: int = 500,
     ema_decay: float = 0.999,
     spectral_weight: float = 0.0,
+    mel_weight: float = 0.0,
 ) -> Path:
     """Train (or resume training) a CAE; returns the path of the EMA weights file.
 
@@ -359,7 +395,9 @@ def train_cae(
     and so does SIGTERM (``kill PID``) or Ctrl-C.
     The data source is listed again every `relist_every` steps (it may still be growing).
     `spectral_weight` > 0 adds a multi-resolution STFT loss on the one-step decode
-    (`one_step_spectral_loss`): sharper partials and onsets on a short budget.
+    (`one_step_spectral_loss`): sharper partials and onsets on a short budget;
+    `mel_weight` > 0 adds the log-mel distance of the same decode (`log_mel_loss`): the
+    spectral envelope, which is what tells an organ from strings.
     """
     from engine.cae import create_cae
     from engine.train_state import stop_on_sigterm
@@ -368,7 +406,8 @@ def train_cae(
     out.mkdir(parents=True, exist_ok=True)
     if threads:
         torch.set_num_threads(int(threads))
-    sched = CTSchedule(stage_steps=stage_steps, spectral_weight=spectral_weight)
+    sched = CTSchedule(stage_steps=stage_steps, spectral_weight=spectral_weight,
+                       mel_weight=mel_weight)
     cfg = TrainConfig(arch=arch, steps=steps, batch_size=batch_size, crop_frames=crop_frames,
                       lr=lr, ema_decay=ema_decay, seed=seed, checkpoint_every=checkpoint_every,
                       log_every=log_every, schedule=sched)
