@@ -169,6 +169,28 @@ def test_save_and_load_round_trip(cae, tmp_path):
         load_cae(tmp_path / "missing.safetensors")
 
 
+def test_decoder_head_starts_at_zero_and_is_saved(cae, tmp_path):
+    """A CAE given a wider output head decodes exactly as before until the head is trained;
+    the head's width travels in the config, so the file loads back with it."""
+    wider = cae_from_config({**cae.config, "head_channels": 48})
+    missing, unexpected = wider.load_state_dict(cae.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("decoder.head.") for k in missing)
+    z = cae.encode(music(1.0)[None])
+    same = [m.decode(z, generator=torch.Generator().manual_seed(3)) for m in (cae, wider)]
+    assert torch.equal(*same)
+    with torch.no_grad():
+        wider.decoder.head[2].weight.normal_(0, 0.05)
+    wider.reset_id()
+    assert wider.id != cae.id
+    p = tmp_path / "wide.safetensors"
+    save_module(wider, p, wider.kind, wider.config, torch.float32)
+    back = load_cae(p)
+    assert back.config["head_channels"] == 48 and back.id == wider.id
+    changed = back.decode(z, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(changed, wider.decode(z, generator=torch.Generator().manual_seed(3)))
+    assert not torch.allclose(changed, same[0])
+
+
 def test_latent_stats_pool_every_frame():
     g = torch.Generator().manual_seed(0)
     items = [torch.randn(2, 64, 5, generator=g) * 3 + 1, torch.randn(64, 7, generator=g)]
@@ -431,3 +453,45 @@ def test_family_balanced_crops_draw_rare_families_as_often(tmp_path):
 
     with pytest.raises(RiffwrightError, match="one non-negative number per group"):
         CropSampler(groups, 4096, sr, weights=[1.0])
+
+
+def test_finetune_decoder_tool_adds_a_head_and_resumes(tmp_path):
+    """tools/finetune_decoder.py: a frozen encoder, a decoder given a wider head, the mel
+    term logged, and a second call continuing the same run."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import soundfile as sf
+
+    sr = 48000
+    stems = []
+    for i, fam in enumerate(["strings", "organ", "organ"]):
+        p = tmp_path / f"s{i}.wav"
+        sf.write(p, (0.1 * np.sin(np.arange(2 * sr) * (0.02 + i * 0.01))).astype(np.float32), sr)
+        stems.append({"path": p.name, "family": fam})
+    (tmp_path / "manifest.json").write_text(json.dumps(
+        {"songs": [{"id": "a", "split": "train", "stems": stems}]}))
+    start = create_cae("tiny")
+    save_module(start, tmp_path / "start.safetensors", start.kind, start.config, torch.float32)
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "run"
+
+    def run(steps: int) -> None:
+        subprocess.run(
+            [sys.executable, str(root / "tools" / "finetune_decoder.py"),
+             str(tmp_path / "start.safetensors"), str(tmp_path), str(out), "--steps", str(steps),
+             "--batch-size", "1", "--crop-frames", "2", "--checkpoint-every", "2",
+             "--head-channels", "16", "--mel-weight", "1", "--spectral-weight", "1",
+             "--balance-families"],
+            check=True, cwd=root, capture_output=True, timeout=300)
+
+    run(2)
+    tuned = load_cae(out / "cae.safetensors")
+    assert tuned.config["head_channels"] == 16
+    x = music(1.0)[None]
+    assert torch.allclose(tuned.encode(x), start.encode(x), atol=1e-2)  # float16 on disk
+    run(10)
+    assert json.loads((out / "train_state.json").read_text())["step"] == 10
+    logged = [json.loads(line) for line in (out / "train.log").read_text().splitlines()]
+    assert [r["step"] for r in logged] == [10] and logged[0]["mel"] > 0

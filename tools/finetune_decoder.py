@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from engine.cae import KIND, load_cae
+from engine.cae import KIND, cae_from_config, load_cae
 from engine.cae.training import (
     CropSampler,
     CTSchedule,
@@ -26,6 +26,21 @@ from engine.cae.training import (
 )
 from engine.train_state import has_state, load_state, save_state, stop_on_sigterm
 from engine.weights import save_module
+
+
+def with_head(cae, head_channels: int):
+    """`cae` with a decoder output head of `head_channels` units (Decoder's docstring), its
+    other weights unchanged; `cae` itself when it has that head already or none is asked."""
+    have = int(cae.config.get("head_channels", 0))
+    if not head_channels or have == head_channels:
+        return cae
+    if have:
+        raise SystemExit(f"{cae.id} already has a head of {have} units, not {head_channels}")
+    wider = cae_from_config({**cae.config, "head_channels": head_channels})
+    missing, unexpected = wider.load_state_dict(cae.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("decoder.head.") for k in missing):
+        raise SystemExit(f"cannot add a head to {cae.id}: {missing} {unexpected}")
+    return wider
 
 
 def main() -> int:
@@ -44,6 +59,9 @@ def main() -> int:
                     help="weight of the multi-resolution STFT loss on the one-step decode")
     ap.add_argument("--mel-weight", type=float, default=0.0,
                     help="weight of the log-mel distance on the one-step decode")
+    ap.add_argument("--head-channels", type=int, default=0,
+                    help="give the decoder a wider output head of this many units (starts at "
+                         "zero, so the decoder first sounds as before); 0 keeps its layout")
     ap.add_argument("--mix-prob", type=float, default=0.5,
                     help="share of crops that mix several stems of a song")
     ap.add_argument("--balance-families", action="store_true",
@@ -52,8 +70,8 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cae = load_cae(args.cae).train()
-    ema = load_cae(args.cae).eval()
+    cae = with_head(load_cae(args.cae), args.head_channels).train()
+    ema = with_head(load_cae(args.cae), args.head_channels).eval()
     cae.encoder.requires_grad_(False)
     ema.requires_grad_(False)
     opt = torch.optim.AdamW(cae.decoder.parameters(), lr=args.lr, betas=(0.9, 0.99))

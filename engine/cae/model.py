@@ -102,7 +102,7 @@ class ConsistencyAutoencoder(nn.Module):
         )
         self.decoder = Decoder(
             ch, c["dec_channels"], c["dec_blocks"], c["mid_blocks"], self.latent_dim, c["emb_dim"],
-            c.get("io_kernel", 3), bool(c.get("out_norm", False)),
+            c.get("io_kernel", 3), bool(c.get("out_norm", False)), int(c.get("head_channels", 0)),
         )
         if self.encoder.factor != self.frames_per_latent or self.decoder.factor != self.frames_per_latent:
             raise ValueError("network down-sampling must equal hop / stft_hop")

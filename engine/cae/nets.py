@@ -104,10 +104,18 @@ class Decoder(nn.Module):
 
     The latents enter at every resolution (1x1 projection, nearest upsampling, added after
     each level's first block); the noise level enters every block through FiLM.
+
+    The output layer maps `channels[0]` features to the 2 * bins spectrum of a frame, so on
+    its own it can only produce spectra in a `channels[0]`-dimensional subspace: enough for
+    the low partials, too few for the many high partials of an organ or a choir, which come
+    out as a smooth wash. `head_channels` > 0 adds a wider per-frame head (1x1 convolutions
+    through `head_channels` units and a SiLU) whose output is added to that layer's; it
+    starts at zero, so a decoder trained without it behaves the same until it is trained.
     """
 
     def __init__(self, in_ch: int, channels: list[int], blocks: int, mid_blocks: int,
-                 latent_dim: int, emb_dim: int, io_kernel: int = 3, out_norm: bool = False):
+                 latent_dim: int, emb_dim: int, io_kernel: int = 3, out_norm: bool = False,
+                 head_channels: int = 0):
         super().__init__()
         self.emb_dim = emb_dim
         self.emb = nn.Sequential(
@@ -140,6 +148,14 @@ class Decoder(nn.Module):
         self.conv_out = nn.Conv1d(channels[0], in_ch, io_kernel, padding=io_kernel // 2)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
+        self.head = None
+        if head_channels:
+            self.head = nn.Sequential(
+                nn.Conv1d(channels[0], head_channels, 1), nn.SiLU(),
+                nn.Conv1d(head_channels, in_ch, 1),
+            )
+            nn.init.zeros_(self.head[2].weight)
+            nn.init.zeros_(self.head[2].bias)
 
     @property
     def factor(self) -> int:
@@ -174,4 +190,6 @@ class Decoder(nn.Module):
                 h = b(h, emb)
                 if j == 0:
                     h = h + lat(level)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        h = F.silu(self.norm_out(h))
+        out = self.conv_out(h)
+        return out if self.head is None else out + self.head(h)
