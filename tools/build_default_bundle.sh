@@ -11,6 +11,8 @@
 # denoised latents and, later, text-embedding conditions, warm-started from round 2
 # (docs/context.md); the decoder trained further meanwhile. Round 4 kept round 3's diffusion
 # model, added the text prior (docs/conditioner.md) and took the decoder at step 7,300.
+# Round 5 trained that decoder on with a log-mel term on family-balanced single stems, then
+# gave it a wider output head (docs/cae.md); the diffusion model and the prior are unchanged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -24,6 +26,8 @@ LDM1_STEPS=${LDM1_STEPS:-22850}      # round-1 diffusion steps
 LDM2_STEPS=${LDM2_STEPS:-100000}     # round-2 diffusion steps (stop it when the budget ends)
 LDM3_STEPS=${LDM3_STEPS:-45429}      # round-3 diffusion steps (text conditions 17,066-28,969)
 DEC4_STEPS=${DEC4_STEPS:-7300}       # decoder steps of the round-4 bundle
+DEC5_MEL_STEPS=${DEC5_MEL_STEPS:-1433}   # round 5: + steps with the mel term
+DEC5_HEAD_STEPS=${DEC5_HEAD_STEPS:-2731} # ... then with the wider output head
 R4=${R4:-runs/timbre}                # round 4's timbre-loss experiment (not shipped)
 mkdir -p "$R1" "$R2"
 
@@ -129,8 +133,21 @@ $PY tools/assemble_bundle.py "$R3/bundle" "$R3/assembled" \
 #    harmonic and rhythmic fit a little lower. Its run is kept in $R4 to try again.
 $PY tools/finetune_decoder.py "$R2/cae_snapshot.safetensors" data/scores "$R2/decoder" \
     --steps "$DEC4_STEPS" --lr 2e-4 --spectral-weight 1.0 --stage-steps 1000 --checkpoint-every 50
+
+# 9. round 5: the round-4 decoder (step $DEC4_STEPS) trained on family-balanced single stems
+#    with the log-mel term, then with a 1,024-unit output head added (it starts at zero);
+#    bundled with round 3's diffusion model and the text prior (round 4 was that with the
+#    decoder of step 8 itself).
+cp "$R2/decoder/cae.safetensors" "$R2/dec_$DEC4_STEPS.safetensors"
+$PY tools/finetune_decoder.py "$R2/dec_$DEC4_STEPS.safetensors" data/scores "$R2/decoder_mel" \
+    --steps "$DEC5_MEL_STEPS" --lr 1e-4 --spectral-weight 1.0 --mel-weight 1.0 \
+    --stage-steps 1 --checkpoint-every 50 --balance-families
+cp "$R2/decoder_mel/cae.safetensors" "$R2/dec_mel.safetensors"
+$PY tools/finetune_decoder.py "$R2/dec_mel.safetensors" data/scores "$R2/decoder_head" \
+    --steps "$DEC5_HEAD_STEPS" --lr 2e-4 --spectral-weight 1.0 --mel-weight 1.0 \
+    --stage-steps 1 --checkpoint-every 50 --balance-families --head-channels 1024
 $PY tools/assemble_bundle.py "$R3/assembled" resources/models/default \
-    --cae "$R2/decoder/cae.safetensors" --prior "$R2/ldm" \
+    --cae "$R2/decoder_head/cae.safetensors" --prior "$R2/ldm" \
     --card resources/models/default/MODEL_CARD.md \
     --name riffwright-default --default cfg_context=8 --default cfg_clap=6 \
     --description "Riffwright's default model: a tiny diffusion U-Net (45.4k steps) that hears the context's latents, chroma and onsets, a text prior that maps prompts onto the training stems' sounds, over a small CAE trained with a spectral loss and the built-in text/audio encoder, all trained on a 2-core CPU over synthetic FluidSynth renders. A starting point, not a finished model: see MODEL_CARD.md."
