@@ -418,6 +418,19 @@ def test_sigterm_checkpoints_the_current_step(tmp_path):
     assert signal.getsignal(signal.SIGTERM) == before  # our handler was removed again
 
 
+def test_train_cae_with_a_head_and_the_mel_term(tmp_path):
+    """`train cae` config keys `head_channels` and `mel_weight` reach the model and the loss."""
+    from engine.cae.training import train_cae
+
+    data = tmp_path / "data"
+    write_audio(data / "0.wav", music(1.0).numpy(), SR)
+    p = train_cae(data, tmp_path / "run", arch="tiny", steps=2, batch_size=1, crop_frames=4,
+                  log_every=1, threads=1, head_channels=16, mel_weight=1.0)
+    assert load_cae(p).config["head_channels"] == 16
+    log = [json.loads(line) for line in (tmp_path / "run" / "train.log").read_text().splitlines()]
+    assert [e["mel"] > 0 for e in log if "loss" in e] == [True, True]
+
+
 def test_family_balanced_crops_draw_rare_families_as_often(tmp_path):
     import json
 

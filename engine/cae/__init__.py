@@ -27,11 +27,12 @@ __all__ = [
 ]
 
 
-def create_cae(arch: str = "small") -> Any:
-    """A freshly initialised `ConsistencyAutoencoder` of preset `arch` ("tiny", "small")."""
+def create_cae(arch: str = "small", **overrides) -> Any:
+    """A freshly initialised `ConsistencyAutoencoder` of preset `arch` ("tiny", "small"),
+    with any config keys in `overrides` (e.g. ``head_channels=1024``) replaced."""
     from engine.cae.model import ConsistencyAutoencoder
 
-    return ConsistencyAutoencoder(arch_config(arch)).eval()
+    return ConsistencyAutoencoder({**arch_config(arch), **overrides}).eval()
 
 
 def cae_from_config(config: dict) -> Any:

@@ -325,6 +325,7 @@ class CropSampler:
 @dataclass
 class TrainConfig:
     arch: str = "small"
+    head_channels: int = 0
     steps: int = 10000
     batch_size: int = 8
     crop_frames: int = 16
@@ -381,6 +382,7 @@ def train_cae(
     ema_decay: float = 0.999,
     spectral_weight: float = 0.0,
     mel_weight: float = 0.0,
+    head_channels: int = 0,
 ) -> Path:
     """Train (or resume training) a CAE; returns the path of the EMA weights file.
 
@@ -397,7 +399,9 @@ def train_cae(
     `spectral_weight` > 0 adds a multi-resolution STFT loss on the one-step decode
     (`one_step_spectral_loss`): sharper partials and onsets on a short budget;
     `mel_weight` > 0 adds the log-mel distance of the same decode (`log_mel_loss`): the
-    spectral envelope, which is what tells an organ from strings.
+    spectral envelope, which is what tells an organ from strings. `head_channels` > 0 gives
+    the decoder a wider output head (`engine.cae.nets.Decoder`); a resumed run needs the
+    same value.
     """
     from engine.cae import create_cae
     from engine.train_state import stop_on_sigterm
@@ -408,12 +412,14 @@ def train_cae(
         torch.set_num_threads(int(threads))
     sched = CTSchedule(stage_steps=stage_steps, spectral_weight=spectral_weight,
                        mel_weight=mel_weight)
-    cfg = TrainConfig(arch=arch, steps=steps, batch_size=batch_size, crop_frames=crop_frames,
-                      lr=lr, ema_decay=ema_decay, seed=seed, checkpoint_every=checkpoint_every,
+    cfg = TrainConfig(arch=arch, head_channels=head_channels, steps=steps,
+                      batch_size=batch_size, crop_frames=crop_frames, lr=lr,
+                      ema_decay=ema_decay, seed=seed, checkpoint_every=checkpoint_every,
                       log_every=log_every, schedule=sched)
     torch.manual_seed(seed)
-    cae = create_cae(arch).to(device)
-    ema = create_cae(arch).to(device)
+    extra = {"head_channels": head_channels} if head_channels else {}
+    cae = create_cae(arch, **extra).to(device)
+    ema = create_cae(arch, **extra).to(device)
     ema.load_state_dict(cae.state_dict())
     ema.requires_grad_(False)
     opt = torch.optim.AdamW(cae.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
