@@ -231,20 +231,23 @@ def test_multires_stft_loss_is_phase_blind_and_sees_partials():
     assert float(multires_stft_loss(tone, shifted)) < 0.3 * float(multires_stft_loss(tone, other))
 
 
-def test_spectral_term_trains_the_one_step_decode():
-    """With spectral_weight the loss reports the one-step decode's STFT distance, its
-    gradient reaches the decoder, and a few steps lower it."""
+@pytest.mark.parametrize("term", ["spectral", "mel"])
+def test_decode_terms_train_the_one_step_decode(term):
+    """With spectral_weight (or mel_weight) the loss reports the one-step decode's STFT (or
+    log-mel) distance, and only that one; its gradient reaches the decoder and a few steps
+    lower it; without the weight nothing is reported."""
+    other = {"spectral": "mel", "mel": "spectral"}[term]
     torch.manual_seed(0)
     cae = create_cae("tiny")
     cae.encoder.requires_grad_(False)
     opt = torch.optim.Adam(cae.decoder.parameters(), lr=2e-3)
-    sched = CTSchedule(stage_steps=10_000, spectral_weight=1.0)
+    sched = CTSchedule(stage_steps=10_000, **{f"{term}_weight": 1.0})
     g = torch.Generator().manual_seed(0)
     spec = cae.spectral(music(1.4)[None].repeat(2, 1)[:, : 4 * 4096])
     stats = [train_step(cae, opt, spec, i, sched, generator=g) for i in range(30)]
-    assert all("spectral" in s for s in stats)
-    assert np.mean([s["spectral"] for s in stats[-5:]]) < 0.8 * stats[0]["spectral"]
-    assert "spectral" not in train_step(cae, opt, spec, 0, CTSchedule(), generator=g)
+    assert all(term in s and other not in s for s in stats)
+    assert np.mean([s[term] for s in stats[-5:]]) < 0.8 * stats[0][term]
+    assert term not in train_step(cae, opt, spec, 0, CTSchedule(), generator=g)
 
 
 def test_log_mel_loss_hears_timbre_not_phase():
@@ -268,22 +271,6 @@ def test_log_mel_loss_hears_timbre_not_phase():
     est = tone(2.0).requires_grad_(True)
     log_mel_loss(bright, est, SR).backward()
     assert est.grad is not None and float(est.grad.abs().sum()) > 0
-
-
-def test_mel_term_trains_the_one_step_decode():
-    """With mel_weight the loss reports the one-step decode's log-mel distance and a few
-    decoder steps lower it; without it nothing is reported."""
-    torch.manual_seed(0)
-    cae = create_cae("tiny")
-    cae.encoder.requires_grad_(False)
-    opt = torch.optim.Adam(cae.decoder.parameters(), lr=2e-3)
-    sched = CTSchedule(stage_steps=10_000, mel_weight=1.0)
-    g = torch.Generator().manual_seed(0)
-    spec = cae.spectral(music(1.4)[None].repeat(2, 1)[:, : 4 * 4096])
-    stats = [train_step(cae, opt, spec, i, sched, generator=g) for i in range(30)]
-    assert all("mel" in s and "spectral" not in s for s in stats)
-    assert np.mean([s["mel"] for s in stats[-5:]]) < 0.8 * stats[0]["mel"]
-    assert "mel" not in train_step(cae, opt, spec, 0, CTSchedule(), generator=g)
 
 
 def test_training_learns_and_silence_stays_silent():
