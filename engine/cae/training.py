@@ -13,6 +13,7 @@ through the same loss (its latents condition both branches; the target branch is
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import random
@@ -101,13 +102,18 @@ def multires_stft_loss(ref: torch.Tensor, est: torch.Tensor) -> torch.Tensor:
 MEL_N_FFT, MEL_HOP, MEL_BANDS, MEL_RANGE_DB = 2048, 512, 80, 80.0
 
 
+@functools.lru_cache(maxsize=4)
+def _mel_bank(sample_rate: int) -> torch.Tensor:
+    return mel_filterbank(MEL_N_FFT, MEL_BANDS, sample_rate)
+
+
 def log_mel_loss(ref: torch.Tensor, est: torch.Tensor, sample_rate: int) -> torch.Tensor:
     """Mean |log10 mel power difference| of two waves (B, T), in bels: 80 bands, window 2048,
     hop 512 (the model card's mel distance). Both sides are floored 80 dB below the loudest
     cell of the reference, so a crop's noise floor and silences do not dominate. Bins are
     pooled into bands before the log, so the term follows the spectral envelope (the timbre)
     rather than the fine structure between partials, which the STFT term already weighs."""
-    fb = mel_filterbank(MEL_N_FFT, MEL_BANDS, sample_rate).to(est.device)
+    fb = _mel_bank(sample_rate).to(est.device)
     w = torch.hann_window(MEL_N_FFT, device=est.device)
 
     def mel(x):
@@ -120,21 +126,17 @@ def log_mel_loss(ref: torch.Tensor, est: torch.Tensor, sample_rate: int) -> torc
 
 
 def one_step_decode(cae, spec: torch.Tensor, z: torch.Tensor, generator=None):
-    """(the default one-step decode f(sigma_max * eps, sigma_max | z), the input) as waves."""
+    """(the input, the default one-step decode f(sigma_max * eps, sigma_max | z)) as waves,
+    for the decode terms of the loss (`CTSchedule.spectral_weight`, `mel_weight`). The
+    consistency loss alone pulls the one-step output towards the conditional mean of the
+    complex spectrum (blurred partials) until training is very long; these terms ask that
+    the one-step decode have the input's magnitudes."""
     eps = torch.randn(spec.shape, generator=generator).to(spec.device)
     sigma = torch.full((spec.shape[0],), cae.sigma_max, device=spec.device)
     est = cae.spectral.inverse(cae.denoise(eps * cae.sigma_max, sigma, z))
     with torch.no_grad():
         ref = cae.spectral.inverse(spec)
     return ref, est
-
-
-def one_step_spectral_loss(cae, spec: torch.Tensor, z: torch.Tensor, generator=None):
-    """Multi-resolution STFT loss of the default decode against the input audio. The
-    consistency loss alone pulls the one-step output towards the conditional mean of the
-    complex spectrum (blurred partials) until training is very long; this term asks that
-    the one-step decode have the input's magnitudes."""
-    return multires_stft_loss(*one_step_decode(cae, spec, z, generator))
 
 
 def consistency_loss(cae, spec: torch.Tensor, step: int, sched: CTSchedule, generator=None):
@@ -397,7 +399,7 @@ def train_cae(
     and so does SIGTERM (``kill PID``) or Ctrl-C.
     The data source is listed again every `relist_every` steps (it may still be growing).
     `spectral_weight` > 0 adds a multi-resolution STFT loss on the one-step decode
-    (`one_step_spectral_loss`): sharper partials and onsets on a short budget;
+    (`one_step_decode`): sharper partials and onsets on a short budget;
     `mel_weight` > 0 adds the log-mel distance of the same decode (`log_mel_loss`): the
     spectral envelope, which is what tells an organ from strings. `head_channels` > 0 gives
     the decoder a wider output head (`engine.cae.nets.Decoder`); a resumed run needs the
