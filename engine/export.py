@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.fsutil import atomic_path
+from engine.gain import apply_ceiling, guard_full_scale
 from engine.session import Session, Track, add_track_into, safe_name
 
 
@@ -149,13 +150,11 @@ def export_stems(session: Session, out_dir: str | os.PathLike, track_ids: list[s
             fn = f"{base}_{k}.wav"
             k += 1
         used.add(fn)
-        written.append(_write_pcm24(out_dir / fn, render_track(session, t, frames),
-                                    session.sample_rate, session, t.name))
+        audio, _ = guard_full_scale(render_track(session, t, frames), session.sample_rate)
+        written.append(_write_pcm24(out_dir / fn, audio, session.sample_rate, session, t.name))
     if include_mix and tracks:
         mix = session.render([t for t in tracks if session.audible(t)], frames=frames)
-        peak = float(np.max(np.abs(mix))) if mix.size else 0.0
-        if peak > 1.0:
-            mix /= peak
+        mix, _ = apply_ceiling(mix, session.sample_rate)
         written.append(_write_pcm24(out_dir / f"{safe_name(mix_name)}{tempo_key_suffix(session)}.wav",
                                     mix, session.sample_rate, session, f"{session.title} mix"))
     return written
@@ -166,5 +165,5 @@ def export_track_for_drag(session: Session, track_id: str, export_dir: str | os.
     t = session.track(track_id)
     out = Path(export_dir)
     out.mkdir(parents=True, exist_ok=True)
-    return _write_pcm24(out / stem_filename(session, t), render_track(session, t),
-                        session.sample_rate, session, t.name)
+    audio, _ = guard_full_scale(render_track(session, t), session.sample_rate)
+    return _write_pcm24(out / stem_filename(session, t), audio, session.sample_rate, session, t.name)

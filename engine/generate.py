@@ -30,11 +30,13 @@ import torch
 from engine import __version__
 from engine.edm import SAMPLERS, karras_sigmas, sigmas_from_strength
 from engine.errors import Cancelled, RequestError
+from engine.gain import apply_ceiling, ceiling_gain
 from engine.procedures import (
     chain_hooks,
     guided,
     inpaint_hook,
     loop_hook,
+    match_bridge_level,
     plan_windows,
     randn_per_take,
     region_frames,
@@ -45,6 +47,7 @@ from engine.procedures import (
 OUTPUT_RATE = 48000
 DEFAULT_SECONDS = 10.0
 SPLICE_FADE_S = 0.03
+TRANSITION_FADE_S = 0.08  # a bridge's fades: long, and inside the parts around it
 MAX_TAKES = 8
 MAX_STEPS = 500
 MAX_SECONDS = 600.0
@@ -528,16 +531,39 @@ class Generator:
                 audio = resample(audio, sr_model, sr_out)
             audio = _fit(audio, t_out).astype(np.float32)
             if base is not None and region is not None:
-                ch = max(base.shape[0], audio.shape[0])
-                full_base = np.broadcast_to(base, (ch, t_out)).astype(np.float32)
-                full_gen = np.broadcast_to(audio, (ch, t_out)).astype(np.float32)
-                fade = int(round(SPLICE_FADE_S * sr_out))
-                audio = splice(full_base, full_gen, region[0], region[1], fade)
-            audio = np.clip(audio, -1.0, 1.0).astype(np.float32)
-            stems.append(Stem(audio, sr_out, seed, i, self._provenance(req, p, seed, i, audio)))
+                audio, level = self._splice_into(base, audio, region, mode, sr_out)
+            else:
+                audio, level = apply_ceiling(audio, sr_out)
+            prov = self._provenance(req, p, seed, i, audio)
+            prov["level"] = level
+            stems.append(Stem(audio, sr_out, seed, i, prov))
         yield Progress("done", 1, 1, 0.0, f"{len(stems)} take(s) in "
                                          f"{time.perf_counter() - clock[0]:.1f} s")
         return stems
+
+    @staticmethod
+    def _splice_into(base: np.ndarray, audio: np.ndarray, region: tuple[int, int], mode: str,
+                     sr: int) -> tuple[np.ndarray, dict]:
+        """The generated part spliced into the user's audio, which stays untouched outside the
+        fades. Only the generated part is gain-staged. A transition's bridge is brought to the
+        level of the parts around it, and its fades lie inside the parts (the gap holds no
+        audio of the user's to fade against)."""
+        t_out = base.shape[-1]
+        ch = max(base.shape[0], audio.shape[0])
+        full_base = np.broadcast_to(base, (ch, t_out)).astype(np.float32)
+        gen = np.array(np.broadcast_to(audio, (ch, t_out)), dtype=np.float32)
+        start, end = region
+        fade = int(round(SPLICE_FADE_S * sr))
+        level: dict = {}
+        if mode == "transition":
+            fade = int(round(TRANSITION_FADE_S * sr))
+            gen, level["bridge_gain_db"] = match_bridge_level(full_base, gen, start, end, sr)
+            start, end = max(0, start - fade // 2), min(t_out, end + fade // 2)
+        lo, hi = max(0, start - fade), min(t_out, end + fade)
+        g = ceiling_gain(gen[..., lo:hi], sr)
+        level.update(apply_ceiling(gen[..., lo:hi] * np.float32(g), sr)[1])
+        level["gain_db"] = round(20 * math.log10(g), 3)
+        return splice(full_base, gen * np.float32(g), start, end, fade), level
 
     def _provenance(self, req: GenerationRequest, p: dict, seed: int, take: int,
                     audio: np.ndarray) -> dict:

@@ -237,3 +237,22 @@ def splice(original: np.ndarray, generated: np.ndarray, start: int, end: int,
         fin, fout = equal_power_fade(b1 - b0)
         out[..., b0:b1] = generated[..., b0:b1] * fout + original[..., b0:b1] * fin
     return out
+
+
+def match_bridge_level(base: np.ndarray, gen: np.ndarray, start: int, end: int, sr: int,
+                       context_s: float = 1.0, max_boost_db: float = 12.0) -> tuple[np.ndarray, float]:
+    """A transition's bridge (gen[..., start:end]) brought to the loudness of the parts
+    around it: one gain so its RMS equals the mean RMS (in dB) of the `context_s` seconds of
+    `base` before `start` and after `end`. Boosts are capped at `max_boost_db` (a near-silent
+    bridge stays a quiet one rather than amplified noise). Returns (gen scaled, gain in dB)."""
+    n = int(round(context_s * sr))
+    parts = [base[..., max(0, start - n):start], base[..., end:end + n]]
+    levels = [float(np.sqrt(np.mean(np.square(p, dtype=np.float64)))) for p in parts if p.size]
+    levels = [v for v in levels if v > 1e-5]
+    bridge = gen[..., start:end]
+    level = float(np.sqrt(np.mean(np.square(bridge, dtype=np.float64)))) if bridge.size else 0.0
+    if not levels or level <= 1e-6:
+        return gen, 0.0
+    target_db = float(np.mean([20 * np.log10(v) for v in levels]))
+    gain_db = float(np.clip(target_db - 20 * np.log10(level), -24.0, max_boost_db))
+    return (gen * np.float32(10 ** (gain_db / 20))).astype(np.float32), round(gain_db, 3)

@@ -25,10 +25,12 @@ from torch import nn
 
 from engine.cae import KIND
 from engine.cae.nets import Decoder, Encoder
+from engine.cae.phase import PhaseBuilder, smooth_texture
 from engine.cae.spectral import Spectral
 
 _NOISE_BLOCK = 512  # STFT frames per independently seeded noise block
 _SEED_MOD = 2**62
+_PHASE_BLOCK = 4096  # STFT frames per block of phase rebuilding and overlap-add
 
 
 def encode_plan(batch: int, frames: int, limit: int, ctx: int):
@@ -235,6 +237,26 @@ class ConsistencyAutoencoder(nn.Module):
             out[i] = field[:, off : off + stop - start]
         return out
 
+    def _synthesize(self, mags: torch.Tensor, seeds: list[int]) -> torch.Tensor:
+        """(B, bins, n) decoded magnitudes -> (B, n * stft_hop) audio: the frame texture
+        smoothed, phases rebuilt (`engine.cae.phase`), overlap-added block by block so the
+        complex frames never exist for the whole file at once."""
+        sp = self.spectral
+        B, _, n = mags.shape
+        env = sp.envelope(n).clamp_min(1e-3)
+        span = torch.zeros(B, env.shape[0])
+        block = _PHASE_BLOCK
+        for b in range(B):
+            smooth = smooth_texture(mags[b].numpy())
+            build = PhaseBuilder(sp.n_fft, sp.hop, seed=seeds[b] % (2**32))
+            for f0 in range(0, n, block):
+                f1 = min(f0 + block, n)
+                X = torch.from_numpy(build(smooth[:, f0:f1]))[None]
+                y = sp.overlap_add(X)[0]
+                span[b, f0 * sp.hop : f0 * sp.hop + y.shape[0]] += y
+        span /= env
+        return span[:, sp.pad : sp.pad + n * sp.hop]
+
     def decode(
         self,
         latents: torch.Tensor,
@@ -276,6 +298,14 @@ class ConsistencyAutoencoder(nn.Module):
             wsum[s * H : (s + W) * H] += w
         jobs = [(b, k) for k in range(n_win) for b in range(B)]
         per_batch = max(1, limit // W)
+        network_phase = self.config.get("decode_phase", "rebuilt") == "network"
+        if not network_phase:
+            # the decoded magnitudes of the whole file, crossfaded frame by frame
+            mags = torch.zeros(B, self.spectral.bins, F_ * fpl)
+            fw = [w[H // fpl // 2 :: H // fpl] for w in weights]  # at each frame's centre
+            fsum = torch.zeros(F_ * fpl)
+            for s, w in zip(starts, fw):
+                fsum[s * fpl : (s + W) * fpl] += w
         for i in range(0, len(jobs), per_batch):
             group = jobs[i : i + per_batch]
             z = torch.stack([latents[b, :, starts[k] : starts[k] + W] for b, k in group])
@@ -289,10 +319,21 @@ class ConsistencyAutoencoder(nn.Module):
                     for b, k in group
                 ]).to(dev)
             spec = self.sample_spec(z, n1.to(dev), steps, n2)
+            if not network_phase:
+                mag = self.spectral.decompress(spec).abs().float().cpu()
+                for j, (b, k) in enumerate(group):
+                    s = starts[k]
+                    mags[b, :, s * fpl : (s + W) * fpl] += mag[j] * fw[k]
+                continue
             y = self.spectral.inverse_span(spec)[:, P : P + W * H].float().cpu()
             for j, (b, k) in enumerate(group):
                 s = starts[k]
                 out[b, s * H : (s + W) * H] += y[j] * weights[k]
+        if not network_phase:
+            mags /= fsum.clamp_min(1e-8)
+            out = self._synthesize(mags, seeds)
+            return out[:, :length].contiguous() if length <= total else \
+                torch.nn.functional.pad(out, (0, length - total))
         out = out / wsum.clamp_min(1e-8)
         if length <= total:
             return out[:, :length].contiguous()

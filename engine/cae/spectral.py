@@ -47,28 +47,41 @@ class Spectral(torch.nn.Module):
         """(B, n * hop) -> (B, 2 * bins, n)."""
         return self.frames(self.pad_wave(wave))
 
+    def decompress(self, spec: torch.Tensor) -> torch.Tensor:
+        """(B, 2 * bins, n) compressed real/imag -> (B, bins, n) complex STFT (undoes `frames`)."""
+        re, im = spec.float().chunk(2, dim=1)
+        mag = torch.sqrt(re * re + im * im).clamp_min(1e-12)
+        gain = (mag / self.beta).pow(1.0 / self.alpha) / mag * self.norm
+        return torch.complex(re * gain, im * gain)
+
+    def overlap_add(self, X: torch.Tensor) -> torch.Tensor:
+        """(B, bins, n) complex STFT -> (B, (n - 1) * hop + n_fft): windowed overlap-add, not
+        yet divided by the window's squared envelope (`envelope`), so blocks of frames can be
+        added into one buffer."""
+        X = F.pad(X, (0, 0, 0, 1))  # Nyquist bin back as zero
+        frames = torch.fft.irfft(X, n=self.n_fft, dim=1) * self.window[:, None]
+        n = X.shape[-1]
+        length = (n - 1) * self.hop + self.n_fft
+        return F.fold(frames, (1, length), (1, self.n_fft), stride=(1, self.hop))[:, 0, 0]
+
+    def envelope(self, n: int) -> torch.Tensor:
+        """The squared window's overlap-add over n frames: ((n - 1) * hop + n_fft,)."""
+        length = (n - 1) * self.hop + self.n_fft
+        return F.fold(
+            self.window.pow(2)[None, :, None].expand(1, -1, n),
+            (1, length),
+            (1, self.n_fft),
+            stride=(1, self.hop),
+        )[0, 0, 0]
+
     def inverse_span(self, spec: torch.Tensor) -> torch.Tensor:
         """(B, 2 * bins, n) -> (B, n * hop + 2 * pad): overlap-add over the frames' full span.
 
         The first and last `pad` samples (and the edges generally) lack overlap partners;
         `inverse` crops them. Chunked decoding crossfades inside the reliable part.
         """
-        re, im = spec.float().chunk(2, dim=1)
-        mag = torch.sqrt(re * re + im * im).clamp_min(1e-12)
-        gain = (mag / self.beta).pow(1.0 / self.alpha) / mag * self.norm
-        X = torch.complex(re * gain, im * gain)
-        X = F.pad(X, (0, 0, 0, 1))  # Nyquist bin back as zero
-        frames = torch.fft.irfft(X, n=self.n_fft, dim=1) * self.window[:, None]
-        n = spec.shape[-1]
-        length = (n - 1) * self.hop + self.n_fft
-        out = F.fold(frames, (1, length), (1, self.n_fft), stride=(1, self.hop))[:, 0, 0]
-        env = F.fold(
-            self.window.pow(2)[None, :, None].expand(1, -1, n),
-            (1, length),
-            (1, self.n_fft),
-            stride=(1, self.hop),
-        )[:, 0, 0]
-        return out / env.clamp_min(1e-3)
+        out = self.overlap_add(self.decompress(spec))
+        return out / self.envelope(spec.shape[-1]).clamp_min(1e-3)
 
     def inverse(self, spec: torch.Tensor) -> torch.Tensor:
         """(B, 2 * bins, n) -> (B, n * hop)."""
