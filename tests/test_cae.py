@@ -126,7 +126,11 @@ def test_chunked_decode_has_no_seam(cae):
     z = cae.encode(x)
     whole = cae.decode(z, generator=torch.Generator().manual_seed(3), max_chunk_frames=10_000)[0]
     chunked = cae.decode(z, generator=torch.Generator().manual_seed(3), max_chunk_frames=24)[0]
-    assert (whole - chunked).norm() / whole.norm() < 0.05
+    # phases are rebuilt from the magnitudes (engine.cae.phase), so the chunked decode's
+    # waveform may drift in phase; its spectrogram must match the whole decode's
+    mag = lambda y: torch.stft(y, 2048, 512, window=torch.hann_window(2048),  # noqa: E731
+                               return_complex=True).abs()
+    assert (mag(whole) - mag(chunked)).norm() / mag(whole).norm() < 0.05
     # energy at every chunk boundary stays within 0.5 dB of the unchunked decode...
     r_w, r_c = frame_rms(whole), frame_rms(chunked)
     db = 20 * torch.log10(r_c / r_w)
