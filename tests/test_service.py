@@ -1,6 +1,7 @@
 """The engine process (`engine.service`): typed messages, strict requests, no Qt in the
 engine process, and an engine that exits when the GUI process dies."""
 
+import json
 import os
 import queue
 import selectors
@@ -120,8 +121,57 @@ def test_the_engine_process_never_imports_qt_or_the_app(qtbot, tiny_bundle):
         assert "torch" in report.modules and "engine.generate" in report.modules  # it worked
         assert not [m for m in report.modules
                     if m.split(".")[0] in ("PySide6", "shiboken6", "app")]
+        # a request that is not plain data is refused on the GUI side, as a message
+        bad = Job("generate", {"duration": 1.0, "context": object()}, "x", 0)
+        with qtbot.waitSignal(bridge.sig_error, timeout=30_000) as err:
+            assert bridge.generate(bad)
+        assert "cannot send the request" in err.args[0] and not bridge.busy
     finally:
         bridge.shutdown()
+
+
+# what the installed `riffwright` console script runs: spawn re-imports the parent's main
+# script in the child, so whatever the launcher imports at the top lands in the engine too
+CONSOLE_SCRIPT = textwrap.dedent("""
+    import json, sys
+    from app.launcher import main
+
+    if __name__ == "__main__":
+        import multiprocessing as mp
+        from engine import service
+
+        ctx = mp.get_context("spawn")
+        requests, events, cancel = ctx.Queue(), ctx.Queue(), ctx.Event()
+        proc = ctx.Process(target=service.main, args=(requests, events, cancel), daemon=True)
+        proc.start()
+        requests.put(service.Load(sys.argv[1], "cpu"))
+        requests.put(service.Run(1, {"duration": 1.0, "steps": 2}))
+        requests.put(service.Inspect())
+        seen = []
+        while not seen or not isinstance(seen[-1], service.Report):
+            seen.append(events.get(timeout=180))
+        requests.put(service.Quit())
+        proc.join(30)
+        print(json.dumps({"events": [type(e).__name__ for e in seen
+                                     if not isinstance(e, service.Progress)],
+                          "modules": seen[-1].modules}))
+""")
+
+
+@pytest.mark.slow
+def test_the_engine_under_the_console_script_stays_qt_free(tmp_path, tiny_bundle):
+    script = tmp_path / "riffwright"
+    script.write_text(CONSOLE_SCRIPT)
+    out = subprocess.run([sys.executable, str(script), str(tiny_bundle)], capture_output=True,
+                         text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["events"] == ["Ready", "Done", "Report"]
+    modules = report["modules"]
+    assert "torch" in modules
+    assert not [m for m in modules if m.split(".")[0] in ("PySide6", "shiboken6")]
+    # only the launcher spawn re-imports as the main script, and it imports the stdlib only
+    assert {m for m in modules if m.split(".")[0] == "app"} <= {"app", "app.launcher"}
 
 
 # the throw-away GUI stand-in: starts the real engine process, sets a long generation going,
