@@ -1,45 +1,34 @@
 """The GUI side of the engine: model loading and generation in a separate process.
 
-`EngineBridge` starts one engine process (`app.worker.engine_main`, multiprocessing spawn)
-the first time a model is loaded. Torch lives only there, so the GUI process never shares
-an interpreter lock with the sampler and the window stays responsive while it runs. A
-reader thread turns the engine's messages into Qt signals; cancel sets a shared event the
-engine checks before every step, so it returns within one step. Errors arrive as one-line
-messages (`sig_error`), never as tracebacks. If the engine process dies (out of memory, a
-driver crash), the bridge says so and starts a fresh one on the next load.
-
-This is the one app module allowed to import torch (import-linter): `load_generator`, which
-runs inside the engine process, is where torch and the model are loaded.
+`EngineBridge` starts one engine process (`engine.service.main`, multiprocessing spawn) the
+first time a model is loaded, sends it `engine.service` requests and turns its events into Qt
+signals. Torch lives only there, so the GUI process never shares an interpreter lock with the
+sampler and the window stays responsive while it runs; this module imports neither torch nor
+the model. Cancel sets a shared event the engine checks before every step, so it returns
+within one step. Errors arrive as one-line messages (`sig_error`), never as tracebacks. If
+the engine process dies (out of memory, a driver crash), the bridge says so and starts a fresh
+one on the next load; if the GUI process dies, the engine exits on its own.
 
 Signals:
 - `sig_model_loading(str)`: loading started (bundle path or "default")
 - `sig_model_ready(str, str)`: (model name, device label "CPU"/"CUDA"/"MPS")
 - `sig_model_failed(str)`: the model could not be loaded (message)
-- `sig_progress(object)`: a `Progress(stage, step, total, eta_s, message)`
-- `sig_finished(object, object)`: (job, list of stems with audio/sample_rate/seed/take/provenance)
+- `sig_progress(object)`: an `engine.service.Progress` (stage, step, total, eta_s, message)
+- `sig_finished(object, object)`: (job, list of `engine.service.StemResult`)
 - `sig_cancelled(object)`: (job)
 - `sig_error(str)`: a generation failed (message)
+- `sig_report(object)`: an `engine.service.Report`, the answer to `inspect()`
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import threading
 from dataclasses import dataclass, field
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from app.worker import device_label  # noqa: F401  (re-exported for callers)
-
-
-@dataclass
-class Progress:
-    stage: str
-    step: int
-    total: int
-    eta_s: float | None = None
-    message: str = ""
+from engine import service
 
 
 @dataclass
@@ -49,21 +38,6 @@ class ModelInfo:
     path: str
     defaults: dict = field(default_factory=dict)  # the bundle's guidance and steps
     text_prior: bool = False  # the bundle has a text prior
-
-
-def load_generator(path, device: str):
-    """Load a bundle and wrap it in an `engine.generate.Generator` (engine process only)."""
-    os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
-    import torch
-
-    from engine.bundle import find_bundle, load_bundle
-    from engine.generate import Generator, pick_device
-
-    if (os.cpu_count() or 2) <= 4:  # leave a core to the GUI on small machines
-        torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
-    dev = pick_device(device)
-    bundle = load_bundle(find_bundle(path), dev)
-    return Generator(bundle, dev)
 
 
 def list_models() -> list[dict]:
@@ -83,6 +57,7 @@ class EngineBridge(QObject):
     sig_finished = Signal(object, object)
     sig_cancelled = Signal(object)
     sig_error = Signal(str)
+    sig_report = Signal(object)
     _sig_event = Signal(object)  # engine message, delivered on the GUI thread
 
     def __init__(self, device: str = "auto", parent=None):
@@ -108,15 +83,13 @@ class EngineBridge(QObject):
     def _ensure_process(self) -> None:
         if self._proc is not None and self._proc.is_alive():
             return
-        from app.worker import engine_main
-
         self._requests = self._ctx.Queue()
         self._events = self._ctx.Queue()
         # never let exit wait on a message the engine will not read (it may have died)
         self._requests.cancel_join_thread()
         self._events.cancel_join_thread()
         self._cancel = self._ctx.Event()
-        proc = self._ctx.Process(target=engine_main, name="riffwright-engine",
+        proc = self._ctx.Process(target=service.main, name="riffwright-engine",
                                  args=(self._requests, self._events, self._cancel), daemon=True)
         proc.start()  # raises when the process cannot be started
         self._proc = proc
@@ -128,7 +101,7 @@ class EngineBridge(QObject):
                     msg = events.get()
                 except (EOFError, OSError, ValueError):
                     return
-                if msg is None or msg[0] == "exit":
+                if msg is None or isinstance(msg, service.Exited):
                     return
                 self._sig_event.emit(msg)
 
@@ -165,7 +138,7 @@ class EngineBridge(QObject):
         self.loading = True
         self.generator = None
         self.sig_model_loading.emit(str(path or "default"))
-        self._requests.put(("load", str(path) if path else None, self.device))
+        self._requests.put(service.Load(str(path) if path else None, self.device))
 
     # ---- generation
     @property
@@ -189,9 +162,14 @@ class EngineBridge(QObject):
             try:
                 request = job.resolved_request()
             except (MemoryError, ValueError, KeyError) as e:
-                self._sig_event.emit(("error", job_id, f"cannot prepare the context: {e}"))
+                self._sig_event.emit(service.JobFailed(job_id, f"cannot prepare the context: {e}"))
                 return
-            requests.put(("run", job_id, request))
+            try:
+                msg = service.Run(job_id, request)
+            except TypeError as e:  # a bug: something that is not plain data in the request
+                self._sig_event.emit(service.JobFailed(job_id, f"cannot send the request: {e}"))
+                return
+            requests.put(msg)
 
         threading.Thread(target=send, daemon=True, name="riffwright-send").start()
         return True
@@ -206,32 +184,40 @@ class EngineBridge(QObject):
         job, self._job = self._job, None
         return job
 
+    def inspect(self) -> bool:
+        """Ask the engine process for a `Report` (`sig_report`); False when none is running."""
+        if self._proc is None or not self._proc.is_alive():
+            return False
+        self._requests.put(service.Inspect())
+        return True
+
     def _on_event(self, msg) -> None:
-        kind = msg[0]
-        if kind == "ready":
-            _, name, device, path, defaults, has_prior = msg
+        if isinstance(msg, service.Ready):
             self.loading = False
-            self.generator = ModelInfo(name, device, path, dict(defaults), bool(has_prior))
-            self.model_path = path
-            self.sig_model_ready.emit(name, device)
-        elif kind == "load_failed":
+            self.generator = ModelInfo(msg.name, msg.device, msg.path, dict(msg.defaults),
+                                       msg.text_prior)
+            self.model_path = msg.path
+            self.sig_model_ready.emit(msg.name, msg.device)
+        elif isinstance(msg, service.LoadFailed):
             self.loading = False
-            self.sig_model_failed.emit(msg[1])
-        elif kind == "progress":
-            if msg[1] == self._job_id and self._job is not None:
-                self.sig_progress.emit(Progress(*msg[2:]))
-        elif kind == "done":
-            job = self._take_job(msg[1])
+            self.sig_model_failed.emit(msg.message)
+        elif isinstance(msg, service.Progress):
+            if msg.job_id == self._job_id and self._job is not None:
+                self.sig_progress.emit(msg)
+        elif isinstance(msg, service.Done):
+            job = self._take_job(msg.job_id)
             if job is not None:
-                self.sig_finished.emit(job, msg[2])
-        elif kind == "cancelled":
-            job = self._take_job(msg[1])
+                self.sig_finished.emit(job, list(msg.stems))
+        elif isinstance(msg, service.JobCancelled):
+            job = self._take_job(msg.job_id)
             if job is not None:
                 self.sig_cancelled.emit(job)
-        elif kind == "error":
-            job = self._take_job(msg[1])
+        elif isinstance(msg, service.JobFailed):
+            job = self._take_job(msg.job_id)
             if job is not None:
-                self.sig_error.emit(msg[2])
+                self.sig_error.emit(msg.message)
+        elif isinstance(msg, service.Report):
+            self.sig_report.emit(msg)
 
     def shutdown(self, timeout_s: float = 3.0) -> None:
         self._health.stop()
@@ -240,7 +226,7 @@ class EngineBridge(QObject):
             return
         self.cancel()
         try:
-            self._requests.put(("quit",))
+            self._requests.put(service.Quit())
             proc.join(timeout_s)
         except (OSError, ValueError, AssertionError):
             pass

@@ -49,8 +49,8 @@ from app.controller import (
 from app.lanes import LaneView, fmt_time
 from app.panel import GuidancePanel
 from app.transport import Transport
-from app.worker import MODEL_DEFAULT_KEYS
 from engine.errors import RiffwrightError
+from engine.service import MODEL_DEFAULT_KEYS
 from engine.session import (
     Session,
     SetSessionAttr,
