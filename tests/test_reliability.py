@@ -10,6 +10,7 @@ files that must give a RiffwrightError and never another exception.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
@@ -18,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 
-from engine.errors import BundleError
+from engine.errors import BundleError, RiffwrightError
 
 # --------------------------------------------------------------------------------------------
 # A. a bundle can never run code
@@ -174,3 +176,258 @@ def test_a_bundle_digest_never_replaces_a_published_one(tmp_path):
         verify_checkpoint(fake, sha256_file(fake))
     with pytest.raises(BundleError, match="not a text value"):
         verify_checkpoint(fake, 12345)
+
+
+# --------------------------------------------------------------------------------------------
+# B. a session stays inside its folder; Save never deletes what it did not write
+
+
+def _session(n_tracks: int = 2, seconds: float = 0.25):
+    from engine.session import Session, track_from_audio
+
+    s = Session(48000)
+    t = np.arange(int(48000 * seconds)) / 48000
+    for i in range(n_tracks):
+        s.tracks.append(track_from_audio(f"Track {i}", 0.1 * np.sin(2 * np.pi * 110 * (i + 1) * t)))
+    return s
+
+
+def _saved(tmp_path: Path) -> Path:
+    folder = tmp_path / "song"
+    _session().save(folder)
+    return folder
+
+
+def _edit_session(folder: Path, edit) -> None:
+    m = json.loads((folder / "session.json").read_text())
+    edit(m)
+    (folder / "session.json").write_text(json.dumps(m))
+
+
+@pytest.mark.parametrize("bad_id", ["/tmp/evil", "../../evil", "a/b", "a\\b", "..", "",
+                                    "x\x00y", "x\ny", "a" * 65, 7, None])
+def test_track_ids_are_slugs_on_creation_and_load(bad_id, tmp_path):
+    from engine.session import Session, SessionError, Track
+
+    with pytest.raises(SessionError, match="not valid"):
+        Track(name="x", audio=np.zeros((1, 10), np.float32), id=bad_id)
+    folder = _saved(tmp_path)
+    _edit_session(folder, lambda m: m["tracks"][0].update(id=bad_id))
+    before = sorted(p for p in tmp_path.rglob("*"))
+    with pytest.raises(SessionError):
+        Session.load(folder)
+    assert sorted(p for p in tmp_path.rglob("*")) == before
+
+
+def test_traversal_ids_never_write_outside_on_save(tmp_path):
+    """The issue's case: an id like '../../x' used as a file name on Save and autosave."""
+    from engine.session import SessionError, autosave
+
+    s = _session(1)
+    s.tracks[0].id = "../../escaped"  # bypassing the constructor, as a bug or plug-in might
+    with pytest.raises(SessionError, match="not valid"):
+        s.save(tmp_path / "a" / "b" / "song")
+    with pytest.raises(SessionError, match="not valid"):
+        autosave(s, tmp_path / "auto", "slot")
+    assert not list(tmp_path.rglob("escaped*"))
+
+
+@pytest.mark.parametrize("where", ["absolute", "dotdot", "symlink"])
+def test_audio_paths_outside_the_folder_are_refused(where, tmp_path):
+    from engine.session import Session, SessionError
+
+    outside = tmp_path / "private.wav"
+    sf.write(outside, np.zeros((4800, 1), np.float32), 48000, subtype="FLOAT")
+    folder = _saved(tmp_path)
+    tid = json.loads((folder / "session.json").read_text())["tracks"][0]["id"]
+    if where == "absolute":
+        _edit_session(folder, lambda m: m["tracks"][0].update(audio=str(outside)))
+    elif where == "dotdot":
+        _edit_session(folder, lambda m: m["tracks"][0].update(audio="../private.wav"))
+    else:
+        (folder / "audio" / f"{tid}.wav").unlink()
+        (folder / "audio" / f"{tid}.wav").symlink_to(outside)
+    with pytest.raises(SessionError, match="outside the session folder"):
+        Session.load(folder)
+
+
+def test_save_refuses_a_user_folder_and_keeps_its_files(tmp_path):
+    from engine.session import SessionError
+
+    vocals = tmp_path / "vocals"
+    (vocals / "audio").mkdir(parents=True)
+    (vocals / "peaks").mkdir()
+    mine = [vocals / "audio" / "lead.wav", vocals / "peaks" / "lead.npy", vocals / "notes.txt"]
+    for f in mine:
+        f.write_bytes(b"the musician's own file")
+    with pytest.raises(SessionError, match="not empty and is not a Riffwright session"):
+        _session().save(vocals)
+    assert all(f.read_bytes() == b"the musician's own file" for f in mine)
+    assert not (vocals / "session.json").exists()
+    assert sorted(p.name for p in (vocals / "audio").iterdir()) == ["lead.wav"]
+
+
+def test_save_removes_only_files_the_session_wrote(tmp_path):
+    from engine.session import Session
+
+    folder = _saved(tmp_path)
+    stray = [folder / "audio" / "mine.wav", folder / "peaks" / "mine.npy", folder / "x.txt"]
+    for f in stray:
+        f.write_bytes(b"keep me")
+    s = Session.load(folder)
+    gone = s.tracks.pop(0)
+    s.save(folder)
+    assert not (folder / "audio" / f"{gone.id}.wav").exists()  # ours: removed
+    assert all(f.read_bytes() == b"keep me" for f in stray)  # not ours: untouched
+    m = json.loads((folder / "session.json").read_text())
+    assert m["files"] == sorted([f"audio/{s.tracks[0].id}.wav", f"peaks/{s.tracks[0].id}.npy"])
+    # a tampered file list cannot make Save delete anything else
+    m["files"] += ["x.txt", "../outside.txt", "session.json", "audio/mine.wav/../../x.txt"]
+    (folder / "session.json").write_text(json.dumps(m))
+    (tmp_path / "outside.txt").write_text("keep")
+    Session.load(folder).save(folder)
+    assert (folder / "x.txt").exists() and (tmp_path / "outside.txt").exists()
+
+
+def test_save_as_from_a_session_writes_its_own_copy(tmp_path):
+    from engine.session import Session
+
+    folder = _saved(tmp_path)
+    s = Session.load(folder)
+    s.save(tmp_path / "copy")
+    again = Session.load(tmp_path / "copy")
+    assert [t.id for t in again.tracks] == [t.id for t in s.tracks]
+    assert np.array_equal(again.tracks[0].audio, s.tracks[0].audio)
+
+
+def _full_disk_after(monkeypatch, module, name: str, allowed: int):
+    """Make `module.name` (a write function) fail with ENOSPC after `allowed` calls."""
+    real = getattr(module, name)
+    calls = {"n": 0}
+
+    def writer(*a, **k):
+        calls["n"] += 1
+        if calls["n"] > allowed:
+            raise OSError(errno.ENOSPC, "No space left on device", str(a[0]) if a else None)
+        return real(*a, **k)
+
+    monkeypatch.setattr(module, name, writer)
+
+
+@pytest.mark.parametrize("allowed", [0, 1, 2, 3])
+def test_save_on_a_full_disk_leaves_nothing_partial(allowed, tmp_path, monkeypatch):
+    import engine.session as session_mod
+    from engine.session import SessionError
+
+    # the wav writes go through atomic_path, the peaks through _atomic_np_save: fail the
+    # `allowed`-th file of the job
+    real = session_mod.atomic_path
+    calls = {"n": 0}
+
+    def atomic(path, *a, **k):
+        calls["n"] += 1
+        if calls["n"] > allowed:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(session_mod, "atomic_path", atomic)
+    folder = tmp_path / "song"
+    with pytest.raises(SessionError, match="disk is full") as info:
+        _session().save(folder)
+    assert "\n" not in str(info.value)
+    assert not folder.exists() or not [p for p in folder.rglob("*") if p.is_file()]
+
+
+def test_save_failing_on_the_manifest_keeps_the_previous_session(tmp_path, monkeypatch):
+    import engine.session as session_mod
+    from engine.session import Session, SessionError, track_from_audio
+
+    folder = _saved(tmp_path)
+    before = (folder / "session.json").read_bytes()
+    files_before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
+    s = Session.load(folder)
+    s.tracks.append(track_from_audio("new", np.zeros(4800, np.float32)))
+    s.tracks.pop(0)
+    _full_disk_after(monkeypatch, session_mod, "atomic_write_text", 0)
+    with pytest.raises(SessionError, match="disk is full"):
+        s.save(folder)
+    assert (folder / "session.json").read_bytes() == before
+    assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == files_before
+    assert len(Session.load(folder).tracks) == 2
+
+
+def test_stale_temp_files_are_cleaned_and_only_ours(tmp_path):
+    from engine.fsutil import clean_stale_temps
+
+    folder = _saved(tmp_path)
+    old = [folder / "audio" / ".abc.k2j4h5g6.tmp.wav", folder / ".session.x_y1z2w3.tmp.json",
+           folder / ".take.wav.abcdefgh.tmp"]
+    keep = [folder / "audio" / ".hidden.wav", folder / "audio" / "take.tmp.wav",
+            folder / ".abc.k2j4h5g6.tmp.wav.bak"]
+    for f in old + keep:
+        f.write_bytes(b"x")
+        os.utime(f, (1_000_000, 1_000_000))
+    young = folder / ".abc.zzzzzzzz.tmp.wav"
+    young.write_bytes(b"in progress")
+    assert clean_stale_temps(folder / "audio") == 1
+    assert clean_stale_temps(folder) == 2
+    assert not any(f.exists() for f in old)
+    assert all(f.exists() for f in keep) and young.exists()
+    old[0].write_bytes(b"x")
+    os.utime(old[0], (1_000_000, 1_000_000))
+    from engine.session import Session
+
+    Session.load(folder).save(folder)  # a save cleans its own folder's leftovers
+    assert not old[0].exists()
+
+
+def test_drag_out_and_export_never_overwrite(tmp_path):
+    from engine.export import export_stems, export_track_for_drag
+
+    s = _session()
+    s.tempo = 120
+    drag = tmp_path / "exports"
+    first = export_track_for_drag(s, s.tracks[0].id, drag)
+    data = first.read_bytes()
+    second = export_track_for_drag(s, s.tracks[0].id, drag)
+    third = export_track_for_drag(s, s.tracks[0].id, drag)
+    assert first.name == "Track_0_120bpm.wav"
+    assert second.name == "Track_0_120bpm 2.wav" and third.name == "Track_0_120bpm 3.wav"
+    assert first.read_bytes() == data
+    user = tmp_path / "mixes"
+    user.mkdir()
+    (user / "mix_120bpm.wav").write_bytes(b"the musician's master")
+    files = export_stems(s, user)
+    assert (user / "mix_120bpm.wav").read_bytes() == b"the musician's master"
+    assert files[-1].name == "mix_120bpm 2.wav"
+
+
+def test_export_on_a_full_disk_is_one_message_and_no_file(tmp_path, monkeypatch):
+    from engine.export import export_track_for_drag
+
+    def full(path, *a, **k):
+        raise sf.LibsndfileError(0, f"Error opening {str(path)!r}: ")  # not an OSError
+
+    monkeypatch.setattr(sf, "write", full)
+    s = _session(1)
+    with pytest.raises(RiffwrightError, match="cannot export") as info:
+        export_track_for_drag(s, s.tracks[0].id, tmp_path / "exports")
+    assert "\n" not in str(info.value)
+    assert not list((tmp_path / "exports").iterdir())
+
+
+def test_dawproject_names_with_control_characters_give_valid_xml(tmp_path):
+    import zipfile
+    from xml.etree import ElementTree as ET
+
+    from engine.dawproject import export_dawproject
+
+    s = _session()
+    s.tracks[0].name = "Bass\x01\x0b take\x1f"
+    s.title = "Song\x00\x07"
+    out = export_dawproject(s, tmp_path / "song")
+    with zipfile.ZipFile(out) as z:
+        project = ET.fromstring(z.read("project.xml"))
+        ET.fromstring(z.read("metadata.xml"))
+    names = [t.get("name") for t in project.iter("Track")]
+    assert "Bass   take " in names
