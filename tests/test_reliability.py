@@ -431,3 +431,90 @@ def test_dawproject_names_with_control_characters_give_valid_xml(tmp_path):
         ET.fromstring(z.read("metadata.xml"))
     names = [t.get("name") for t in project.iter("Track")]
     assert "Bass   take " in names
+
+
+# --------------------------------------------------------------------------------------------
+# C. a generation is one job: all takes land, or none
+
+
+def _gen_args(bundle: Path, out, *extra: str) -> list[str]:
+    return ["generate", "--prompt", "bass", "--model", str(bundle), "--out", str(out),
+            "--quiet", "--duration", "0.5", "--steps", "2", *extra]
+
+
+def _failing_sf_write(monkeypatch, allowed: int, make_error):
+    real = sf.write
+    calls = {"n": 0}
+
+    def write(file, *a, **k):
+        calls["n"] += 1
+        if calls["n"] > allowed:
+            raise make_error(str(file))
+        return real(file, *a, **k)
+
+    monkeypatch.setattr(sf, "write", write)
+
+
+ERRORS = {
+    "enospc": (lambda f: OSError(errno.ENOSPC, "No space left on device", f), "disk is full"),
+    "erofs": (lambda f: OSError(errno.EROFS, "Read-only file system", f), "read-only"),
+    "eacces": (lambda f: PermissionError(errno.EACCES, "Permission denied", f),
+               "permission denied"),
+    "libsndfile": (lambda f: sf.LibsndfileError(0, f"Error opening {f!r}: "), "Error opening"),
+}
+
+
+@pytest.mark.parametrize("error", sorted(ERRORS))
+def test_cli_generate_on_a_failing_disk_leaves_nothing(error, tiny_bundle, tmp_path, capsys,
+                                                       monkeypatch):
+    from engine.cli import main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "earlier.wav").write_bytes(b"an earlier take")
+    make, text = ERRORS[error]
+    _failing_sf_write(monkeypatch, 2, make)  # the third of four takes fails
+    assert main(_gen_args(tiny_bundle, out, "--takes", "4")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and text in err[0], err
+    assert sorted(p.name for p in out.iterdir()) == ["earlier.wav"]
+
+
+def test_cli_generate_writes_every_take_with_its_sidecar(tiny_bundle, tmp_path, capsys):
+    from engine.cli import main
+
+    out = tmp_path / "out"
+    stale = out / ".riffwright-staging-old"
+    stale.mkdir(parents=True)
+    (stale / "x.wav").write_bytes(b"x")
+    os.utime(stale, (1_000_000, 1_000_000))
+    assert main(_gen_args(tiny_bundle, out, "--takes", "2", "--json")) == 0
+    rows = json.loads(capsys.readouterr().out)["stems"]
+    names = sorted(p.name for p in out.iterdir())
+    assert len(names) == 4 and not any(n.startswith(".") for n in names)
+    for r in rows:
+        assert Path(r["path"]).parent == out and Path(r["path"]).exists()
+        assert Path(r["provenance"]).exists()
+
+
+@pytest.mark.parametrize("case", ["file", "devnull", "long-name", "under-a-file"])
+def test_cli_bad_out_is_one_line(case, tiny_bundle, tmp_path, capsys):
+    from engine.cli import main
+
+    a_file = tmp_path / "a-file.txt"
+    a_file.write_text("x")
+    out = {"file": a_file, "devnull": Path("/dev/null"), "long-name": tmp_path / ("x" * 300),
+           "under-a-file": a_file / "out"}[case]
+    assert main(_gen_args(tiny_bundle, out)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("riffwright: error:"), err
+    assert a_file.read_text() == "x"
+
+
+def test_cli_input_name_over_255_bytes_is_one_line(tiny_bundle, tmp_path, capsys):
+    from engine.cli import main
+
+    assert main(_gen_args(tiny_bundle, tmp_path / "out", "--context",
+                          str(tmp_path / ("c" * 300 + ".wav")))) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("riffwright: error:"), err
