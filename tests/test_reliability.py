@@ -15,6 +15,7 @@ import json
 import os
 import pickle
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -518,3 +519,130 @@ def test_cli_input_name_over_255_bytes_is_one_line(tiny_bundle, tmp_path, capsys
                           str(tmp_path / ("c" * 300 + ".wav")))) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("riffwright: error:"), err
+
+
+# --------------------------------------------------------------------------------------------
+# D. bounded resources: FIFOs, long files, lying headers
+
+
+def _run_with_timeout(fn, seconds: float = 10.0):
+    """Run `fn` in a thread; fail (instead of hanging the suite) if it does not return."""
+    result: dict = {}
+
+    def target():
+        try:
+            result["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            result["error"] = e
+
+    th = threading.Thread(target=target, daemon=True)
+    th.start()
+    th.join(seconds)
+    assert not th.is_alive(), f"did not return within {seconds} s (blocked on the file?)"
+    return result
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+@pytest.mark.parametrize("reader", ["load_audio", "audio_info", "load_input"])
+def test_a_fifo_is_refused_at_once(reader, tmp_path):
+    from engine import audio, inputs
+    from engine.errors import AudioError
+
+    fifo = tmp_path / "stream.wav"
+    os.mkfifo(fifo)
+    fn = {"load_audio": lambda: audio.load_audio(fifo),
+          "audio_info": lambda: audio.audio_info(fifo),
+          "load_input": lambda: inputs.load_input(fifo, 48000)}[reader]
+    result = _run_with_timeout(fn)
+    assert isinstance(result.get("error"), AudioError)
+    assert "not a regular file" in str(result["error"])
+
+
+def test_a_long_file_is_refused_from_its_header(tmp_path, monkeypatch):
+    import tracemalloc
+
+    from engine.audio import MAX_INPUT_SECONDS, load_audio
+    from engine.errors import AudioError
+
+    long = tmp_path / "six-hours.wav"  # 6 h at 1 kHz: a small file with a long header
+    with sf.SoundFile(long, "w", 1000, 1, subtype="PCM_16") as f:
+        block = np.zeros(3600 * 1000, np.int16)
+        for _ in range(6):
+            f.write(block)
+    tracemalloc.start()
+    with pytest.raises(AudioError, match=r"6:00:00 long; at most 10:00"):
+        load_audio(long, sample_rate=48000)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 8 * 2**20  # nothing decoded
+    assert MAX_INPUT_SECONDS == 600.0
+    monkeypatch.setenv("RIFFWRIGHT_MAX_INPUT_SECONDS", str(7 * 3600))  # the setting
+    assert load_audio(long)[0].shape == (1, 6 * 3600 * 1000)
+    monkeypatch.setenv("RIFFWRIGHT_MAX_INPUT_SECONDS", "60")
+    with pytest.raises(AudioError, match="RIFFWRIGHT_MAX_INPUT_SECONDS"):
+        load_audio(long)
+
+
+def _flac_claiming(path: Path, real_seconds: float, claimed_frames: int, sr: int = 48000):
+    """A FLAC file holding `real_seconds` whose STREAMINFO claims `claimed_frames`."""
+    t = np.arange(int(sr * real_seconds)) / sr
+    sf.write(path, (0.1 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), sr,
+             subtype="PCM_16", format="FLAC")
+    data = bytearray(path.read_bytes())
+    assert data[:4] == b"fLaC"
+    off = 8 + 10  # STREAMINFO: rate(20) channels(3) bits(5) total samples(36), big-endian
+    word = int.from_bytes(data[off:off + 8], "big")
+    word = (word & ~((1 << 36) - 1)) | (claimed_frames & ((1 << 36) - 1))
+    data[off:off + 8] = word.to_bytes(8, "big")
+    path.write_bytes(bytes(data))
+
+
+def test_a_flac_claiming_2_to_the_36_samples_is_refused(tmp_path):
+    import tracemalloc
+
+    from engine.audio import load_audio
+    from engine.errors import AudioError
+
+    liar = tmp_path / "liar.flac"
+    _flac_claiming(liar, 1.0, (1 << 36) - 1)
+    tracemalloc.start()
+    with pytest.raises(AudioError, match="long; at most"):
+        load_audio(liar)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 8 * 2**20
+
+
+def test_a_header_lying_within_the_limit_allocates_only_what_is_there(tmp_path):
+    import tracemalloc
+
+    from engine.audio import load_audio
+    from engine.errors import AudioError
+
+    liar = tmp_path / "liar.flac"
+    _flac_claiming(liar, 1.0, 590 * 48000)  # claims 590 s (113 MB of float32), holds 1 s
+    tracemalloc.start()
+    try:
+        audio, _ = load_audio(liar)
+        assert audio.shape[1] <= 48000 * 2
+    except AudioError as e:
+        assert "truncated" in str(e) or "damaged" in str(e)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 40 * 2**20, f"{peak / 2**20:.0f} MiB for a 1 s file"
+
+
+def test_a_wav_claiming_4_gb_is_refused_as_truncated(tmp_path):
+    import struct
+
+    from engine.audio import load_audio
+    from engine.errors import AudioError
+
+    wav = tmp_path / "liar.wav"
+    sf.write(wav, np.zeros(4800, np.float32), 48000, subtype="PCM_16")
+    data = bytearray(wav.read_bytes())
+    i = data.index(b"data")
+    data[i + 4:i + 8] = struct.pack("<I", 0xFFFFFFF0)
+    wav.write_bytes(bytes(data))
+    with pytest.raises(AudioError, match="truncated"):
+        load_audio(wav)
