@@ -179,8 +179,8 @@ def read_manifest(path: str | os.PathLike) -> dict:
         raise BundleError(f"{path} is not a model bundle (no {MANIFEST})")
     try:
         m = json.loads(f.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BundleError(f"{f} is not valid JSON ({e})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise BundleError(f"{f} is not valid JSON ({str(e)[:200]})") from None
     except OSError as e:
         raise BundleError(f"cannot read {f}: {e.strerror or e}") from None
     if not isinstance(m, dict):
@@ -265,7 +265,7 @@ def bundle_hash(path: str | os.PathLike, digests: dict[str, str] | None = None) 
         h.update(bytes.fromhex(sha256_file(f)))
     try:
         manifest = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         manifest = {}
     seen = {f.resolve() for f in own}
     for f in external_checkpoints(path, manifest if isinstance(manifest, dict) else {}):

@@ -439,8 +439,8 @@ class Session:
             raise SessionError(f"{folder} is not a Riffwright session (no {MANIFEST_NAME})")
         try:
             m = json.loads(mf.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise SessionError(f"cannot read {mf}: {e}") from None
+        except (OSError, ValueError, RecursionError) as e:
+            raise SessionError(f"cannot read {mf}: {str(e)[:200]}") from None
         if not isinstance(m, dict):
             raise SessionError(f"{mf} does not hold a session (not a JSON object)")
         try:
@@ -635,7 +635,7 @@ def _owned_files(folder: Path) -> set[str]:
         return set()
     try:
         m = json.loads(mf.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return set()
     if not isinstance(m, dict):
         return set()
@@ -731,7 +731,7 @@ def recovery_candidates(root: str | os.PathLike) -> list[tuple[Path, dict]]:
             if info.is_file() and (d / MANIFEST_NAME).is_file():
                 try:
                     data = json.loads(info.read_text(encoding="utf-8"))
-                except (OSError, ValueError):
+                except (OSError, ValueError, RecursionError):
                     continue
                 if isinstance(data, dict):
                     t = data.get("time")

@@ -10,6 +10,7 @@ files that must give a RiffwrightError and never another exception.
 
 from __future__ import annotations
 
+import copy
 import errno
 import json
 import os
@@ -646,3 +647,267 @@ def test_a_wav_claiming_4_gb_is_refused_as_truncated(tmp_path):
     wav.write_bytes(bytes(data))
     with pytest.raises(AudioError, match="truncated"):
         load_audio(wav)
+
+
+# --------------------------------------------------------------------------------------------
+# E. tampered bundles and sessions: one RiffwrightError, never another exception
+
+
+def _set(path: str, value):
+    """An edit setting the dotted `path` of a manifest to `value`."""
+    def edit(m):
+        *parents, last = path.split(".")
+        d = m
+        for p in parents:
+            d = d[p]
+        d[last] = value
+    return edit
+
+
+def _drop(path: str):
+    def edit(m):
+        *parents, last = path.split(".")
+        d = m
+        for p in parents:
+            d = d[p]
+        d.pop(last, None)
+    return edit
+
+
+BUNDLE_CORPUS = {
+    "format-str": _set("format", "1"), "format-missing": _drop("format"),
+    "format-future": _set("format", 99), "rate-null": _set("sample_rate", None),
+    "rate-zero": _set("sample_rate", 0), "rate-mismatch": _set("sample_rate", 44100),
+    "latent-list": _set("latent", []), "latent-dim-str": _set("latent.dim", "8"),
+    "latent-dim-huge": _set("latent.dim", 10**12), "latent-dim-wrong": _set("latent.dim", 3),
+    "mean-strings": lambda m: m["latent"].update(mean=["a"] * len(m["latent"]["mean"])),
+    "std-zero": lambda m: m["latent"].update(std=[0.0] * len(m["latent"]["std"])),
+    "std-missing": _drop("latent.std"), "hop-float": _set("latent.hop", 2.5),
+    "cae-list": _set("cae", []), "cae-file-int": _set("cae.file", 5),
+    "cae-file-traversal": _set("cae.file", "../../../etc/passwd"),
+    "cae-file-absolute": _set("cae.file", "/etc/passwd"),
+    "cae-file-home": _set("cae.file", "~/x.safetensors"),
+    "cae-file-missing": _set("cae.file", "nope.safetensors"),
+    "cae-file-is-ldm": _set("cae.file", "ldm.safetensors"),
+    "cae-m2l-no-checkpoint": _set("cae", {"backend": "music2latent"}),
+    "cae-m2l-missing-checkpoint": _set("cae", {"backend": "music2latent",
+                                                "checkpoint": "/nonexistent/m2l.pt"}),
+    "ldm-missing": _drop("ldm"), "ldm-file-null": _set("ldm.file", None),
+    "ldm-file-is-cae": _set("ldm.file", "cae.safetensors"),
+    "ldm-file-dir": _set("ldm.file", "."), "ldm-file-nul": _set("ldm.file", "a\x00b"),
+    "cond-kind": _set("conditioner.kind", "evil"), "cond-kind-int": _set("conditioner.kind", 3),
+    "cond-id-mismatch": _set("conditioner.id", "builtin-0000"),
+    "cond-id-int": _set("conditioner.id", 5),
+    "cond-laion-no-ckpt": _set("conditioner", {"kind": "laion-clap"}),
+    "cond-laion-ckpt-int": _set("conditioner", {"kind": "laion-clap", "checkpoint": 5}),
+    "cond-laion-sha-int": _set("conditioner", {"kind": "laion-clap", "checkpoint": "c.pt",
+                                               "sha256": 5}),
+    "cond-laion-traversal": _set("conditioner", {"kind": "laion-clap",
+                                                 "checkpoint": "../../c.pt"}),
+    "prior-str": _set("prior", "x"), "prior-missing-file": _set("prior", {"file": "p.st"}),
+    "prior-traversal": _set("prior", {"file": "../p.safetensors"}),
+    "defaults-str": _set("defaults", "fast"), "defaults-steps-str": _set("defaults",
+                                                                        {"steps": "many"}),
+    "sigma-negative": _set("sigma_data", -1), "sigma-str": _set("sigma_data", "1"),
+    "window-str": _set("window_frames", "128"), "overlap-big": _set("overlap_frames", 500),
+    "window-zero": _set("window_frames", 0), "name-int": _set("name", 5),
+}
+
+
+def _raw_bundle_json(kind: str):
+    return {"list": b"[]", "garbage": b"\x00\xff not json", "latin1": "{\"name\": \"\xe9\"}"
+            .encode("latin-1"), "deep": b"[" * 100_000 + b"]" * 100_000, "empty": b""}[kind]
+
+
+@pytest.mark.parametrize("case", sorted(BUNDLE_CORPUS) + ["raw-" + k for k in
+                                                          ("list", "garbage", "latin1", "deep",
+                                                           "empty")])
+def test_tampered_bundle_gives_one_bundle_error(case, tiny_bundle, tmp_path):
+    from engine.bundle import bundle_hash, load_bundle, read_manifest
+
+    root = _copy_bundle(tiny_bundle, tmp_path / "b")
+    if case.startswith("raw-"):
+        (root / "bundle.json").write_bytes(_raw_bundle_json(case[4:]))
+    else:
+        _edit_manifest(root, BUNDLE_CORPUS[case])
+    with pytest.raises(RiffwrightError) as info:
+        load_bundle(root)
+    assert "\n" not in str(info.value)
+    try:  # the models list / info paths read the same file
+        read_manifest(root)
+        bundle_hash(root)
+    except RiffwrightError:
+        pass
+
+
+@pytest.mark.parametrize("damage", ["truncate-ldm", "garbage-cae", "empty-conditioner"])
+def test_damaged_bundle_weights_give_one_bundle_error(damage, tiny_bundle, tmp_path):
+    from engine.bundle import load_bundle
+
+    root = _copy_bundle(tiny_bundle, tmp_path / "b")
+    if damage == "truncate-ldm":
+        data = (root / "ldm.safetensors").read_bytes()
+        (root / "ldm.safetensors").write_bytes(data[: len(data) // 2])
+    elif damage == "garbage-cae":
+        (root / "cae.safetensors").write_bytes(os.urandom(4096))
+    else:
+        (root / "conditioner.safetensors").write_bytes(b"")
+    with pytest.raises(RiffwrightError):
+        load_bundle(root)
+
+
+def test_a_link_inside_a_bundle_is_never_copied(tiny_bundle, tmp_path, monkeypatch):
+    from engine import model_store
+
+    monkeypatch.setattr(model_store, "models_dir", lambda create=True: _mk(tmp_path / "models"))
+    monkeypatch.setattr(model_store, "_staging", lambda: _mk(tmp_path / "staging"))
+    secret = tmp_path / "passwords.txt"
+    secret.write_text("root:secret")
+    root = _copy_bundle(tiny_bundle, tmp_path / "b")
+    (root / "MODEL_CARD.md").symlink_to(secret)
+    with pytest.raises(BundleError, match="contains a link"):
+        model_store.add_bundle(root, "linked")
+    assert not (tmp_path / "models" / "linked").exists()
+    assert not [p for p in (tmp_path / "models").rglob("*") if p.is_file()]
+    (root / "MODEL_CARD.md").unlink()
+    (root / "weights").symlink_to(tmp_path, target_is_directory=True)  # a linked folder
+    with pytest.raises(BundleError, match="contains a link"):
+        model_store.add_bundle(root, "linked")
+
+
+def _mk(p: Path) -> Path:
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def test_model_hash_covers_external_checkpoints(tiny_bundle, tmp_path):
+    from engine.bundle import bundle_hash
+
+    root = _copy_bundle(tiny_bundle, tmp_path / "b")
+    ext = tmp_path / "elsewhere" / "m2l.pt"
+    ext.parent.mkdir()
+    ext.write_bytes(b"weights v1")
+    _edit_manifest(root, lambda m: m.update(cae={"backend": "music2latent",
+                                                 "checkpoint": str(ext)}))
+    h1 = bundle_hash(root)
+    ext.write_bytes(b"weights v2")
+    assert bundle_hash(root) != h1
+    _edit_manifest(root, lambda m: m.update(conditioner={"kind": "laion-clap",
+                                                         "checkpoint": "clap.pt"}))
+    (root / "clap.pt").write_bytes(b"a")
+    h2 = bundle_hash(root)
+    (root / "clap.pt").write_bytes(b"b")
+    assert bundle_hash(root) != h2
+
+
+SESSION_CORPUS = {
+    "tracks-str": _set("tracks", "x"), "track-int": _set("tracks", [5]),
+    "id-missing": lambda m: m["tracks"][0].pop("id"), "id-int": lambda m: m["tracks"][0]
+    .update(id=5), "name-int": lambda m: m["tracks"][0].update(name=5),
+    "audio-int": lambda m: m["tracks"][0].update(audio=5),
+    "audio-empty": lambda m: m["tracks"][0].update(audio=""),
+    "audio-missing": lambda m: m["tracks"][0].update(audio="audio/none.wav"),
+    "audio-folder": lambda m: m["tracks"][0].update(audio="audio"),
+    "audio-manifest": lambda m: m["tracks"][0].update(audio="session.json"),
+    "audio-dev": lambda m: m["tracks"][0].update(audio="/dev/zero"),
+    "offset-str": lambda m: m["tracks"][0].update(offset="3"),
+    "offset-float": lambda m: m["tracks"][0].update(offset=2.5),
+    "mute-str": lambda m: m["tracks"][0].update(mute="yes"),
+    "gain-str": lambda m: m["tracks"][0].update(gain_db="loud"),
+    "gain-nan": lambda m: m["tracks"][0].update(gain_db=float("nan")),
+    "role": lambda m: m["tracks"][0].update(role="boss"),
+    "role-int": lambda m: m["tracks"][0].update(role=1),
+    "regions-str": lambda m: m["tracks"][0].update(regions="x"),
+    "region-int": lambda m: m["tracks"][0].update(regions=[5]),
+    "region-start-str": lambda m: m["tracks"][0].update(regions=[{"start": "a", "end": 1}]),
+    "region-missing-end": lambda m: m["tracks"][0].update(regions=[{"start": 0}]),
+    "peaks-int": lambda m: m["tracks"][0].update(peaks=5),
+    "peaks-traversal": lambda m: m["tracks"][0].update(peaks="../../x.npy"),
+    "provenance-str": lambda m: m["tracks"][0].update(provenance="x"),
+    "take-str": lambda m: m["tracks"][0].update(take="1"),
+    "duplicate-ids": lambda m: m["tracks"][1].update(id=m["tracks"][0]["id"]),
+    "tempo-str": _set("tempo", "fast"), "meter-short": _set("meter", [4]),
+    "meter-str": _set("meter", "4/4"), "meter-zero": _set("meter", [0, 4]),
+    "loop-short": _set("loop", [1]), "loop-str": _set("loop", "x"),
+    "recipe-list": _set("recipe", []), "active-list": _set("active_takes", []),
+    "active-int": _set("active_takes", {"g": 5}), "rate-str": _set("sample_rate", "48k"),
+    "rate-zero": _set("sample_rate", 0), "rate-other": _set("sample_rate", 44100),
+    "version-str": _set("version", "2"), "version-future": _set("version", 99),
+    "title-int": _set("title", 5), "key-int": _set("key", 5),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SESSION_CORPUS) + ["raw-list", "raw-garbage",
+                                                           "raw-deep", "raw-empty",
+                                                           "wav-garbage"])
+def test_malformed_session_gives_one_session_error(case, tmp_path):
+    from engine.session import Session, SessionError
+
+    folder = _saved(tmp_path)
+    mf = folder / "session.json"
+    if case in ("raw-list", "raw-garbage", "raw-deep", "raw-empty"):
+        mf.write_bytes(_raw_bundle_json(case[4:]))
+    elif case == "wav-garbage":
+        tid = json.loads(mf.read_text())["tracks"][0]["id"]
+        (folder / "audio" / f"{tid}.wav").write_bytes(b"RIFF....WAVEfmt garbage")
+    else:
+        _edit_session(folder, SESSION_CORPUS[case])
+    with pytest.raises(SessionError) as info:
+        Session.load(folder)
+    assert "\n" not in str(info.value)
+
+
+def _mutations(value, rng, depth=0):
+    """Random type-confused replacements for parts of a JSON document (seeded)."""
+    junk = [None, 0, -1, 1e308, "", "x", "../x", "/etc/passwd", [], {}, [1, 2], {"a": 1},
+            True, "\x00", float("nan")]
+    if isinstance(value, dict) and value and depth < 3:
+        key = rng.choice(sorted(value))
+        out = dict(value)
+        if rng.random() < 0.2:
+            out.pop(key)
+        else:
+            out[key] = _mutations(value[key], rng, depth + 1)
+        return out
+    if isinstance(value, list) and value and depth < 3 and rng.random() < 0.7:
+        out = list(value)
+        i = rng.randrange(len(out))
+        out[i] = _mutations(out[i], rng, depth + 1)
+        return out
+    return junk[rng.randrange(len(junk))]
+
+
+def test_random_session_mutations_never_raise_anything_else(tmp_path):
+    """A seeded property test: 300 type-confused session.json files, each loads or gives a
+    SessionError."""
+    import random
+
+    from engine.session import Session, SessionError
+
+    folder = _saved(tmp_path)
+    original = json.loads((folder / "session.json").read_text())
+    rng = random.Random(16)
+    refused = 0
+    for _ in range(300):
+        (folder / "session.json").write_text(json.dumps(_mutations(copy.deepcopy(original), rng)))
+        try:
+            Session.load(folder)
+        except SessionError:
+            refused += 1
+    assert refused > 100
+
+
+def test_random_bundle_mutations_never_raise_anything_else(tiny_bundle, tmp_path):
+    import random
+
+    from engine.bundle import read_manifest
+
+    root = _copy_bundle(tiny_bundle, tmp_path / "b")
+    original = json.loads((root / "bundle.json").read_text())
+    rng = random.Random(16)
+    for _ in range(300):
+        (root / "bundle.json").write_text(json.dumps(_mutations(copy.deepcopy(original), rng)))
+        try:
+            read_manifest(root)
+        except BundleError:
+            pass
