@@ -911,3 +911,105 @@ def test_random_bundle_mutations_never_raise_anything_else(tiny_bundle, tmp_path
             read_manifest(root)
         except BundleError:
             pass
+
+
+# --------------------------------------------------------------------------------------------
+# F. a training checkpoint is one unit
+
+
+def _train_objects(value: float):
+    import torch
+
+    net = torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        net.weight.fill_(value)
+        net.bias.fill_(value)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    net(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    return net, opt
+
+
+def _saved_runs(out: Path, steps=(2, 4)):
+    from engine.train_state import save_state
+
+    for s in steps:
+        net, opt = _train_objects(float(s))
+        save_state(out, {"model": net}, opt, {"step": s})
+
+
+def _restored_step(out: Path) -> tuple[int, float]:
+    import torch
+
+    from engine.train_state import load_state
+
+    net = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    meta = load_state(out, {"model": net}, opt)
+    return int(meta["step"]), float(net.bias[0].detach())
+
+
+def test_checkpoint_weights_and_state_always_agree(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    _saved_runs(out, (2, 4, 6))
+    step, bias = _restored_step(out)
+    assert step == 6 and abs(bias - 6.0) < 0.01
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["train_state.json", "train_state.prev.json",
+                     "train_state.step-4.safetensors", "train_state.step-6.safetensors"]
+
+
+def test_a_kill_between_weights_and_state_resumes_the_previous_step(tmp_path, monkeypatch):
+    import engine.weights as weights_mod
+    from engine.train_state import save_state
+
+    out = tmp_path / "run"
+    out.mkdir()
+    _saved_runs(out, (2, 4))
+    real = weights_mod.atomic_write_bytes
+
+    def killed(path, data):
+        if Path(path).name == "train_state.json":
+            raise KeyboardInterrupt  # the process dies after the weights, before the state
+        return real(path, data)
+
+    monkeypatch.setattr(weights_mod, "atomic_write_bytes", killed)
+    net, opt = _train_objects(6.0)
+    with pytest.raises(KeyboardInterrupt):
+        save_state(out, {"model": net}, opt, {"step": 6})
+    monkeypatch.setattr(weights_mod, "atomic_write_bytes", real)
+    step, bias = _restored_step(out)
+    assert step == 4 and abs(bias - 4.0) < 0.01  # weights and counters from the same step
+
+
+def test_skewed_checkpoint_falls_back_then_refuses(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    _saved_runs(out, (2, 4))
+    # the newest weights replaced by another step's (a partial copy of the folder)
+    shutil.copy(out / "train_state.step-2.safetensors", out / "train_state.step-4.safetensors")
+    assert _restored_step(out)[0] == 2  # the previous complete checkpoint
+    (out / "train_state.step-2.safetensors").unlink()
+    with pytest.raises(RiffwrightError, match="no complete checkpoint"):
+        _restored_step(out)
+
+
+def test_legacy_checkpoint_still_resumes(tmp_path):
+    """A run checkpointed before weights were named by step (one fixed file name)."""
+    from safetensors.torch import save
+
+    from engine.train_state import has_state
+
+    out = tmp_path / "run"
+    out.mkdir()
+    net, opt = _train_objects(3.0)
+    tensors = {f"model.{k}": v.detach().contiguous() for k, v in net.state_dict().items()}
+    for i, st in opt.state_dict()["state"].items():
+        for k, v in st.items():
+            tensors[f"opt.{i}.{k}"] = v.detach().contiguous() if hasattr(v, "detach") else v
+    (out / "train_state.safetensors").write_bytes(save(tensors))
+    (out / "train_state.json").write_text(json.dumps(
+        {"step": 3, "param_groups": opt.state_dict()["param_groups"]}))
+    assert has_state(out)
+    assert _restored_step(out)[0] == 3
