@@ -552,26 +552,20 @@ def _inside(folder: Path, rel: Any, what: str) -> Path:
 
 
 def _read_track_audio(path: Path, what: str, sample_rate: int) -> np.ndarray:
-    """A track's WAV, which must be a regular file at the session's rate."""
-    import stat as stat_mod
+    """A track's audio: a regular file at the session's rate, no longer than the input
+    limit (`engine.audio.max_input_seconds`), checked from its header before decoding."""
+    from engine.audio import load_audio
+    from engine.errors import AudioError
 
-    import soundfile as sf
-
+    if not path.exists():
+        raise SessionError(f"{what}: its audio file {path.name} is missing")
     try:
-        st = os.stat(path)
-    except OSError:
-        raise SessionError(f"{what}: its audio file {path.name} is missing") from None
-    if not stat_mod.S_ISREG(st.st_mode):
-        raise SessionError(f"{what}: {path.name} is not a regular file")
-    try:
-        data, sr = sf.read(path, dtype="float32", always_2d=True)
-    except Exception as e:  # noqa: BLE001 - soundfile raises several types
-        raise SessionError(f"cannot read track audio {path}: {e}") from None
+        data, sr = load_audio(path)  # refuses FIFOs, devices, lying headers, NaN
+    except AudioError as e:
+        raise SessionError(f"{what}: {e}") from None
     if sr != sample_rate:
         raise SessionError(f"{what}: {path.name} is at {sr} Hz, the session at {sample_rate} Hz")
-    if data.shape[1] > 64 or not np.isfinite(data).all():
-        raise SessionError(f"{what}: {path.name} holds unusable audio")
-    return np.ascontiguousarray(data.T)
+    return data
 
 
 def _track_from_meta(folder: Path, tm: Any, index: int, sample_rate: int) -> Track:
