@@ -11,6 +11,7 @@ There is no fallback: a file that needs more is refused with a message naming th
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from engine.errors import BundleError
@@ -41,6 +42,22 @@ def _allowed_globals() -> list:
     return allowed
 
 
+def _refusal(e: BaseException) -> str:
+    """What the restricted unpickler refused, in a few words (not torch's advice on how to
+    allow it, which a musician must not follow for a file from someone else)."""
+    text = str(e)
+    m = re.search(r"(?:unsupported global|unsupported class|call reduce for)[:\s]*"
+                  r"(?:GLOBAL\s+)?([\w.]+)", text, re.IGNORECASE)
+    if m:
+        return f"it asks for {m.group(1)}"
+    if "WeightsUnpickler error:" in text:
+        first = text.split("WeightsUnpickler error:")[-1].strip().splitlines()
+        return first[0][:120] if first and first[0] else "not weights"
+    if "weights_only" in text:
+        return "it holds more than weights"
+    return (text.strip().splitlines() or [type(e).__name__])[0][:120]
+
+
 def load_weights_only(path: str | Path, what: str):
     """`torch.load` of a foreign checkpoint through the restricted unpickler only.
 
@@ -56,8 +73,7 @@ def load_weights_only(path: str | Path, what: str):
     except OSError as e:
         raise BundleError(f"cannot read {what} checkpoint {path}: {e.strerror or e}") from None
     except Exception as e:  # noqa: BLE001 - any refusal or malformed pickle: not plain weights
-        detail = str(e).split("WeightsUnpickler error:")[-1].strip().splitlines()
-        hint = detail[0][:160] if detail else type(e).__name__
+        hint = _refusal(e)
         raise BundleError(
             f"{path.name} is not a plain-weights {what} checkpoint and was not loaded "
             f"({hint}); Riffwright never unpickles code from a checkpoint"
