@@ -624,7 +624,12 @@ class MainWindow(QMainWindow):
         return self.save_to(path) if path else False
 
     def autosave_now(self, wait: bool = False) -> Path | None:
-        """Snapshot the session and write it to the autosave folder in a background thread."""
+        """Snapshot the session and write it to the autosave folder in a background thread.
+
+        A failed write (full disk...) is shown in the status bar on the next tick and tried
+        again every tick; the thread never dies silently."""
+        if self._autosave_error:
+            self.status(f"autosave failed, retrying: {self._autosave_error}")
         if not self.session.dirty or not self.session.tracks:
             return None
         if self._autosave_thread is not None and self._autosave_thread.is_alive():
@@ -635,8 +640,9 @@ class MainWindow(QMainWindow):
         def run():
             try:
                 write()
-            except OSError as e:
-                self._autosave_error = str(e)
+                self._autosave_error = ""
+            except Exception as e:  # noqa: BLE001 - any failure is reported, then retried
+                self._autosave_error = str(e) or type(e).__name__
 
         self._autosave_thread = threading.Thread(target=run, daemon=True,
                                                  name="riffwright-autosave")
@@ -666,6 +672,8 @@ class MainWindow(QMainWindow):
             s = Session.load(folder)
         except RiffwrightError as e:
             self.message(f"the autosave could not be read: {e}")
+            for f, _ in cands:  # never offered again on the next start
+                discard_autosave(self.autosave_root, f.name)
             return False
         origin = info.get("origin")
         s.path = Path(origin) if origin else None

@@ -7,12 +7,17 @@ read raises :class:`~engine.errors.AudioError` with a one-line message naming th
 M4A/AAC, truncated files, empty files, NaN/Inf samples, absurd channel counts or rates.
 
 Long files are read block by block (:func:`iter_blocks`), so hours of audio never sit in
-memory at once; :func:`load_audio` takes ``offset``/``duration`` to read a window.
+memory at once; :func:`load_audio` takes ``offset``/``duration`` to read a window. Only
+regular files are opened (a FIFO or a device would block or never end), and a whole-file
+read longer than the `max_input_seconds()` setting is refused from the header, before a
+sample is decoded; samples are read in blocks, so a header that lies about the length can
+never make Riffwright allocate what the file does not hold.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import struct
 import tempfile
 from collections.abc import Iterator
@@ -43,6 +48,24 @@ MIN_SAMPLE_RATE = 1000
 MAX_SAMPLE_RATE = 768_000
 WRITE_SUBTYPES = {"PCM_16", "PCM_24", "FLOAT"}
 _BLOCK = 1 << 18  # frames per read when loading a whole file
+
+MAX_INPUT_SECONDS = 600.0
+"""The longest audio `load_audio` reads at once unless told otherwise (10 minutes of stereo
+at 48 kHz is 230 MB as float32). Override with the environment variable
+``RIFFWRIGHT_MAX_INPUT_SECONDS``."""
+MAX_INPUT_SECONDS_ENV = "RIFFWRIGHT_MAX_INPUT_SECONDS"
+_FROM_SETTING = -1.0
+
+
+def max_input_seconds() -> float:
+    """The input length limit in seconds: ``RIFFWRIGHT_MAX_INPUT_SECONDS`` when set to a
+    positive number, else `MAX_INPUT_SECONDS`."""
+    raw = os.environ.get(MAX_INPUT_SECONDS_ENV, "").strip()
+    try:
+        value = float(raw) if raw else MAX_INPUT_SECONDS
+    except ValueError:
+        return MAX_INPUT_SECONDS
+    return value if value > 0 and value == value else MAX_INPUT_SECONDS
 
 
 @dataclass(frozen=True)
@@ -113,10 +136,17 @@ def _open_checked(path: str | Path):
     import soundfile as sf
 
     p = Path(path)
-    if not p.exists():
-        raise AudioError(f"audio file not found: {p}")
-    if p.is_dir():
+    try:
+        mode = os.stat(p).st_mode  # never blocks, even on a FIFO
+    except FileNotFoundError:
+        raise AudioError(f"audio file not found: {p}") from None
+    except OSError as e:
+        raise AudioError(f"cannot open {p.name[:80]}: {e.strerror or e}") from None
+    if stat.S_ISDIR(mode):
         raise AudioError(f"{p} is a folder, not an audio file")
+    if not stat.S_ISREG(mode):
+        raise AudioError(f"{p.name} is not a regular file (a pipe, device or socket); "
+                         "Riffwright reads audio files only")
     try:
         with open(p, "rb") as f:
             head = f.read(64)
@@ -231,14 +261,15 @@ def load_audio(
     sample_rate: int | None = None,
     offset: float = 0.0,
     duration: float | None = None,
-    max_seconds: float | None = None,
+    max_seconds: float | None = _FROM_SETTING,
 ) -> tuple[np.ndarray, int]:
     """Read `path` as float32 ``(channels, frames)``; resample to `sample_rate` if given.
 
     `offset`/`duration` (seconds, in the file's own time) read a window without decoding the
-    rest. `max_seconds` refuses (before reading anything) a window longer than that, so a
-    caller that cannot hold hours of audio gets a message instead of a memory error; use
-    `iter_blocks` to stream such files. Returns ``(audio, sample_rate)``. Raises `AudioError`
+    rest. `max_seconds` (default: the `max_input_seconds()` setting; None: no limit) refuses,
+    from the header and before decoding anything, a window longer than that in stereo
+    (frames x channels against seconds x rate x 2), so a caller that cannot hold hours of
+    audio gets a message instead of a memory error; use `iter_blocks` to stream such files. Returns ``(audio, sample_rate)``. Raises `AudioError`
     with a specific message for anything that cannot be read.
     """
     snd = _open_checked(path)
@@ -246,16 +277,23 @@ def load_audio(
     with snd:
         sr = snd.samplerate
         start, stop = _window(snd, sr, offset, duration)
-        if max_seconds is not None and (stop - start) > max_seconds * sr:
+        if max_seconds is not None and max_seconds < 0:
+            max_seconds = max_input_seconds()
+        if max_seconds is not None and (
+                (stop - start) > max_seconds * sr
+                or (stop - start) * snd.channels > max_seconds * sr * 2):
+            many = f" of {snd.channels}-channel audio" if snd.channels > 2 else ""
             raise AudioError(
-                f"{name} is {_hms((stop - start) / sr)} long; at most {_hms(max_seconds)} "
-                "can be loaded at once here"
+                f"{name} is {_hms((stop - start) / sr)} long{many}; at most "
+                f"{_hms(max_seconds)} can be loaded at once here ({MAX_INPUT_SECONDS_ENV})"
             )
-        out = np.empty((snd.channels, stop - start), dtype=np.float32)
-        pos = 0
-        for block in _read_blocks(snd, name, start, stop, _BLOCK):
-            out[:, pos : pos + block.shape[1]] = block
-            pos += block.shape[1]
+        # blocks, joined at the end: memory follows the samples actually read, never the
+        # length a header claims
+        blocks = list(_read_blocks(snd, name, start, stop, _BLOCK))
+        pos = sum(b.shape[1] for b in blocks)
+        out = blocks[0] if len(blocks) == 1 else (
+            np.concatenate(blocks, axis=1) if blocks else np.empty((snd.channels, 0), np.float32))
+        del blocks
     if pos == 0:
         raise AudioError(f"{name} contains no audio (0 samples)")
     if sample_rate is not None and sample_rate != sr:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -121,16 +122,67 @@ def _require(d: dict, key: str, kind: type | tuple, where: str) -> Any:
     return d[key]
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _inside_name(value: Any, where: str, key: str) -> str:
+    """A file named by the manifest: a relative path that stays inside the bundle folder."""
+    if not isinstance(value, str) or not value.strip() or "\0" in value:
+        raise BundleError(f"{where}: field '{key}' is not a file name")
+    p = Path(value)
+    if p.is_absolute() or value.startswith("~") or ".." in p.parts:
+        raise BundleError(f"{where}: {key} {value[:80]!r} points outside the bundle folder; "
+                          "a bundle's own files must be inside it")
+    return value
+
+
+def _check_sections(m: dict, where: str) -> None:
+    """Types of everything `load_bundle` reads from the cae/conditioner/ldm/prior sections."""
+    cae, cond = m["cae"], m["conditioner"]
+    if cae.get("backend", "riffwright") == "music2latent":
+        _require(cae, "checkpoint", str, where + " cae")
+    else:
+        _inside_name(cae.get("file"), where + " cae", "file")
+    kind = cond.get("kind", "builtin")
+    if kind not in ("builtin", "laion-clap"):
+        raise BundleError(f"{where}: conditioner kind {str(kind)[:40]!r} is not builtin or "
+                          "laion-clap")
+    if kind == "laion-clap":
+        ck = _require(cond, "checkpoint", str, where + " conditioner")
+        if not Path(ck).expanduser().is_absolute():
+            _inside_name(ck, where + " conditioner", "checkpoint")
+    else:
+        _inside_name(cond.get("file"), where + " conditioner", "file")
+    for key in ("sha256", "amodel", "id"):
+        if cond.get(key) is not None and not isinstance(cond[key], str):
+            raise BundleError(f"{where} conditioner: field '{key}' has the wrong type")
+    ck = cae.get("checkpoint")
+    if isinstance(ck, str) and not Path(ck).expanduser().is_absolute():
+        _inside_name(ck, where + " cae", "checkpoint")
+    _inside_name(m["ldm"]["file"], where + " ldm", "file")
+    if "prior" in m:
+        _inside_name(m["prior"]["file"], where + " prior", "file")
+
+
 def read_manifest(path: str | os.PathLike) -> dict:
-    """Read and validate `bundle.json`; name exactly what is wrong."""
+    """Read and validate `bundle.json`; name exactly what is wrong.
+
+    Every field `load_bundle` uses is type-checked here, and every file the bundle holds
+    must be named by a relative path inside the folder; only the LAION-CLAP / Music2Latent
+    checkpoints, which are never shipped in a bundle, may be absolute paths (explicit,
+    read-only external references, read through the restricted unpickler only).
+    """
     path = Path(path)
     f = path / MANIFEST
     if not f.is_file():
         raise BundleError(f"{path} is not a model bundle (no {MANIFEST})")
     try:
-        m = json.loads(f.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BundleError(f"{f} is not valid JSON ({e})") from None
+        m = json.loads(f.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise BundleError(f"{f} is not valid JSON ({str(e)[:200]})") from None
+    except OSError as e:
+        raise BundleError(f"cannot read {f}: {e.strerror or e}") from None
     if not isinstance(m, dict):
         raise BundleError(f"{f} must hold a JSON object")
     where = str(f)
@@ -138,14 +190,20 @@ def read_manifest(path: str | os.PathLike) -> dict:
     if fmt > FORMAT_VERSION:
         raise BundleError(f"{where}: format {fmt} is newer than this Riffwright understands "
                           f"({FORMAT_VERSION}); update Riffwright")
-    _require(m, "sample_rate", int, where)
+    sr = _require(m, "sample_rate", int, where)
+    if not 1000 <= sr <= 768_000:
+        raise BundleError(f"{where}: sample rate {sr} is out of range")
     lat = _require(m, "latent", dict, where)
     dim = _require(lat, "dim", int, where + " latent")
-    _require(lat, "hop", int, where + " latent")
+    hop = _require(lat, "hop", int, where + " latent")
+    if not (0 < dim <= 4096 and 0 < hop <= 1 << 20):
+        raise BundleError(f"{where}: latent dim/hop out of range")
     for k in ("mean", "std"):
         v = _require(lat, k, list, where + " latent")
         if len(v) != dim:
             raise BundleError(f"{where}: latent {k} has {len(v)} values for {dim} channels")
+        if not all(_is_number(x) for x in v):
+            raise BundleError(f"{where}: latent {k} must hold numbers")
     if any(s <= 0 for s in lat["std"]):
         raise BundleError(f"{where}: latent std must be positive")
     for section in ("cae", "conditioner", "ldm"):
@@ -154,22 +212,68 @@ def read_manifest(path: str | os.PathLike) -> dict:
     if "prior" in m:
         _require(m, "prior", dict, where)
         _require(m["prior"], "file", str, where + " prior")
+    _check_sections(m, where)
+    if m.get("name") is not None and not isinstance(m["name"], str):
+        raise BundleError(f"{where}: field 'name' has the wrong type")
     m.setdefault("sigma_data", 1.0)
     m.setdefault("window_frames", 128)
     m.setdefault("overlap_frames", 32)
-    m["defaults"] = {**DEFAULT_PARAMETERS, **m.get("defaults", {})}
+    if not _is_number(m["sigma_data"]) or m["sigma_data"] <= 0:
+        raise BundleError(f"{where}: sigma_data must be a positive number")
+    for k in ("window_frames", "overlap_frames"):
+        if not isinstance(m[k], int) or isinstance(m[k], bool) or not 0 <= m[k] <= 1 << 16:
+            raise BundleError(f"{where}: {k} must be a whole number")
+    if m["window_frames"] < 1 or m["overlap_frames"] >= m["window_frames"]:
+        raise BundleError(f"{where}: overlap_frames must be below window_frames")
+    defaults = m.get("defaults", {})
+    if not isinstance(defaults, dict):
+        raise BundleError(f"{where}: field 'defaults' has the wrong type")
+    for k, v in defaults.items():
+        want = DEFAULT_PARAMETERS.get(k)
+        if want is not None and type(v) is not type(want) and not (
+                isinstance(want, float) and _is_number(v)):
+            raise BundleError(f"{where}: default '{k}' has the wrong type")
+    m["defaults"] = {**DEFAULT_PARAMETERS, **defaults}
     return m
 
 
-def bundle_hash(path: str | os.PathLike) -> str:
-    """SHA-256 over the manifest and every weights file: the model's identity in provenance."""
+def external_checkpoints(path: str | os.PathLike, manifest: dict) -> list[Path]:
+    """Weights a bundle references outside its own files (a LAION-CLAP or Music2Latent
+    checkpoint): part of the model, so part of its hash."""
+    root = Path(path)
+    out = []
+    for section in ("cae", "conditioner"):
+        ck = manifest.get(section, {}).get("checkpoint")
+        if isinstance(ck, str) and ck:
+            p = Path(ck).expanduser()
+            out.append(p if p.is_absolute() else root / p)
+    return out
+
+
+def bundle_hash(path: str | os.PathLike, digests: dict[str, str] | None = None) -> str:
+    """SHA-256 over the manifest, every weights file in the bundle and every checkpoint it
+    references outside itself: the model's identity in provenance. `digests` (resolved
+    path -> SHA-256) spares re-reading a checkpoint the loader has just hashed."""
     from engine.weights import sha256_file
 
     path = Path(path)
-    h = hashlib.sha256((path / MANIFEST).read_bytes())
-    for f in sorted(path.glob("*.safetensors")):
+    raw = (path / MANIFEST).read_bytes()
+    h = hashlib.sha256(raw)
+    own = sorted(path.glob("*.safetensors"))
+    for f in own:
         h.update(f.name.encode())
         h.update(bytes.fromhex(sha256_file(f)))
+    try:
+        manifest = json.loads(raw)
+    except (ValueError, RecursionError):
+        manifest = {}
+    seen = {f.resolve() for f in own}
+    for f in external_checkpoints(path, manifest if isinstance(manifest, dict) else {}):
+        if not f.is_file() or f.resolve() in seen:
+            continue
+        digest = (digests or {}).get(str(f.resolve())) or sha256_file(f)
+        h.update(b"external:" + f.name.encode())
+        h.update(bytes.fromhex(digest))
     return h.hexdigest()
 
 
@@ -281,14 +385,35 @@ def _load_prior(spec: dict | None, root: Path, conditioner, device):
 
 
 def load_bundle(path: str | os.PathLike | None = None, device: Any = "cpu") -> Bundle:
-    """Load a bundle onto `device`, checking every shape against its config."""
+    """Load a bundle onto `device`, checking every shape against its config.
+
+    A bundle is someone else's file: whatever it holds, the result is a loaded model or a
+    `BundleError` with one line, never another exception.
+    """
+    root = find_bundle(path)
+    try:
+        return _load_bundle(root, device)
+    except BundleError:
+        raise
+    except OSError as e:
+        raise BundleError(f"cannot read the bundle {root}: {e.strerror or e}"
+                          f"{f' ({e.filename})' if e.filename else ''}") from None
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError,
+            RuntimeError) as e:
+        if "out of memory" in str(e).lower():
+            raise
+        text = " ".join(str(e).split())[:200]
+        raise BundleError(f"the bundle {root} is damaged or does not fit together "
+                          f"({type(e).__name__}: {text})") from None
+
+
+def _load_bundle(root: Path, device: Any) -> Bundle:
     import torch
 
     from engine.edm import EDMPrecond
     from engine.unet import UNet1d, UNetConfig
     from engine.weights import load_into, read_checkpoint
 
-    root = find_bundle(path)
     m = read_manifest(root)
     device = torch.device(device)
     cae = _load_cae(m["cae"], root, device)
@@ -314,8 +439,14 @@ def load_bundle(path: str | os.PathLike | None = None, device: Any = "cpu") -> B
     mean = torch.tensor(lat["mean"], dtype=torch.float32, device=device).reshape(1, -1, 1)
     std = torch.tensor(lat["std"], dtype=torch.float32, device=device).reshape(1, -1, 1)
     prior = _load_prior(m.get("prior"), root, conditioner, device)
-    return Bundle(root, m, cae, conditioner, precond, device, bundle_hash(root), mean, std,
-                  prior)
+    digests = {}  # the loaders hashed their external checkpoints already
+    for section, obj in (("cae", cae), ("conditioner", conditioner)):
+        refs = external_checkpoints(root, {section: m[section]})
+        digest = getattr(obj, "sha256", None) or getattr(obj, "checksum", None)
+        if refs and isinstance(digest, str) and len(digest) == 64:
+            digests[str(refs[0].resolve())] = digest
+    return Bundle(root, m, cae, conditioner, precond, device, bundle_hash(root, digests),
+                  mean, std, prior)
 
 
 def write_manifest(path: str | os.PathLike, manifest: dict) -> None:

@@ -1,15 +1,21 @@
 """`riffwright` subcommands: the same engine as the app, headless.
 
 Bad input exits with status 2 and one line naming the problem; nothing is written to --out
-unless generation succeeded.
+unless generation succeeded. The takes of one run are written to a hidden staging folder
+inside --out and moved into place (each provenance sidecar before its WAV) only when all of
+them were written: a full or read-only disk leaves --out as it was.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shutil
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 from engine.errors import RiffwrightError
@@ -213,11 +219,57 @@ def _stem_name(stem, mode: str, index: int | None = None) -> str:
     return f"{part}{mode}_take{stem.take + 1}_seed{stem.seed}.wav"
 
 
-def _save_stems(stems, out: Path, mode: str, index=None) -> list[dict]:
-    out.mkdir(parents=True, exist_ok=True)
+STAGING_PREFIX = ".riffwright-staging-"
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an --out that cannot be a folder before any work (a file, /dev/null)."""
+    if os.path.lexists(out) and not out.is_dir():
+        raise RiffwrightError(f"--out {out} is not a folder; give a folder for the takes")
+
+
+def _clean_stale_staging(out: Path, min_age_s: float = 3600.0) -> None:
+    """Remove staging folders a killed run left in `out` (only ours, only old ones)."""
+    from engine.fsutil import clean_stale_temps
+
+    clean_stale_temps(out, min_age_s)
+    now = time.time()
+    for d in out.glob(STAGING_PREFIX + "*"):
+        with contextlib.suppress(OSError):
+            if d.is_dir() and not d.is_symlink() and now - d.stat().st_mtime >= min_age_s:
+                shutil.rmtree(d, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _staged(out: Path):
+    """Yield a hidden staging folder inside `out`; when the block succeeds, move everything
+    in it into `out` (a provenance sidecar before its WAV, so no WAV ever lands without
+    one). On any failure nothing reaches `out` and the staging folder is removed; write
+    errors become one `RiffwrightError` line."""
+    from engine.fsutil import user_write
+
+    with user_write(f"cannot write to {out}"):
+        out.mkdir(parents=True, exist_ok=True)
+        _clean_stale_staging(out)
+        stage = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out))
+    try:
+        with user_write(f"cannot write the takes to {out}"):
+            yield stage
+            files = sorted(stage.iterdir(), key=lambda f: (f.stem, f.suffix != ".json"))
+            for f in files:
+                os.replace(f, out / f.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _save_stems(stems, out: Path, mode: str, index=None, stage: Path | None = None
+                ) -> list[dict]:
+    """Write `stems` into `stage` (default: `out`); the rows name their place in `out`."""
     rows = []
     for s in stems:
-        path = s.save(out / _stem_name(s, mode, index))
+        name = _stem_name(s, mode, index)
+        s.save((stage or out) / name)
+        path = out / name
         rows.append({"path": str(path), "seconds": round(s.seconds, 6),
                      "sample_rate": s.sample_rate, "channels": s.channels, "seed": s.seed,
                      "take": s.take, "mode": mode, "provenance": str(path.with_suffix(".json"))})
@@ -228,13 +280,15 @@ def cmd_generate(args) -> int:
     from engine.bundle import load_bundle
     from engine.generate import GenerationRequest, Generator, pick_device
 
+    _check_out(Path(args.out))
     req = _request_from_args(args, GenerationRequest)
     device = pick_device(args.device)
     bundle = load_bundle(args.model, device=device)
     gen = Generator(bundle)
     gen.resolve(req)  # validate before any work
     stems = _drive(gen.run(req), _progress_printer(args.quiet or args.json))
-    rows = _save_stems(stems, Path(args.out), req.mode)
+    with _staged(Path(args.out)) as stage:
+        rows = _save_stems(stems, Path(args.out), req.mode, stage=stage)
     _report(args, rows, bundle, device)
     return 0
 
@@ -248,6 +302,7 @@ def cmd_arrange(args) -> int:
 
     if not args.parts:
         raise RiffwrightError("arrange needs at least one --prompt or --reference")
+    _check_out(Path(args.out))
     base = _request_from_args(args, GenerationRequest)
     refs = {v: _load(v, "reference") for k, v in args.parts if k == "reference"}
     device = pick_device(args.device)
@@ -272,14 +327,15 @@ def cmd_arrange(args) -> int:
         mono = stem.audio.mean(axis=0, keepdims=True)
         context = mono if context is None else mix_down([context, mono])
     out = Path(args.out)
-    for i, s in enumerate(stems_all):
-        rows += _save_stems([s], out, "arrange", index=i)
     from engine.audio import write_audio
 
     mix = mix_down([s.audio for s in stems_all] + ([base.context] if base.context is not None
                                                    else []))
     peak = float(np.abs(mix).max()) or 1.0
-    write_audio(out / "arrangement_mix.wav", mix / max(peak, 1.0), OUT_RATE)
+    with _staged(out) as stage:
+        for i, s in enumerate(stems_all):
+            rows += _save_stems([s], out, "arrange", index=i, stage=stage)
+        write_audio(stage / "arrangement_mix.wav", mix / max(peak, 1.0), OUT_RATE)
     _report(args, rows, bundle, device)
     return 0
 
@@ -358,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     from engine import tasks
+    from engine.fsutil import os_error_text, write_error_types
 
     handler = COMMANDS.get(args.command) or tasks.COMMANDS.get(args.command)
     try:
@@ -370,14 +427,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # output piped into `head` and the like
         return 0
-    except OSError as e:
-        if e.errno == 28:
-            print(f"riffwright: error: the disk is full ({e.filename or ''})", file=sys.stderr)
-            return 2
-        if isinstance(e, (PermissionError, FileNotFoundError, IsADirectoryError)):
-            print(f"riffwright: error: {e.strerror}: {e.filename}", file=sys.stderr)
-            return 2
-        raise
+    except write_error_types() as e:  # a full or read-only disk, a name too long...
+        print(f"riffwright: error: {os_error_text(e)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -8,16 +8,27 @@ and time signature. Validates against the published `Project.xsd`.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import zipfile
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
 from engine.export import export_stems
-from engine.fsutil import atomic_path
+from engine.fsutil import atomic_path, user_write
 from engine.session import Session
 
 DAWPROJECT_VERSION = "1.0"
+
+
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def xml_text(value: str) -> str:
+    """`value` with every character XML 1.0 cannot hold (control characters, lone
+    surrogates) replaced by a space, so a track named with a stray control character still
+    gives a valid project.xml."""
+    return _NOT_XML.sub(" ", str(value))
 
 
 def _bool(v: bool) -> str:
@@ -54,7 +65,8 @@ def project_xml(session: Session, files: dict[str, str], app_version: str = "0.1
             continue
         tid = nid()
         track_ids[t.id] = tid
-        te = ET.SubElement(structure, "Track", id=tid, name=t.name, color=t.color or "#808080",
+        te = ET.SubElement(structure, "Track", id=tid, name=xml_text(t.name),
+                           color=xml_text(t.color or "#808080"),
                            contentType="audio", loaded="true")
         ch = ET.SubElement(te, "Channel", id=nid(), role="regular",
                            audioChannels=str(min(2, t.audio.shape[0])),
@@ -76,18 +88,19 @@ def project_xml(session: Session, files: dict[str, str], app_version: str = "0.1
         tl = ET.SubElement(lanes, "Lanes", id=nid(), track=track_ids[t.id])
         clips = ET.SubElement(tl, "Clips", id=nid())
         clip = ET.SubElement(clips, "Clip", time="0", duration=f"{total_beats:.9g}",
-                             playStart="0", name=t.name, contentTimeUnit="seconds")
+                             playStart="0", name=xml_text(t.name),
+                             contentTimeUnit="seconds")
         audio = ET.SubElement(clip, "Audio", id=nid(), algorithm="raw",
                               channels=str(min(2, t.audio.shape[0])),
                               sampleRate=str(session.sample_rate), duration=f"{total_s:.9g}")
-        ET.SubElement(audio, "File", path=files[t.id])
+        ET.SubElement(audio, "File", path=xml_text(files[t.id]))
     ET.indent(proj)
     return ET.tostring(proj, encoding="utf-8", xml_declaration=True)
 
 
 def metadata_xml(session: Session) -> bytes:
     md = ET.Element("MetaData")
-    ET.SubElement(md, "Title").text = session.title
+    ET.SubElement(md, "Title").text = xml_text(session.title)
     ET.SubElement(md, "Comment").text = "Exported from Riffwright"
     ET.indent(md)
     return ET.tostring(md, encoding="utf-8", xml_declaration=True)
@@ -98,8 +111,8 @@ def export_dawproject(session: Session, path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.suffix != ".dawproject":
         path = path.with_suffix(".dawproject")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as td:
+    with user_write(f"cannot export {path.name}"), tempfile.TemporaryDirectory() as td:
+        path.parent.mkdir(parents=True, exist_ok=True)
         written = export_stems(session, td, include_mix=False)
         files = {t.id: f"audio/{p.name}" for t, p in zip(session.tracks, written, strict=True)}
         with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:

@@ -2,6 +2,10 @@
 
 Every file starts at session time zero and all have the same length, so dropping them at
 bar 1 of a DAW lines them up exactly (we never rely on BWF/acid chunks for alignment).
+
+An export never replaces a file: a DAW may already reference an earlier export of the same
+name, so a taken name gets a number ("Bass_120bpm 2.wav"). A failed write (full or read-only
+disk) raises one `RiffwrightError` line and leaves no partial file.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.fsutil import atomic_path
+from engine.fsutil import new_file, user_write
 from engine.gain import apply_ceiling, guard_full_scale
 from engine.session import Session, Track, add_track_into, safe_name
 
@@ -108,11 +112,11 @@ def _write_pcm24(path: Path, audio: np.ndarray, sr: int,
     if session is not None and session.tempo:
         chunks.append(acid_chunk(session.tempo, audio.shape[-1] / sr, tuple(session.meter),
                                  key_root_midi(session.key)))
-    with atomic_path(path) as tmp:
-        # write_audio is itself atomic; the chunks are appended before the final rename
-        write_audio(tmp, audio, sr, subtype="PCM_24")
-        _append_chunks(tmp, chunks)
-    return path
+    with user_write(f"cannot export {path.name}"), new_file(path) as placed:
+        # write_audio is itself atomic; the chunks are appended before the file is placed
+        write_audio(placed[0], audio, sr, subtype="PCM_24")
+        _append_chunks(placed[0], chunks)
+    return placed[-1]
 
 
 def render_track(session: Session, track: Track, frames: int | None = None) -> np.ndarray:
@@ -137,7 +141,8 @@ def export_stems(session: Session, out_dir: str | os.PathLike, track_ids: list[s
     All files cover [0, session length) at the session rate, 24-bit PCM.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with user_write(f"cannot export to {out_dir}"):
+        out_dir.mkdir(parents=True, exist_ok=True)
     frames = session.frames
     tracks = session.tracks if track_ids is None else [session.track(i) for i in track_ids]
     written: list[Path] = []
@@ -164,6 +169,7 @@ def export_track_for_drag(session: Session, track_id: str, export_dir: str | os.
     """Write one stem into the permanent export folder before a drag starts."""
     t = session.track(track_id)
     out = Path(export_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with user_write(f"cannot write to {out}"):
+        out.mkdir(parents=True, exist_ok=True)
     audio, _ = guard_full_scale(render_track(session, t), session.sample_rate)
     return _write_pcm24(out / stem_filename(session, t), audio, session.sample_rate, session, t.name)

@@ -8,9 +8,13 @@ disk, a crash or a cancelled job leaves the previous file untouched.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
+import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,3 +55,144 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike, obj, indent: int | None = 1) -> None:
     atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
+
+
+# --------------------------------------------------------------------------------------------
+# never overwrite, say what went wrong, clean up after a crash
+
+_TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp(\.[A-Za-z0-9]{1,8})?$")
+"""Names `atomic_path` and `engine.audio.write_audio` give their temporary files
+(`.<stem>.<8 random>.tmp<suffix>`); nothing else is ever removed as a leftover."""
+
+STALE_TEMP_SECONDS = 3600.0
+
+
+def is_temp_name(name: str) -> bool:
+    return bool(_TEMP_NAME.match(name))
+
+
+def clean_stale_temps(folder: str | os.PathLike, min_age_s: float = STALE_TEMP_SECONDS) -> int:
+    """Remove our own temporary files left in `folder` by a crash; returns how many.
+
+    Only names matching our temporary-file pattern and older than `min_age_s` are removed (a
+    younger one may belong to a write still in progress, e.g. an autosave); never a folder,
+    never a link, never anything else.
+    """
+    folder = Path(folder)
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    now = time.time()
+    for entry in entries:
+        if not is_temp_name(entry.name):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISREG(st.st_mode) and now - st.st_mtime >= min_age_s:
+                os.unlink(entry.path)
+                removed += 1
+        except OSError:
+            continue
+    return removed
+
+
+def numbered_name(path: Path, n: int) -> Path:
+    """'take.wav' -> 'take 2.wav' (n = 2), the way file managers name a second copy."""
+    return path if n < 2 else path.with_name(f"{path.stem} {n}{path.suffix}")
+
+
+def place_new(tmp: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Move the finished file `tmp` to `path`, or to 'path 2', 'path 3'... when that name is
+    taken; an existing file is never replaced. Returns where the file went.
+
+    A hard link refuses an existing name atomically (no race with another writer); on file
+    systems without hard links (FAT, some network shares) the name is checked, then renamed.
+    """
+    tmp, path = Path(tmp), Path(path)
+    for n in range(1, 10_000):
+        target = numbered_name(path, n)
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            continue
+        except OSError as e:
+            if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV,
+                               errno.EMLINK, errno.ENOSYS):
+                raise
+            if os.path.lexists(target):
+                continue
+            os.replace(tmp, target)
+            return target
+        os.unlink(tmp)
+        return target
+    raise FileExistsError(errno.EEXIST, "too many files with this name", str(path))
+
+
+@contextmanager
+def new_file(path: str | os.PathLike, mode: int = 0o644) -> Iterator[list]:
+    """Like `atomic_path`, but never replaces an existing file: yields `[tmp]`; on success
+    the list gets the final path ('name 2.wav' when 'name.wav' exists) appended."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}",
+                               dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    holder: list = [tmp_path]
+    try:
+        yield holder
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp_path, mode)
+        holder.append(place_new(tmp_path, path))
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+_ERRNO_TEXT = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EROFS: "the disk is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.ENAMETOOLONG: "a file name is too long",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EISDIR: "a folder is in the way",
+    errno.EEXIST: "a file is in the way",
+    errno.ENOENT: "the folder does not exist",
+    errno.EIO: "the disk reported an input/output error",
+}
+
+
+def os_error_text(e: BaseException) -> str:
+    """One line for a failed write: what went wrong in words, then the file when known."""
+    if isinstance(e, OSError):
+        what = _ERRNO_TEXT.get(e.errno) or (e.strerror or str(e) or type(e).__name__)
+        return f"{what} ({e.filename})" if e.filename else what
+    text = " ".join(str(e).split())  # soundfile: "Error opening '...': System error."
+    return text or type(e).__name__
+
+
+def write_error_types() -> tuple[type[BaseException], ...]:
+    """What a write can raise besides our own errors: OSError, and libsndfile's errors
+    (not OSErrors) for a full disk or an unwritable file."""
+    try:
+        import soundfile as sf
+
+        return (OSError, sf.LibsndfileError)
+    except (ImportError, AttributeError, OSError):
+        return (OSError,)
+
+
+@contextmanager
+def user_write(what: str, error: type[Exception] | None = None) -> Iterator[None]:
+    """Turn a failed write (disk full, read-only, permissions, name too long) into one
+    `RiffwrightError` line: '<what>: the disk is full (path)'."""
+    from engine.errors import RiffwrightError
+
+    try:
+        yield
+    except write_error_types() as e:
+        raise (error or RiffwrightError)(f"{what}: {os_error_text(e)}") from None

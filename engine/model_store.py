@@ -105,9 +105,12 @@ def _check_space(where: Path, needed: int) -> None:
 
 
 def _copy_file(src: Path, dst: Path, progress: Progress | None, done: int, total: int,
-               chunk: int = 4 << 20) -> int:
-    """Copy one file in chunks (reporting progress); return the new byte count done."""
-    with open(src, "rb") as fi, open(dst, "wb") as fo:
+               chunk: int = 4 << 20, nofollow: bool = False) -> int:
+    """Copy one file in chunks (reporting progress); return the new byte count done.
+    `nofollow`: a link at `src` is refused (ELOOP) rather than read (files of a bundle)."""
+    flags = os.O_RDONLY | (getattr(os, "O_NOFOLLOW", 0) if nofollow else 0)
+    fd = os.open(src, flags)
+    with os.fdopen(fd, "rb") as fi, open(dst, "wb") as fo:
         while block := fi.read(chunk):
             fo.write(block)
             done += len(block)
@@ -139,6 +142,20 @@ def _bundle_files(src: Path, manifest: dict) -> list[str]:
     return files
 
 
+def _refuse_links(src: Path) -> None:
+    """A bundle is copied as plain files: a symbolic link inside it (which could point at
+    any file on this machine) refuses the whole bundle, before anything is copied."""
+    for dirpath, dirnames, filenames in os.walk(src, followlinks=False):
+        for n in dirnames + filenames:
+            p = Path(dirpath) / n
+            if p.is_symlink():
+                raise BundleError(f"{src} contains a link ({p.relative_to(src)}); a bundle must "
+                                  "hold plain files only, so it was not added")
+            if not p.is_dir() and not p.is_file():
+                raise BundleError(f"{src} contains {p.relative_to(src)}, which is not a plain "
+                                  "file; it was not added")
+
+
 def add_bundle(src: str | os.PathLike, name: str | None = None, *, replace: bool = False,
                progress: Progress | None = None) -> Path:
     """Copy a bundle folder into the models folder after validating it; return the new path.
@@ -148,6 +165,7 @@ def add_bundle(src: str | os.PathLike, name: str | None = None, *, replace: bool
     src = Path(src).expanduser()
     if not src.is_dir():
         raise BundleError(f"{src} is not a folder")
+    _refuse_links(src)
     manifest = read_manifest(src)  # raises BundleError naming the problem
     for rel in _bundle_files(src, manifest):
         f = src / rel
@@ -174,11 +192,13 @@ def add_bundle(src: str | os.PathLike, name: str | None = None, *, replace: bool
             rel = f.relative_to(src)
             if any(part in {"__pycache__", ".DS_Store"} for part in rel.parts):
                 continue
+            if f.is_symlink():  # appeared after the check: still never followed
+                raise BundleError(f"{src} contains a link ({rel}); it was not added")
             if f.is_dir():
                 (tmp / rel).mkdir(parents=True, exist_ok=True)
             elif f.is_file():
                 (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                done = _copy_file(f, tmp / rel, progress, done, total)
+                done = _copy_file(f, tmp / rel, progress, done, total, nofollow=True)
         read_manifest(tmp)  # the copy reads back
         if dest.exists():
             old = _staging() / f"{name}.{uuid.uuid4().hex[:8]}.old"

@@ -10,12 +10,19 @@ A session on disk is a folder (like an Ardour session)::
     audio/<id>.wav    one 32-bit float WAV per track, written once (track audio is immutable)
     peaks/<id>.npy    min/max peak summary at PEAK_BLOCK samples per block
 
+What a session may contain (docs/trust.md): track ids are slugs (`check_id`), every file
+named in session.json must resolve inside the session folder (a path or link that leads
+outside refuses the whole session, with a message naming the track), and `session.json`
+lists under "files" what the session itself wrote: Save only ever removes files from that
+list, and refuses a non-empty folder that is not a session.
+
 Every edit goes through an undo command (`UndoStack.push`); commands with the same merge key
 pushed in a row (a slider drag) merge into one step until `UndoStack.close_merge()`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -45,6 +52,20 @@ DEFAULT_COLORS = (
 
 class SessionError(RiffwrightError):
     """A session folder that cannot be read or written."""
+
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+def check_id(value: Any, what: str = "track id") -> str:
+    """A track id becomes a file name (audio/<id>.wav): only a slug is accepted, so an id
+    from a session file can never be an absolute path, contain '..' or a separator, or a
+    control character."""
+    if not isinstance(value, str) or not _ID.match(value):
+        shown = repr(value)[:40]
+        raise SessionError(f"{what} {shown} is not valid: ids are 1-64 letters, digits, "
+                           "'-' or '_'")
+    return value
 
 
 def _new_id() -> str:
@@ -134,6 +155,9 @@ class Track:
     take: int | None = None
     source_file: str = ""
     _peaks: PeakPyramid | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        check_id(self.id)
 
     @property
     def frames(self) -> int:
@@ -339,15 +363,59 @@ class Session:
         }
 
     def save(self, folder: str | os.PathLike, *, set_path: bool = True) -> Path:
-        """Write the session folder; audio files are written once, the manifest atomically."""
-        import soundfile as sf
+        """Write the session folder as one job; returns it.
+
+        Audio and peaks are written once per track (track audio is immutable), the manifest
+        atomically and last: it is the commit point. The folder must be new, empty or a
+        Riffwright session; only files an earlier save listed as its own are ever removed
+        or reused. When anything fails (a full or read-only disk...), the files this save
+        added are removed again and a `SessionError` says what happened in one line.
+        """
+        from engine.fsutil import clean_stale_temps, user_write
 
         folder = Path(folder)
+        with user_write(f"cannot save the session to {folder}", SessionError):
+            previous = _owned_files(folder)
+            for sub in (folder, folder / "audio", folder / "peaks"):
+                clean_stale_temps(sub)
+            added: list[Path] = []
+            created = [d for d in (folder, folder / "audio", folder / "peaks") if not d.exists()]
+            try:
+                files = self._write_media(folder, previous, added)
+                m = self.manifest()
+                m["files"] = sorted(files)
+                atomic_write_text(folder / MANIFEST_NAME,
+                                  json.dumps(m, indent=1, default=_json_default))
+            except BaseException:
+                for f in added:
+                    f.unlink(missing_ok=True)
+                for d in reversed(created):
+                    with contextlib.suppress(OSError):
+                        d.rmdir()  # only when empty
+                raise
+            # drop the media of tracks no longer in the session: only files we wrote
+            for rel in previous - files:
+                with contextlib.suppress(OSError):
+                    (folder / rel).unlink(missing_ok=True)
+        if set_path:
+            self.path = folder
+            self.dirty = False
+        return folder
+
+    def _write_media(self, folder: Path, previous: set[str], added: list[Path]) -> set[str]:
+        """Write each track's audio and peaks unless an earlier save of this folder did;
+        returns the relative paths the new manifest owns. `added` collects new files."""
+        import soundfile as sf
+
         (folder / "audio").mkdir(parents=True, exist_ok=True)
         (folder / "peaks").mkdir(exist_ok=True)
+        files: set[str] = set()
         for t in self.tracks:
-            wav = folder / "audio" / f"{t.id}.wav"
-            if not wav.exists():
+            check_id(t.id)
+            wav_rel, pk_rel = f"audio/{t.id}.wav", f"peaks/{t.id}.npy"
+            files.update((wav_rel, pk_rel))
+            wav, pk = folder / wav_rel, folder / pk_rel
+            if not _reusable(wav, wav_rel, previous):
                 # in one-second blocks: a background autosave never holds the interpreter
                 # lock for long, whatever the length of the track
                 with atomic_path(wav) as tmp, sf.SoundFile(
@@ -355,64 +423,70 @@ class Session:
                         format="WAV") as f:
                     for i in range(0, t.frames, self.sample_rate):
                         f.write(t.audio[:, i:i + self.sample_rate].T)
-            pk = folder / "peaks" / f"{t.id}.npy"
-            if not pk.exists():
+                added.append(wav)
+            if not _reusable(pk, pk_rel, previous):
                 _atomic_np_save(pk, t.peaks().levels[0])
-        atomic_write_text(folder / MANIFEST_NAME, json.dumps(self.manifest(), indent=1,
-                                                              default=_json_default))
-        # drop audio of tracks no longer in the session
-        keep = {t.id for t in self.tracks}
-        for sub, ext in (("audio", ".wav"), ("peaks", ".npy")):
-            for f in (folder / sub).glob(f"*{ext}"):
-                if f.stem not in keep:
-                    f.unlink(missing_ok=True)
-        if set_path:
-            self.path = folder
-            self.dirty = False
-        return folder
+                added.append(pk)
+        return files
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> Session:
-        import soundfile as sf
-
+        """Read a session folder; anything malformed or reaching outside the folder raises
+        `SessionError` with one line naming the problem (never another exception)."""
         folder = Path(folder)
         mf = folder / MANIFEST_NAME
-        if not mf.exists():
+        if not mf.is_file():
             raise SessionError(f"{folder} is not a Riffwright session (no {MANIFEST_NAME})")
         try:
-            m = json.loads(mf.read_text())
-        except (OSError, ValueError) as e:
-            raise SessionError(f"cannot read {mf}: {e}") from None
-        if m.get("version", 0) > MANIFEST_VERSION:
-            raise SessionError(
-                f"{mf} was written by a newer Riffwright (manifest version {m.get('version')})")
-        s = cls(int(m.get("sample_rate", 48000)))
-        s.title = m.get("title", folder.name)
-        s.tempo = m.get("tempo")
-        s.meter = tuple(m.get("meter") or (4, 4))
-        s.key = m.get("key")
-        s.loop = tuple(m["loop"]) if m.get("loop") else None
-        s.recipe = m.get("recipe") or {}
-        s.active_takes = m.get("active_takes") or {}
-        for tm in m.get("tracks", []):
-            path = folder / tm.get("audio", f"audio/{tm['id']}.wav")
-            try:
-                data, sr = sf.read(path, dtype="float32", always_2d=True)
-            except Exception as e:  # noqa: BLE001 - soundfile raises several types
-                raise SessionError(f"cannot read track audio {path}: {e}") from None
-            t = Track(name=tm["name"], audio=np.ascontiguousarray(data.T), id=tm["id"])
-            for k in ("role", "offset", "mute", "solo", "gain_db", "in_context", "color",
-                      "provenance", "take_group", "take", "source_file"):
-                if k in tm:
-                    setattr(t, k, tm[k])
-            t.regions = [Region(r["start"], r["end"], r.get("id") or _new_id())
-                         for r in tm.get("regions", [])]
-            pk = folder / tm.get("peaks", f"peaks/{t.id}.npy")
-            if pk.exists():
-                try:
-                    t._peaks = PeakPyramid(np.load(pk))
-                except (OSError, ValueError):
-                    t._peaks = None
+            m = json.loads(mf.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError) as e:
+            raise SessionError(f"cannot read {mf}: {str(e)[:200]}") from None
+        if not isinstance(m, dict):
+            raise SessionError(f"{mf} does not hold a session (not a JSON object)")
+        try:
+            return cls._from_manifest(folder, m)
+        except SessionError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError,
+                OverflowError) as e:
+            raise SessionError(f"{mf} is malformed ({type(e).__name__}: {e})") from None
+
+    @classmethod
+    def _from_manifest(cls, folder: Path, m: dict) -> Session:
+        mf = folder / MANIFEST_NAME
+        version = m.get("version", 0)
+        if not isinstance(version, int) or version > MANIFEST_VERSION:
+            raise SessionError(f"{mf} was written by a newer Riffwright (manifest version "
+                               f"{version!r})")
+        sr = _field(m, "sample_rate", int, 48000)
+        if not 1000 <= sr <= 768_000:
+            raise SessionError(f"{mf}: sample rate {sr} is out of range")
+        s = cls(sr)
+        s.title = _field(m, "title", str, folder.name)
+        tempo = _field(m, "tempo", (int, float), None)
+        s.tempo = float(tempo) if tempo is not None and math.isfinite(tempo) and tempo > 0 \
+            else None
+        meter = _field(m, "meter", list, [4, 4])
+        if len(meter) != 2 or not all(isinstance(v, int) and 0 < v <= 64 for v in meter):
+            raise SessionError(f"{mf}: meter {meter!r} is not two small positive numbers")
+        s.meter = (meter[0], meter[1])
+        s.key = _field(m, "key", str, None)
+        loop = _field(m, "loop", list, None)
+        if loop is not None:
+            if len(loop) != 2 or not all(_is_number(v) for v in loop):
+                raise SessionError(f"{mf}: loop {loop!r} is not two times in seconds")
+            s.loop = (float(loop[0]), float(loop[1]))
+        s.recipe = _field(m, "recipe", dict, {})
+        active = _field(m, "active_takes", dict, {})
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in active.items()):
+            raise SessionError(f"{mf}: active_takes must map take groups to track ids")
+        s.active_takes = active
+        seen: set[str] = set()
+        for i, tm in enumerate(_field(m, "tracks", list, [])):
+            t = _track_from_meta(folder, tm, i, sr)
+            if t.id in seen:
+                raise SessionError(f"{mf}: two tracks share the id {t.id}")
+            seen.add(t.id)
             s.tracks.append(t)
         s.path = folder
         s.dirty = False
@@ -434,6 +508,153 @@ def add_track_into(out: np.ndarray, t: Track, start_frame: int = 0) -> None:
         out[:, dst0:dst0 + m] += g * seg[0]
     else:
         out[:, dst0:dst0 + m] += g * seg[:2]
+
+# --------------------------------------------------------------------------------------------
+# reading and owning session files safely
+
+_OWNED = re.compile(r"^(audio/[A-Za-z0-9][A-Za-z0-9_-]{0,63}\.wav|"
+                    r"peaks/[A-Za-z0-9][A-Za-z0-9_-]{0,63}\.npy)$")
+_IGNORED_IN_EMPTY = {".DS_Store", "Thumbs.db", "desktop.ini"}
+_TRACK_FIELDS: dict[str, tuple] = {
+    "role": (str,), "offset": (int,), "mute": (bool,), "solo": (bool,),
+    "gain_db": (int, float), "in_context": (bool,), "color": (str,),
+    "provenance": (dict, type(None)), "take_group": (str, type(None)),
+    "take": (int, type(None)), "source_file": (str,),
+}
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _field(d: dict, key: str, kinds, default):
+    """`d[key]` when present and not null, checked against `kinds`; else `default`."""
+    v = d.get(key)
+    if v is None:
+        return default
+    if not isinstance(v, kinds) or (isinstance(v, bool) and bool not in
+                                    (kinds if isinstance(kinds, tuple) else (kinds,))):
+        raise SessionError(f"{MANIFEST_NAME}: field '{key}' has the wrong type "
+                           f"({type(v).__name__})")
+    return v
+
+
+def _inside(folder: Path, rel: Any, what: str) -> Path:
+    """`folder/rel`, resolved (links followed), which must stay inside `folder`."""
+    if not isinstance(rel, str) or not rel or "\0" in rel:
+        raise SessionError(f"{what}: the file name {str(rel)[:60]!r} is not valid")
+    root = folder.resolve()
+    path = (root / rel).resolve()
+    if path != root and root not in path.parents:
+        raise SessionError(f"{what}: {rel[:80]} is outside the session folder; a session "
+                           "only reads files inside its own folder")
+    return path
+
+
+def _read_track_audio(path: Path, what: str, sample_rate: int) -> np.ndarray:
+    """A track's audio: a regular file at the session's rate, no longer than the input
+    limit (`engine.audio.max_input_seconds`), checked from its header before decoding."""
+    from engine.audio import load_audio
+    from engine.errors import AudioError
+
+    if not path.exists():
+        raise SessionError(f"{what}: its audio file {path.name} is missing")
+    try:
+        data, sr = load_audio(path)  # refuses FIFOs, devices, lying headers, NaN
+    except AudioError as e:
+        raise SessionError(f"{what}: {e}") from None
+    if sr != sample_rate:
+        raise SessionError(f"{what}: {path.name} is at {sr} Hz, the session at {sample_rate} Hz")
+    return data
+
+
+def _track_from_meta(folder: Path, tm: Any, index: int, sample_rate: int) -> Track:
+    if not isinstance(tm, dict):
+        raise SessionError(f"{MANIFEST_NAME}: track {index + 1} is not an object")
+    tid = check_id(tm.get("id"), f"track {index + 1}: id")
+    name = tm.get("name", tid)
+    if not isinstance(name, str):
+        raise SessionError(f"track {tid}: its name is not text")
+    what = f"track {name[:40]!r}"
+    audio = _read_track_audio(_inside(folder, tm.get("audio", f"audio/{tid}.wav"), what),
+                              what, sample_rate)
+    t = Track(name=name, audio=audio, id=tid)
+    for k, kinds in _TRACK_FIELDS.items():
+        if k not in tm:
+            continue
+        v = tm[k]
+        if not isinstance(v, kinds) or (isinstance(v, bool) and bool not in kinds):
+            raise SessionError(f"{what}: field '{k}' has the wrong type ({type(v).__name__})")
+        setattr(t, k, v)
+    if t.role not in ROLES:
+        raise SessionError(f"{what}: role {t.role[:20]!r} is not one of {', '.join(ROLES)}")
+    if not math.isfinite(t.gain_db):
+        raise SessionError(f"{what}: gain is not a number")
+    regions = tm.get("regions") or []
+    if not isinstance(regions, list):
+        raise SessionError(f"{what}: regions must be a list")
+    for r in regions:
+        if not isinstance(r, dict) or not _is_number(r.get("start")) \
+                or not _is_number(r.get("end")):
+            raise SessionError(f"{what}: a region needs numeric start and end")
+        rid = r.get("id")
+        t.regions.append(Region(float(r["start"]), float(r["end"]),
+                                rid if isinstance(rid, str) and rid else _new_id()))
+    pk = _inside(folder, tm.get("peaks", f"peaks/{tid}.npy"), what)
+    if pk.is_file():
+        try:
+            peaks = np.load(pk, allow_pickle=False)
+            if peaks.ndim == 2 and peaks.shape[0] == 2:
+                t._peaks = PeakPyramid(peaks)
+        except (OSError, ValueError, TypeError):
+            t._peaks = None
+    return t
+
+
+def _owned_files(folder: Path) -> set[str]:
+    """What an earlier save of `folder` wrote (and a new save may reuse or remove).
+
+    A new or empty folder owns nothing. A folder that is not a session and holds anything
+    is refused: Riffwright never saves over a musician's own files.
+    """
+    if not os.path.lexists(folder):
+        return set()
+    if not folder.is_dir():
+        raise SessionError(f"cannot save the session to {folder}: it is a file, not a folder")
+    mf = folder / MANIFEST_NAME
+    if not mf.is_file():
+        if any(e.name not in _IGNORED_IN_EMPTY for e in os.scandir(folder)):
+            raise SessionError(f"{folder} is not empty and is not a Riffwright session; save "
+                               "into a new or empty folder")
+        return set()
+    try:
+        m = json.loads(mf.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return set()
+    if not isinstance(m, dict):
+        return set()
+    listed = m.get("files")
+    if not isinstance(listed, list):  # written before the list existed: its tracks' files
+        ids = [t.get("id") for t in m.get("tracks") or [] if isinstance(t, dict)] \
+            if isinstance(m.get("tracks"), list) else []
+        listed = [f"{d}/{i}.{x}" for i in ids if isinstance(i, str)
+                  for d, x in (("audio", "wav"), ("peaks", "npy"))]
+    return {f for f in listed if isinstance(f, str) and _OWNED.match(f)}
+
+
+def _reusable(path: Path, rel: str, owned: set[str]) -> bool:
+    """True when an earlier save wrote `path`; an existing file it did not write is never
+    overwritten."""
+    if rel in owned and path.is_file() and not path.is_symlink():
+        return True
+    if os.path.lexists(path):
+        if rel in owned:  # ours, but a link or folder now: replace the link, not its target
+            if path.is_symlink():
+                path.unlink()
+                return False
+        raise SessionError(f"cannot save: {path} exists and was not written by this session")
+    return False
+
 
 
 def _json_default(o):
@@ -491,18 +712,26 @@ def autosave_snapshot(session: Session, root: str | os.PathLike, slot: str
 
 
 def recovery_candidates(root: str | os.PathLike) -> list[tuple[Path, dict]]:
-    """Autosaves left behind by a session that did not close cleanly, newest first."""
+    """Autosaves left behind by a session that did not close cleanly, newest first.
+
+    One whose `autosave.json` is unreadable or not an object is skipped (`discard_autosave`
+    removes it); it is never offered, so a broken autosave cannot come back on every start.
+    """
     root = Path(root)
     out = []
     if root.is_dir():
         for d in root.iterdir():
             info = d / "autosave.json"
-            if info.exists() and (d / MANIFEST_NAME).exists():
+            if info.is_file() and (d / MANIFEST_NAME).is_file():
                 try:
-                    out.append((d, json.loads(info.read_text())))
-                except ValueError:
+                    data = json.loads(info.read_text(encoding="utf-8"))
+                except (OSError, ValueError, RecursionError):
                     continue
-    return sorted(out, key=lambda x: -x[1].get("time", 0))
+                if isinstance(data, dict):
+                    t = data.get("time")
+                    data["time"] = float(t) if _is_number(t) else 0.0
+                    out.append((d, data))
+    return sorted(out, key=lambda x: -x[1]["time"])
 
 
 def discard_autosave(root: str | os.PathLike, slot: str) -> None:

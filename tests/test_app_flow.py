@@ -285,6 +285,27 @@ def test_autosave_and_recovery(qtbot, win_nomodel, clip_wav, tmp_path):
     w2.session.dirty = False
 
 
+def test_autosave_failure_is_shown_and_retried(qtbot, win_nomodel, clip_wav, monkeypatch):
+    import errno
+
+    import engine.session as session_mod
+
+    w = win_nomodel
+    w.import_paths([clip_wav])
+    real = session_mod.atomic_write_text
+
+    def full(*_a, **_k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(session_mod, "atomic_write_text", full)
+    w.autosave_now(wait=True)
+    assert "disk is full" in w._autosave_error
+    monkeypatch.setattr(session_mod, "atomic_write_text", real)
+    folder = w.autosave_now(wait=True)  # the next tick reports it, then tries again
+    assert "autosave failed" in w.status_text.text()
+    assert (folder / "session.json").exists() and w._autosave_error == ""
+
+
 def test_layout_restored(qtbot, tmp_path):
     settings = QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat)
     w = build_window(settings, autosave_root=tmp_path / "a", export_dir=tmp_path / "e",

@@ -7,7 +7,8 @@ other non-commercial use only) and are *not* bundled or downloaded by Riffwright
 ``music2latent.pt`` yourself from the authors' release (Hugging Face repository
 ``SonyCSLParis/music2latent``) and pass its path. The package's own loader would download
 into site-packages; we build its network (``music2latent.models.UNet``) directly and load
-the file with ``torch.load(weights_only=True)``, which refuses pickled code.
+the file only through ``torch.load(weights_only=True)`` with a NumPy-only allow-list
+(`engine.safeload`), which refuses pickled code; there is no fallback.
 
 The backend runs at 44.1 kHz (`sample_rate` = 44100): callers resample to
 ``cae.sample_rate`` with `engine.audio.resample`, as they do for any autoencoder. Latents are
@@ -54,16 +55,13 @@ def _read_state_dict(path: Path) -> dict:
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    try:
-        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means "not plain weights"
-        raise BundleError(
-            f"{path.name} is not a plain-weights Music2Latent checkpoint ({type(e).__name__}); "
-            "Riffwright does not unpickle arbitrary objects"
-        ) from None
+    from engine.safeload import load_weights_only
+
+    ckpt = load_weights_only(path, "Music2Latent")  # restricted unpickler, no fallback
     if isinstance(ckpt, dict) and "gen_state_dict" in ckpt:
         ckpt = ckpt["gen_state_dict"]
-    if not isinstance(ckpt, dict) or not all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+    if not isinstance(ckpt, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in ckpt.items()):
         raise BundleError(f"{path.name} does not hold a Music2Latent state dict")
     return ckpt
 

@@ -340,10 +340,10 @@ class TrainConfig:
     schedule: CTSchedule = field(default_factory=CTSchedule)
 
 
-def _state_path(out: Path) -> tuple[Path, Path]:
-    from engine.train_state import state_paths
+def _has_state(out: Path) -> bool:
+    from engine.train_state import has_state
 
-    return state_paths(out)
+    return has_state(out)
 
 
 def _save_state(out: Path, cae, ema, opt, step: int, cfg: TrainConfig) -> None:
@@ -426,7 +426,7 @@ def train_cae(
     ema.requires_grad_(False)
     opt = torch.optim.AdamW(cae.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
     step = 0
-    if resume and all(p.exists() for p in _state_path(out)):
+    if resume and _has_state(out):
         step = _load_state(out, cae, ema, opt)
         for g in opt.param_groups:
             g["lr"] = lr

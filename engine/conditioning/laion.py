@@ -1,8 +1,10 @@
 """The LAION-CLAP backend (optional extra `riffwright[laion]`), offline only.
 
 What it takes care of, because `laion_clap` as shipped does not:
-- the checkpoint is a pickle, so its SHA-256 is checked *before* anything unpickles it; a
-  missing, truncated, tampered or unknown file is refused with a message naming it;
+- the checkpoint is a pickle: its SHA-256 is checked first (a published digest always wins
+  over one a bundle gives), then it is read only through PyTorch's restricted unpickler with
+  an explicit allow-list (`engine.safeload`), never a full unpickle; a missing, truncated,
+  tampered or unknown file is refused with a message naming it;
 - the audio model must match the checkpoint: the music checkpoints use `HTSAT-base`, the 630k
   ones `HTSAT-tiny` (a wrong one fails in `load_state_dict`), and fusion is in the name;
 - `import laion_clap` loads three tokenizers from the Hugging Face hub and building the model
@@ -117,8 +119,12 @@ def check_hub_cache(cache_dir: str | Path | None = None) -> Path:
 def verify_checkpoint(path: str | Path, expected_sha256: str | None = None) -> str:
     """Check the checkpoint exists and has the expected SHA-256; return the digest.
 
-    Pickle checkpoints must have a known digest (built-in table or `expected_sha256`), since
-    unpickling runs code. A .safetensors file holds no code; its digest is then only recorded.
+    For a checkpoint name with a published digest (`KNOWN_CHECKPOINTS`) that digest is always
+    required; a digest given by the caller (a bundle's `sha256`) is an *additional* check
+    that must agree with it, never a replacement, so a bundle cannot pass off another file
+    under a published name. Other pickle checkpoints need a caller's digest. Whatever the
+    digests say, the file is then read only through the restricted unpickler
+    (`engine.safeload`): a digest never permits code to run.
     """
     from engine.weights import sha256_file
 
@@ -128,12 +134,21 @@ def verify_checkpoint(path: str | Path, expected_sha256: str | None = None) -> s
     size = path.stat().st_size
     if size == 0:
         raise BundleError(f"LAION-CLAP checkpoint {path} is empty (an interrupted download?)")
+    if expected_sha256 is not None and not isinstance(expected_sha256, str):
+        raise BundleError(f"the SHA-256 given for {path.name} is not a text value")
     known = KNOWN_CHECKPOINTS.get(path.name, (None, None, None))[2]
-    expected = (expected_sha256 or known or "").lower().strip() or None
+    given = (expected_sha256 or "").lower().strip() or None
+    if known is not None and given is not None and given != known:
+        raise BundleError(
+            f"the SHA-256 given for {path.name} ({given[:16]}...) is not the published one "
+            f"({known[:16]}...); a published checkpoint is only loaded with its published "
+            "digest. Nothing was loaded"
+        )
+    expected = known or given
     if expected is None and path.suffix.lower() != ".safetensors":
         raise BundleError(
-            f"no SHA-256 is known for {path.name}, and it is a pickle that could run code when "
-            "loaded; pass its expected SHA-256 (shown on the hub's file page) to load it"
+            f"no SHA-256 is known for {path.name}, and it is a pickle file; pass its expected "
+            "SHA-256 (shown on the hub's file page) to load it"
         )
     digest = sha256_file(path)
     if expected is not None and digest != expected:
@@ -211,21 +226,24 @@ def _roberta_from_config(model_module):
 
 
 def _read_state_dict(path: Path):
-    import torch
+    from engine.safeload import load_weights_only
 
     if path.suffix.lower() == ".safetensors":
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    try:
-        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception:
-        # only reached after the SHA-256 check: this exact file is the published checkpoint
-        ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
+    ckpt = load_weights_only(path, "LAION-CLAP")  # never a full unpickle, hash or not
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict):
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
         raise BundleError(f"{path.name} does not hold a LAION-CLAP state dict")
     return {(k[7:] if k.startswith("module.") else k): v for k, v in state.items()}
+
+
+def _require_extra() -> None:
+    if importlib.util.find_spec("laion_clap") is None:
+        raise BundleError(
+            "the LAION-CLAP backend needs the optional extra: pip install 'riffwright[laion]'"
+        )
 
 
 def load_laion_clap(
@@ -238,10 +256,7 @@ def load_laion_clap(
 ):
     """Build LAION-CLAP offline from a verified local checkpoint -> LaionClapConditioner."""
     path = Path(checkpoint)
-    if importlib.util.find_spec("laion_clap") is None:
-        raise BundleError(
-            "the LAION-CLAP backend needs the optional extra: pip install 'riffwright[laion]'"
-        )
+    _require_extra()
     if not path.is_file():
         raise BundleError(f"LAION-CLAP checkpoint not found: {path}; {CHECKPOINT_HELP}")
     guessed_model, guessed_fusion = guess_model(path)
@@ -253,6 +268,7 @@ def load_laion_clap(
         raise BundleError(f"{path.name} is a fusion checkpoint, which needs torchaudio")
     cache = check_hub_cache(hub_cache)
     digest = verify_checkpoint(path, expected_sha256)
+    state = _read_state_dict(path)  # before any laion_clap code: a refused file stops here
     _set_offline(cache)
     _ensure_torchvision()
 
@@ -274,7 +290,6 @@ def load_laion_clap(
             )
     except OSError as e:  # transformers: a file not in the offline cache
         raise BundleError(f"LAION-CLAP could not load from the hub cache {cache}: {e}") from None
-    state = _read_state_dict(path)
     own = clap.model.state_dict()
     if "text_branch.embeddings.position_ids" not in own:
         state.pop("text_branch.embeddings.position_ids", None)
