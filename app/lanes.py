@@ -360,6 +360,28 @@ class NameLabel(QLabel):
         self.sig_edit.emit()
 
 
+class NameEdit(QLineEdit):
+    """The in-place rename field: Enter and Esc belong to it while it is open (elsewhere
+    they are the transport's Stop and Cancel)."""
+
+    def __init__(self, on_cancel):
+        super().__init__()
+        self._on_cancel = on_cancel
+
+    def event(self, ev):
+        if ev.type() == ev.Type.ShortcutOverride and ev.key() in (
+                Qt.Key_Return, Qt.Key_Enter, Qt.Key_Escape):
+            ev.accept()
+            return True
+        return super().event(ev)
+
+    def keyPressEvent(self, ev):
+        if ev.key() == Qt.Key_Escape:
+            self._on_cancel()
+            return
+        super().keyPressEvent(ev)
+
+
 class LaneHeader(QFrame):
     """Name, role, colour, mute/solo/in-context, gain, take A/B switch; drag out to a DAW."""
 
@@ -382,7 +404,7 @@ class LaneHeader(QFrame):
         self.name = NameLabel()
         self.name.setObjectName("laneName")
         self.name.sig_edit.connect(self.start_rename)
-        self.name_edit = QLineEdit()
+        self.name_edit = NameEdit(self._cancel_rename)
         self.name_edit.setObjectName("laneNameEdit")
         self.name_edit.hide()
         self.name_edit.editingFinished.connect(self._rename)
@@ -458,6 +480,11 @@ class LaneHeader(QFrame):
         self.name_edit.show()
         self.name_edit.selectAll()
         self.name_edit.setFocus(Qt.MouseFocusReason)
+
+    def _cancel_rename(self) -> None:
+        self.name_edit.hide()
+        self.name.show()
+        self.owner.setFocus(Qt.OtherFocusReason)
 
     def _rename(self):
         if not self.name_edit.isVisible():

@@ -91,6 +91,9 @@ class TransportKeys(QObject):
     def eventFilter(self, obj, ev):
         t = ev.type()
         if t == QEvent.ShortcutOverride:
+            if ev.key() in (Qt.Key_Return, Qt.Key_Enter) and not ev.modifiers():
+                ev.accept()  # Enter commits the value here (it is Stop elsewhere)
+                return True
             seq = QKeySequence(ev.keyCombination())
             if any(seq.matches(k) == QKeySequence.ExactMatch for k in _TRANSPORT_KEYS):
                 ev.ignore()  # not for the editor: the window's shortcut runs
