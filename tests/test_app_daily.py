@@ -347,3 +347,15 @@ def test_replacing_the_context_resets_tempo_loop_and_playhead(qtbot, win_nomodel
     assert w.session.tempo == pytest.approx(84, abs=0.2)
     assert w.session.loop is None  # the old loop lay past the new end
     assert w.transport.position() <= w.session.seconds
+
+
+def test_add_checkpoint_help_is_not_cut(qtbot):
+    from app.models_dialog import CheckpointDialog
+
+    dlg = CheckpointDialog(None, "/somewhere/model.pt")
+    qtbot.addWidget(dlg)
+    dlg.show()
+    QApplication.processEvents()
+    hint = dlg.hint
+    assert "checksum" in hint.text()
+    assert hint.height() >= hint.heightForWidth(hint.width())
