@@ -8,6 +8,8 @@ results land. `land_results` turns the stems into take lanes (one undo step).
 
 from __future__ import annotations
 
+import re
+import shlex
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +86,7 @@ class Job:
     arrange: list[str] = field(default_factory=list)  # remaining prompts of an arrangement
     recipe: dict = field(default_factory=dict)  # the panel settings it was built from
     record_action: str = ""  # the action written into provenance (regenerate keeps the original)
+    join_group: str | None = None  # the take group the results join (derived from a take)
 
     def resolved_request(self) -> dict:
         """The request with every deferred part rendered (call it off the GUI thread)."""
@@ -239,6 +242,25 @@ class SessionController:
         mix = ContextMix(self.session, tuple(tracks), start, end)
         return mix, {"tracks": [t.id for t in tracks], "start": start, "end": end}
 
+    def generate_span(self, recipe: dict) -> tuple[float, float, str]:
+        """What Generate covers, and why: the loop region, else the whole context, else the
+        panel's Length. The panel shows the reason; provenance records the real length."""
+        s = self.session
+        if s.loop:
+            return s.loop[0], s.loop[1], "loop"
+        if self.context_tracks():
+            return 0.0, s.seconds, "context"
+        return 0.0, float(recipe.get("duration") or 10.0), "length"
+
+    def length_rule(self, recipe: dict) -> str:
+        """One line for the panel under Length: which length Generate will use."""
+        a, b, why = self.generate_span(recipe)
+        if why == "loop":
+            return f"Generate fills the loop region ({b - a:.2f} s); Continue adds Length"
+        if why == "context":
+            return f"Generate follows the context ({b - a:.2f} s); Continue adds Length"
+        return "Generate makes this length (no context, no loop region)"
+
     def selected_track(self, tid: str | None, need_audio: bool = True) -> Track:
         if not tid:
             raise ActionError("select a lane first (click its header)")
@@ -254,17 +276,21 @@ class SessionController:
         req = self._common(recipe, ref)
         label = req["prompt"] or ("reference" if ref is not None else "stem")
         if action in ("generate", "arrange"):
-            if s.loop:
-                start, end = s.loop
-            elif self.context_tracks():
-                start, end = 0.0, s.seconds
-            else:
-                start, end = 0.0, float(recipe.get("duration") or 10.0)
+            start, end, _why = self.generate_span(recipe)
             ctx, spec = self._context(start, end)
             req["context"] = ctx
             req["duration"] = end - start
             return Job(action, req, label, int(round(start * sr)), context_spec=spec)
         t = self.selected_track(selected)
+        join = t.take_group if t.role == "generated" and t.take_group else None
+        job = self._build_derived(action, recipe, req, t, selected_region)
+        job.join_group = join
+        return job
+
+    def _build_derived(self, action: str, recipe: dict, req: dict, t: Track,
+                       selected_region: str | None) -> Job:
+        """Inpaint, Vary and Continue of lane `t`."""
+        sr = self.session.sample_rate
         start_s = t.offset / sr
         end_s = t.end / sr
         if action in ("inpaint", "regenerate_region"):
@@ -315,8 +341,8 @@ class SessionController:
             req["duration"] = end - start
             if app.get("prompt_override"):
                 req["prompt"] = app["prompt_override"]
-            return Job("regenerate", req, t.name.split(" take")[0], t.offset, None, spec,
-                       record_action=action)
+            return Job("regenerate", req, take_base(t.name), t.offset, None, spec,
+                       record_action=action, join_group=t.take_group)
         src = app.get("source_track")
         if not src:
             raise ActionError(f"{t.name} cannot be regenerated")
@@ -332,7 +358,8 @@ class SessionController:
             job.context_spec = spec
         job.record_action = action
         job.action = "regenerate"
-        job.name = t.name.split(" take")[0]
+        job.name = take_base(t.name)
+        job.join_group = t.take_group
         return job
 
     @staticmethod
@@ -340,8 +367,27 @@ class SessionController:
         return t.audio
 
     def land_results(self, job: Job, stems: list, recipe: dict) -> list[Track]:
-        """Add the stems as one group of takes (one undo step); the first take is active."""
-        group = uuid.uuid4().hex[:8]
+        """Add the stems as takes (one undo step); the first new take is the one heard.
+
+        Takes of something derived from a take (Vary, Inpaint, Continue, Regenerate) join
+        that take's group, as a new take joins a Logic take folder: A/B then chooses among
+        all of them, and the export mixes only the one you hear. Names are the part's name
+        and a take number that goes on across generations ("bass take3"), never repeated."""
+        s = self.session
+        group = job.join_group if job.join_group and s.takes(job.join_group) else None
+        if group:
+            base = take_base(s.takes(group)[0].name)
+            first_take = max((t.take or 0) for t in s.takes(group)) + 1
+        else:
+            group = uuid.uuid4().hex[:8]
+            base = job.name
+            first_take = 1
+        number = next_take_number(s, base)
+        recipe = dict(recipe)
+        if (job.record_action or job.action) in ("generate", "arrange") and \
+                job.request.get("duration"):
+            # Length is not what Generate used over a context or loop: record what it did
+            recipe["duration"] = round(float(job.request["duration"]), 6)
         tracks = []
         for i, st in enumerate(stems):
             audio = np.asarray(st.audio, np.float32)
@@ -358,17 +404,157 @@ class SessionController:
                 "offset_frames": job.offset,
                 "prompt_override": job.request.get("prompt") if job.action == "arrange" else None,
             }
-            t = track_from_audio(f"{job.name} take{i + 1}", audio, role="generated",
+            t = track_from_audio(f"{base} take{number + i}", audio, role="generated",
                                  offset=job.offset)
             t.provenance = prov
             t.in_context = False
             t.take_group = group
-            t.take = i + 1
+            t.take = first_take + i
             tracks.append(t)
         if tracks:
             self.stack.push(AddTracks(tracks, text=f"{job.action.capitalize()}: {job.name}",
                                       active_takes={group: tracks[0].id}))
         return tracks
+
+
+_TAKE_RE = re.compile(r"^(.*?) take(\d+)$")
+
+
+def take_base(name: str) -> str:
+    """'funky bass take12' -> 'funky bass' (a name without a take number stays)."""
+    m = _TAKE_RE.match(name)
+    return m.group(1) if m else name
+
+
+def next_take_number(session: Session, base: str) -> int:
+    """The first take number not yet used by a lane named '<base> take<N>'."""
+    used = [int(m.group(2)) for t in session.tracks
+            if (m := _TAKE_RE.match(t.name)) and m.group(1) == base]
+    return max(used, default=0) + 1
+
+
+# how much of a job each phase takes (sampling dominates; the stereo pass is a second
+# sampling run; decoding is short): one bar and one ETA for the whole job
+_PHASES = (("prepare", 0.01), ("encode", 0.03), ("condition", 0.01), ("sample", 1.0),
+           ("stereo", 1.0), ("decode", 0.12))
+
+
+def job_fraction(stage: str, frac: float, stereo: bool) -> float:
+    """How far a whole generation is, from the engine's (stage, fraction of that stage)."""
+    phases = [(n, w) for n, w in _PHASES if stereo or n != "stereo"]
+    total = sum(w for _, w in phases)
+    if stage == "done":
+        return 1.0
+    done = 0.0
+    for name, w in phases:
+        if name == stage:
+            return min(1.0, (done + w * min(max(frac, 0.0), 1.0)) / total)
+        done += w
+    return 0.0
+
+
+def _fmt_num(v) -> str:
+    return f"{v:g}" if isinstance(v, (int, float)) else str(v)
+
+
+def recipe_lines(prov: dict) -> list[str]:
+    """A take's provenance as a recipe a musician reads (HTML lines, escaped)."""
+    from html import escape as e
+
+    par = prov.get("parameters") or {}
+    app = prov.get("app") or {}
+    model = prov.get("model") or {}
+    action = app.get("action") or par.get("mode") or "generate"
+    lines = [f"<b>{e(action.capitalize())}</b> with the model <b>{e(str(model.get('name')))}"
+             f"</b> (hash {e(str(model.get('hash', ''))[:12])}) on {e(str(prov.get('device')))}"
+             f", {e(str(prov.get('created', '')))}"]
+    prompt = par.get("prompt")
+    lines.append(f"Prompt: <b>“{e(prompt)}”</b>" if prompt else "Prompt: none")
+    if par.get("text_prior"):
+        lines.append("The prompt was matched to the model's instruments (text prior)")
+    inputs = prov.get("inputs") or {}
+    if "reference" in inputs:
+        lines.append(f"Audio reference: {e(str(inputs['reference'].get('label') or 'a lane'))}"
+                     + (f", r = {_fmt_num(par['mix'])}" if par.get("mix") is not None else ""))
+    ctx = app.get("context") or {}
+    if ctx.get("tracks"):
+        lines.append(f"Context: {len(ctx['tracks'])} lane(s), {_fmt_num(ctx.get('start', 0))}"
+                     f"–{_fmt_num(round(ctx.get('end', 0), 3))} s")
+    elif "context" not in inputs:
+        lines.append("Context: none")
+    if par.get("inpaint"):
+        a, b = par["inpaint"]
+        lines.append(f"Region redrawn: {_fmt_num(round(a, 3))}–{_fmt_num(round(b, 3))} s "
+                     "of the source (outside it, the source sample for sample)")
+    if action in ("vary", "variation", "regenerate_region"):
+        lines.append(f"Variation strength: {_fmt_num(par.get('strength'))}")
+    seed = prov.get("seed")
+    lines.append(f"Seed <b>{seed}</b> (take {int(prov.get('take', 0)) + 1} of "
+                 f"{prov.get('takes_in_batch', 1)}; the same seed gives the same take)")
+    lines.append(f"Guidance: context {_fmt_num(par.get('cfg_context'))}, prompt "
+                 f"{_fmt_num(par.get('cfg_clap'))}; {par.get('steps')} steps "
+                 f"({par.get('sampler', 'heun')})")
+    sw = par.get("stereo_width") or 0
+    lines.append(f"Stereo width {_fmt_num(sw)}" if sw else "Mono")
+    if par.get("loop"):
+        n, f = par["loop"]
+        lines.append(f"Loop: {n} repetitions, s_loop {_fmt_num(f)}")
+    dur = (app.get("recipe") or {}).get("duration") if action in ("generate", "arrange")         else None
+    if dur:
+        lines.append(f"Length: {_fmt_num(dur)} s")
+    return lines
+
+
+def command_line(prov: dict, track: Track | None = None) -> str:
+    """The `riffwright generate` command that makes this take again. Audio the app mixed
+    from lanes (the context, the source of an inpaint) has no file: the command names a
+    file to export it to (File › Export selected stem)."""
+    par = prov.get("parameters") or {}
+    inputs = prov.get("inputs") or {}
+    model = (prov.get("model") or {}).get("path")
+
+    def file_of(name: str, fallback: str) -> str:
+        label = (inputs.get(name) or {}).get("label")
+        return label if label and label.lower().endswith((".wav", ".flac", ".aif", ".aiff",
+                                                          ".ogg", ".mp3")) else fallback
+
+    args = ["riffwright", "generate"]
+    mode = par.get("mode")
+    if "context" in inputs:
+        args += ["--context", file_of("context", "context.wav")]
+    if mode == "variation":
+        args += ["--variation-of", file_of("variation_of", "source.wav")]
+    elif mode in ("inpaint", "regenerate"):
+        a, b = par.get("inpaint") or (0, 0)
+        args += ["--regenerate" if mode == "regenerate" else "--inpaint",
+                 f"{round(a, 3):g}:{round(b, 3):g}", "--source", file_of("source", "source.wav")]
+    elif mode == "continue":
+        args += ["--continue", file_of("continue_from", "clip.wav")]
+    if par.get("prompt"):
+        args += ["--prompt", par["prompt"]]
+    if "reference" in inputs:
+        args += ["--reference", file_of("reference", "reference.wav")]
+        if par.get("mix") is not None:
+            args += ["--mix", _fmt_num(par["mix"])]
+    if par.get("duration") and mode in ("single", "continue", None):
+        args += ["--duration", _fmt_num(par["duration"])]
+    if par.get("loop"):
+        args += ["--loop", f"{par['loop'][0]}:{_fmt_num(par['loop'][1])}"]
+    if mode in ("variation", "regenerate") and par.get("strength") is not None:
+        args += ["--strength", _fmt_num(par["strength"])]
+    for key in ("cfg_context", "cfg_clap"):
+        if par.get(key) is not None:
+            args += [f"--{key.replace('_', '-')}", _fmt_num(par[key])]
+    if par.get("steps"):
+        args += ["--steps", str(par["steps"])]
+    if par.get("prompt") and par.get("text_prior") is False:
+        args += ["--no-text-prior"]
+    args += ["--stereo-width", _fmt_num(par.get("stereo_width") or 0)]
+    args += ["--seed", str(prov.get("seed", 0))]
+    if model:
+        args += ["--model", model]
+    args += ["--out", "takes/"]
+    return shlex.join(str(a) for a in args)
 
 
 def import_files(paths: list[str | Path], sample_rate: int) -> tuple[list, list[str]]:
@@ -402,28 +588,69 @@ def import_files_with_peaks(paths: list[str | Path], sample_rate: int):
     return ok, errors, [PeakPyramid(compute_peaks(a)) for _, a, _ in ok]
 
 
+ONSET_HOP = 256  # samples at 48 kHz: 5.3 ms frames, fine enough for a beat's phase
+
+
+def onset_envelope(x: np.ndarray, sr: int, hop: int = ONSET_HOP) -> np.ndarray:
+    """Spectral flux: how much louder each frame got than the last, summed over frequency
+    (log1p of the magnitudes: compressed, yet an accented beat stays louder than its
+    off-beat, which tells a tempo from its double)."""
+    n_fft = 4 * hop
+    n = 1 + max(0, (x.size - n_fft) // hop)
+    if n < 4:
+        return np.zeros(0, np.float32)
+    idx = np.arange(n_fft)[None, :] + hop * np.arange(n)[:, None]
+    frames = x[idx] * np.hanning(n_fft)[None, :].astype(np.float32)
+    mag = np.log1p(np.abs(np.fft.rfft(frames, axis=1)))
+    flux = np.maximum(0.0, np.diff(mag, axis=0)).sum(axis=1)
+    return (flux - flux.mean()).astype(np.float64)
+
+
+def _comb(ac: np.ndarray, lag: float, beats: int) -> float:
+    """Mean autocorrelation at the first `beats` multiples of a (fractional) lag."""
+    ks = lag * np.arange(1, beats + 1)
+    ks = ks[ks < ac.size - 1]
+    if ks.size == 0:
+        return -np.inf
+    return float(np.interp(ks, np.arange(ac.size), ac).mean())
+
+
 def estimate_tempo(audio: np.ndarray, sr: int) -> float | None:
-    """A rough tempo estimate (BPM, 60–180) from onset-envelope autocorrelation."""
+    """The tempo (BPM, 60–180) of a clip from its onsets, to a tenth of a BPM.
+
+    A beat period is scored by the onsets' autocorrelation at its first eight multiples (a
+    comb): a wrong period drifts off the beats after a few of them, so short excerpts give
+    the same answer as whole tracks, which a single autocorrelation peak (rounded to a
+    whole frame: 110 BPM read as 112.5) does not. Between a tempo and its double, the
+    stronger comb wins (accented beats over off-beats); a mild preference for tempi near
+    120 BPM breaks only near-ties."""
     x = audio.mean(axis=0) if audio.ndim == 2 else audio
     if x.size < sr * 2:
         return None
-    hop = 512
-    n = x.size // hop
-    frames = x[: n * hop].reshape(n, hop)
-    energy = np.log1p(100 * np.sqrt((frames**2).mean(axis=1)))
-    onset = np.maximum(0, np.diff(energy))
-    onset -= onset.mean()
-    if not np.any(onset):
+    hop = max(1, int(round(ONSET_HOP * sr / 48000)))
+    onset = onset_envelope(np.asarray(x, np.float32), sr, hop)
+    if onset.size < 8 or not np.any(onset):
         return None
     fps = sr / hop
-    ac = np.correlate(onset, onset, mode="full")[onset.size - 1:]
-    lags = np.arange(ac.size)
-    lo, hi = int(fps * 60 / 180), int(fps * 60 / 60)
-    if hi >= ac.size:
+    full = np.correlate(onset, onset, mode="full")[onset.size - 1:]
+    ac = full / np.arange(onset.size, 0, -1)  # unbiased: long lags overlap less
+    ac /= ac[0] if ac[0] > 0 else 1.0
+    if 60 * fps / 60 >= ac.size - 1:
         return None
-    band = ac[lo:hi + 1]
-    # favour tempi near 120 BPM (a mild log-normal prior, as in common beat trackers)
-    bpm = 60 * fps / np.maximum(lags[lo:hi + 1], 1)
-    w = np.exp(-0.5 * (np.log2(bpm / 120) / 1.0) ** 2)
-    best = lo + int(np.argmax(band * w))
-    return round(float(60 * fps / best), 1)
+
+    def score(bpm: float) -> float:
+        lag = 60.0 * fps / bpm
+        beats = int(min(8, (ac.size - 1) / lag))
+        if beats < 2:
+            return -np.inf
+        prior = np.exp(-0.5 * (np.log2(bpm / 120.0) / 1.5) ** 2)
+        return _comb(ac, lag, beats) * (0.9 + 0.1 * prior)
+
+    coarse = np.arange(60.0, 180.01, 0.5)
+    scores = np.array([score(b) for b in coarse])
+    if not np.isfinite(scores).any() or np.nanmax(scores) <= 0:
+        return None
+    best = float(coarse[int(np.nanargmax(scores))])
+    fine = np.arange(best - 0.6, best + 0.601, 0.02)
+    best = float(fine[int(np.argmax([score(b) for b in fine]))])
+    return round(best, 1)

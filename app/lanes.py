@@ -6,9 +6,14 @@ most half a pixel wide and draws ~2 points per pixel, whatever the session lengt
 are X-linked to the ruler, so zoom (wheel), scroll (shift+wheel or the scroll bar) and the
 playhead are shared.
 
-Mouse: click = seek (and select the lane); drag on a lane = draw an inpaint region; drag a
-region to move it, its edges to resize; right-click a region or lane for its menu. Drag on
-the ruler = set the loop region.
+Mouse (the conventions of Bitwig and Logic): click a lane's header, name or waveform =
+select it (the playhead stays: click the ruler to move it); double-click the name to rename;
+drag on a lane = draw an inpaint region; drag a region to move it, its edges to resize;
+right-click a region or lane for its menu. Drag on the ruler = set the loop region. Wheel =
+scroll the lanes up and down, Shift+wheel (or a sideways wheel) = scroll in time,
+Ctrl/Cmd+wheel = zoom around the pointer; zoom and scroll stop at the session's ends.
+Keyboard (when the lanes have focus): Up/Down select the lane above/below, Left/Right move
+the playhead by a bar (a second without a tempo).
 
 The view is thin: every edit goes out as a `sig_*` signal; the window turns it into an undo
 command; the session's change events come back in through `on_session_event`.
@@ -22,7 +27,7 @@ import math
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QMimeData, QPoint, Qt, QTimer, QUrl, Signal
-from PySide6.QtGui import QColor, QDrag, QPixmap
+from PySide6.QtGui import QColor, QDrag, QFontMetrics, QPixmap
 from PySide6.QtWidgets import (
     QApplication,
     QColorDialog,
@@ -54,6 +59,12 @@ def fmt_time(s: float) -> str:
     s = max(0.0, s)
     m = int(s // 60)
     return f"{m}:{s - 60 * m:04.1f}"
+
+
+def fmt_duration(s: float) -> str:
+    """A remaining time for people: '45 s', '3 min 25 s'."""
+    s = int(round(max(0.0, s)))
+    return f"{s} s" if s < 60 else f"{s // 60} min {s % 60:02d} s"
 
 
 # -------------------------------------------------------------------------------- axes / ruler
@@ -177,7 +188,7 @@ class InpaintRegionItem(pg.LinearRegionItem):
 
 
 class LaneViewBox(pg.ViewBox):
-    """Click seeks and selects; left-drag draws an inpaint region; wheel zooms."""
+    """Click selects the lane; left-drag draws an inpaint region; wheel scrolls (Ctrl zooms)."""
 
     def __init__(self, plot: LanePlot):
         super().__init__(enableMenu=False)
@@ -190,7 +201,7 @@ class LaneViewBox(pg.ViewBox):
             ev.accept()
             lanes.select(self.plot.track_id)
             lanes.select_region(None, None)
-            lanes.sig_seek.emit(max(0.0, self.mapSceneToView(ev.scenePos()).x()))
+            lanes.setFocus(Qt.MouseFocusReason)
         elif ev.button() == Qt.RightButton:
             ev.accept()
             lanes.select(self.plot.track_id)
@@ -249,6 +260,9 @@ class LanePlot(pg.PlotWidget):
         vb.sigXRangeChanged.connect(lambda *_: self.refresh())
         if track is not None:
             self.set_style(track)
+
+    def set_selected(self, on: bool) -> None:
+        self.setBackground(theme.SELECTED_BG if on else theme.BG)
 
     def set_style(self, track: Track) -> None:
         col = QColor(track.color or "#cccccc")
@@ -314,6 +328,60 @@ class ResetLabel(QLabel):
         ev.accept()
 
 
+class NameLabel(QLabel):
+    """A lane's name, cut with an ellipsis when it does not fit (the whole name is in the
+    tooltip); a click falls through to the header (selects), a double-click renames."""
+
+    sig_edit = Signal()
+
+    def __init__(self):
+        super().__init__()
+        self.full_text = ""
+        self.setMinimumWidth(20)
+        self.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+
+    def set_full_text(self, text: str) -> None:
+        self.full_text = text
+        self._elide()
+
+    def _elide(self) -> None:
+        fm = QFontMetrics(self.font())
+        self.setText(fm.elidedText(self.full_text, Qt.ElideRight, max(20, self.width())))
+
+    def resizeEvent(self, ev):
+        super().resizeEvent(ev)
+        self._elide()
+
+    def mousePressEvent(self, ev):
+        ev.ignore()  # the header selects the lane
+
+    def mouseDoubleClickEvent(self, ev):
+        ev.accept()
+        self.sig_edit.emit()
+
+
+class NameEdit(QLineEdit):
+    """The in-place rename field: Enter and Esc belong to it while it is open (elsewhere
+    they are the transport's Stop and Cancel)."""
+
+    def __init__(self, on_cancel):
+        super().__init__()
+        self._on_cancel = on_cancel
+
+    def event(self, ev):
+        if ev.type() == ev.Type.ShortcutOverride and ev.key() in (
+                Qt.Key_Return, Qt.Key_Enter, Qt.Key_Escape):
+            ev.accept()
+            return True
+        return super().event(ev)
+
+    def keyPressEvent(self, ev):
+        if ev.key() == Qt.Key_Escape:
+            self._on_cancel()
+            return
+        super().keyPressEvent(ev)
+
+
 class LaneHeader(QFrame):
     """Name, role, colour, mute/solo/in-context, gain, take A/B switch; drag out to a DAW."""
 
@@ -333,11 +401,13 @@ class LaneHeader(QFrame):
         self.swatch.setFixedSize(14, 30)
         self.swatch.setToolTip("Lane colour (click to change)")
         self.swatch.clicked.connect(self._pick_color)
-        self.name = QLineEdit(track.name if track else "")
+        self.name = NameLabel()
         self.name.setObjectName("laneName")
-        self.name.setToolTip("Track name (edit and press Enter). Drag the header out to a DAW "
-                             "or file manager to drop the stem as a WAV file.")
-        self.name.editingFinished.connect(self._rename)
+        self.name.sig_edit.connect(self.start_rename)
+        self.name_edit = NameEdit(self._cancel_rename)
+        self.name_edit.setObjectName("laneNameEdit")
+        self.name_edit.hide()
+        self.name_edit.editingFinished.connect(self._rename)
         self.role = QLabel()
         self.role.setObjectName("hint")
         self.info = QToolButton()
@@ -347,6 +417,7 @@ class LaneHeader(QFrame):
         col = QVBoxLayout()
         col.setSpacing(0)
         col.addWidget(self.name)
+        col.addWidget(self.name_edit)
         col.addWidget(self.role)
         row1.addWidget(self.swatch)
         row1.addLayout(col, 1)
@@ -401,10 +472,33 @@ class LaneHeader(QFrame):
         self.gain_label.setText(f"{v / 10:+.1f} dB")
         self._attr("gain_db", v / 10, True)
 
+    def start_rename(self) -> None:
+        """Double-click on the name (as in Ableton, Bitwig, Logic): edit it in place."""
+        self.owner.select(self.track_id)
+        self.name_edit.setText(self.name.full_text)
+        self.name.hide()
+        self.name_edit.show()
+        self.name_edit.selectAll()
+        self.name_edit.setFocus(Qt.MouseFocusReason)
+
+    def _cancel_rename(self) -> None:
+        self.name_edit.hide()
+        self.name.show()
+        self.owner.setFocus(Qt.OtherFocusReason)
+
     def _rename(self):
-        t = self.owner.session.track(self.track_id)
-        if self.name.text().strip() and self.name.text() != t.name:
-            self._attr("name", self.name.text().strip())
+        if not self.name_edit.isVisible():
+            return
+        text = self.name_edit.text().strip()
+        self.name_edit.hide()
+        self.name.show()
+        self.owner.setFocus(Qt.OtherFocusReason)  # keys go back to the transport
+        try:
+            t = self.owner.session.track(self.track_id)
+        except KeyError:
+            return
+        if text and text != t.name:
+            self._attr("name", text)
 
     def _pick_color(self):
         t = self.owner.session.track(self.track_id)
@@ -420,9 +514,10 @@ class LaneHeader(QFrame):
                 self._color = track.color
                 self.swatch.setStyleSheet(
                     f"background: {track.color}; border: none; border-radius: 2px;")
-            if not self.name.hasFocus():
-                self.name.setText(track.name)
-                self.name.setCursorPosition(0)
+            self.name.set_full_text(track.name)
+            tip = ("Click to select, double-click to rename. Drag the header out to a DAW or "
+                   "file manager to drop the stem as a WAV file.")
+            self.name.setToolTip(f"{track.name}\n{tip}")
             role = ROLE_LABEL.get(track.role, track.role)
             takes = s.takes(track.take_group) if track.take_group else []
             if len(takes) > 1:
@@ -453,11 +548,27 @@ class LaneHeader(QFrame):
         self.style().unpolish(self)
         self.style().polish(self)
 
+    def set_placeholder(self, text: str) -> None:
+        """A reserved row (see `LaneView.prepare_rows`): a name and nothing to click."""
+        self.track_id = ""
+        self.name.set_full_text(text)
+        self.role.setText("")
+        for w in (self.mute, self.solo, self.ctx, self.take, self.info, self.gain,
+                  self.gain_label, self.swatch):
+            w.setVisible(False)
+
+    def show_controls(self) -> None:
+        for w in (self.mute, self.solo, self.ctx, self.gain, self.gain_label, self.swatch):
+            w.setVisible(True)
+
     # selection and drag-out
     def mousePressEvent(self, ev):
+        if not self.track_id:  # a reserved row: nothing to select yet
+            return super().mousePressEvent(ev)
         if ev.button() == Qt.LeftButton:
             self._press = ev.position().toPoint()
             self.owner.select(self.track_id)
+            self.owner.setFocus(Qt.MouseFocusReason)
         elif ev.button() == Qt.RightButton:
             self.owner.select(self.track_id)
             self.owner.lane_menu(self.track_id, ev.globalPosition().toPoint())
@@ -504,8 +615,9 @@ SPARE_DELAY_MS, SPARE_GAP_MS = 200, 40
 
 
 class LaneRow(QWidget):
-    """A lane's header and waveform. Built without a track it is a spare: `LaneView` keeps
-    a few ready while a generation runs, so a take lands without building widgets."""
+    """A lane's header and waveform. Built without a track it is a reserved row: `LaneView`
+    puts one in the layout per expected take while a generation runs, so a take lands
+    without building widgets or re-laying out the view."""
 
     def __init__(self, owner: LaneView, track: Track | None):
         super().__init__()
@@ -519,6 +631,7 @@ class LaneRow(QWidget):
 
     def bind(self, track: Track) -> None:
         self.header.track_id = self.plot.track_id = track.id
+        self.header.show_controls()
         self.header.update_from(track)
         self.plot.set_style(track)
 
@@ -548,6 +661,8 @@ class LaneView(QWidget):
         self.selected_region: tuple[str, str] | None = None
         self.drag_file_provider = None  # callable(track_id) -> Path, set by the window
         self._syncing = False
+        self._playhead = 0.0
+        self.setFocusPolicy(Qt.StrongFocus)  # transport and edit keys land here
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.setSpacing(0)
@@ -628,9 +743,10 @@ class LaneView(QWidget):
         session.subscribe(self.on_session_event)
         for tid in list(self.rows):
             self._remove_row(tid)
+        self.release_rows()
+        self.selected = None
         for t in session.tracks:
             self._add_row(t)
-        self.selected = None
         self.show_loop(session.loop)
         self._update_corner()
         self.fit()
@@ -638,13 +754,16 @@ class LaneView(QWidget):
     def on_session_event(self, event: str, p: dict) -> None:
         if event == "track_added":
             self._add_row(p["track"], p.get("index"))
+            self._update_limits()
             if len(self.rows) == 1 or p["track"].end > self.visible_range()[1] * self.session.sample_rate:
                 self.fit()
             self._restyle_all()
+            self.follow(p["track"].id)
         elif event == "track_removed":
             self._remove_row(p["track"].id)
             if self.selected == p["track"].id:
                 self.select(None)
+            self._update_limits()
             self._restyle_all()
         elif event == "track_changed":
             row = self.rows.get(p["track"].id)
@@ -687,9 +806,11 @@ class LaneView(QWidget):
             self.corner.setText("no tempo · seconds")
 
     def prepare_rows(self, n: int) -> None:
-        """Build up to `n` spare rows, one at a time with gaps between them (none blocks the
-        event loop for long), so that the takes of a running generation land without
-        building widgets. The first waits until the start of the generation has settled."""
+        """Reserve a row for each of `n` takes of a running generation, below the last lane:
+        built one at a time with gaps between them (none blocks the event loop for long) and
+        shown at once as "generating…", so that a take lands by binding its reserved row,
+        with no widget to build and no re-layout of the view. The first waits until the start
+        of the generation has settled."""
         self._spares_wanted = max(self._spares_wanted, min(int(n), 8))
         QTimer.singleShot(SPARE_DELAY_MS, self._build_spare)
 
@@ -697,30 +818,59 @@ class LaneView(QWidget):
         if len(self._spares) >= self._spares_wanted:
             return
         row = LaneRow(self, None)
-        row.setParent(self)  # owned by the view until a lane takes it
-        row.hide()
+        row.header.set_placeholder(f"generating take {len(self._spares) + 1}…")
+        row.plot.setXLink(self.ruler)
+        row.plot.playhead.setPos(self._playhead)
         self._spares.append(row)
+        self.vbox.insertWidget(len(self.rows) + len(self._spares) - 1, row)
+        row.show()
+        self.empty.setVisible(False)
+        if len(self._spares) == 1:
+            QTimer.singleShot(0, lambda r=row: self.scroll.ensureWidgetVisible(r, 0, 0))
         QTimer.singleShot(SPARE_GAP_MS, self._build_spare)
 
-    def _add_row(self, track: Track, index: int | None = None) -> None:
-        if self._spares:
+    def release_rows(self) -> None:
+        """The generation ended without (more) takes: drop the rows reserved for them."""
+        self._spares_wanted = 0
+        while self._spares:
             row = self._spares.pop()
+            row.plot.setXLink(None)
+            self.vbox.removeWidget(row)
+            row.setParent(None)
+            row.deleteLater()
+        self.empty.setVisible(not self.rows)
+
+    def _add_row(self, track: Track, index: int | None = None) -> None:
+        order = [t.id for t in self.session.tracks]
+        pos = order.index(track.id) if track.id in order else len(self.rows)
+        if self._spares:
+            row = self._spares.pop(0)
             self._spares_wanted = max(0, self._spares_wanted - 1)
             row.bind(track)
         else:
             row = LaneRow(self, track)
-        row.plot.setXLink(self.ruler)
+            row.plot.setXLink(self.ruler)
         row.plot.set_regions(track, None)
         self.rows[track.id] = row
-        order = [t.id for t in self.session.tracks]
-        pos = order.index(track.id) if track.id in order else len(self.rows) - 1
-        self.vbox.insertWidget(pos, row)
-        row.show()  # a spare was hidden explicitly; the layout alone would not show it
+        if self.vbox.indexOf(row) != pos:  # a reserved row already sits where it lands
+            self.vbox.insertWidget(pos, row)
+        row.show()
         self.empty.setVisible(False)
         (x0, x1), _ = self.ruler.getViewBox().viewRange()
         row.plot.getViewBox().setXRange(x0, x1, padding=0)
+        row.plot.playhead.setPos(self._playhead)
+        on = track.id == self.selected
+        row.header.set_selected(on)
+        row.plot.set_selected(on)
         self.show_loop(self.session.loop)
         row.plot.refresh()
+
+    def follow(self, tid: str) -> None:
+        """Scroll the new lane into view (as a DAW does with a new track)."""
+        row = self.rows.get(tid)
+        if row is not None:
+            QTimer.singleShot(0, lambda: self.scroll.ensureWidgetVisible(row, 0, 0)
+                              if self.rows.get(tid) is row else None)
 
     def _remove_row(self, tid: str) -> None:
         row = self.rows.pop(tid, None)
@@ -738,7 +888,35 @@ class LaneView(QWidget):
         self.selected = tid
         for k, row in self.rows.items():
             row.header.set_selected(k == tid)
+            row.plot.set_selected(k == tid)
+        if tid in self.rows:
+            self.scroll.ensureWidgetVisible(self.rows[tid], 0, 0)
         self.sig_selected.emit(tid)
+
+    def select_step(self, step: int) -> None:
+        """Select the lane `step` rows below (negative: above) the selected one."""
+        order = [t.id for t in self.session.tracks if t.id in self.rows]
+        if not order:
+            return
+        if self.selected not in order:
+            self.select(order[0] if step > 0 else order[-1])
+            return
+        i = max(0, min(len(order) - 1, order.index(self.selected) + step))
+        self.select(order[i])
+
+    def keyPressEvent(self, ev):
+        key = ev.key()
+        if key in (Qt.Key_Up, Qt.Key_Down) and not ev.modifiers():
+            self.select_step(-1 if key == Qt.Key_Up else 1)
+            ev.accept()
+        elif key in (Qt.Key_Left, Qt.Key_Right) and not ev.modifiers():
+            spb = self.session.seconds_per_bar() if self.session.tempo else 1.0
+            here = round(self._playhead / spb) * spb
+            target = here + (spb if key == Qt.Key_Right else -spb)
+            self.sig_seek.emit(min(max(0.0, target), self.session.seconds))
+            ev.accept()
+        else:
+            super().keyPressEvent(ev)
 
     def select_region(self, tid: str | None, rid: str | None) -> None:
         self.selected_region = (tid, rid) if tid and rid else None
@@ -769,30 +947,57 @@ class LaneView(QWidget):
         (x0, x1), _ = self.ruler.getViewBox().viewRange()
         return x0, x1
 
+    def content_span(self) -> tuple[float, float]:
+        """The widest view: the session (at least 4 s) with a sliver before zero (bar 1)."""
+        total = max(4.0, self.session.seconds * 1.02)
+        return -0.012 * total, total
+
+    def _update_limits(self) -> None:
+        """Zoom and scroll stop at the session's ends (the limits follow its length)."""
+        lo, hi = self.content_span()
+        for vb in [self.ruler.getViewBox()] + [r.plot.getViewBox() for r in self.rows.values()]:
+            vb.setLimits(xMin=lo, xMax=hi, minXRange=0.005, maxXRange=hi - lo)
+
     def set_visible_range(self, x0: float, x1: float) -> None:
-        self.ruler.getViewBox().setXRange(x0, x1, padding=0)
+        lo, hi = self.content_span()
+        w = min(max(0.005, x1 - x0), hi - lo)
+        x0 = min(max(lo, x0), hi - w)
+        self.ruler.getViewBox().setXRange(x0, x0 + w, padding=0)
 
     def fit(self) -> None:
-        total = max(4.0, self.session.seconds * 1.02)
-        self.set_visible_range(-0.012 * total, total)  # a sliver before zero shows bar 1
+        self._update_limits()
+        self.set_visible_range(*self.content_span())
 
     def zoom(self, factor: float, center: float | None = None) -> None:
         x0, x1 = self.visible_range()
         c = (x0 + x1) / 2 if center is None else center
-        w = max(0.01, (x1 - x0) * factor)
-        a = max(-0.5, c - (c - x0) * factor)
+        lo, hi = self.content_span()
+        w = min(max(0.005, (x1 - x0) * factor), hi - lo)
+        a = c - (c - x0) * (w / max(1e-9, x1 - x0))
         self.set_visible_range(a, a + w)
 
-    def wheel(self, vb: pg.ViewBox, ev) -> None:
-        delta = ev.delta() if hasattr(ev, "delta") else ev.angleDelta().y()
+    def scroll_time(self, fraction: float) -> None:
         x0, x1 = self.visible_range()
-        if ev.modifiers() & Qt.ShiftModifier:
-            shift = -(x1 - x0) * 0.1 * (1 if delta > 0 else -1)
-            self.set_visible_range(max(-0.5, x0 + shift), max(-0.5, x0 + shift) + (x1 - x0))
-        else:
+        shift = (x1 - x0) * fraction
+        self.set_visible_range(x0 + shift, x1 + shift)
+
+    def wheel(self, vb: pg.ViewBox, ev) -> None:
+        """Wheel scrolls the lanes, Shift+wheel (or a sideways wheel) scrolls in time,
+        Ctrl/Cmd+wheel zooms around the pointer: Ableton's and Bitwig's wheel."""
+        delta = ev.delta() if hasattr(ev, "delta") else ev.angleDelta().y()
+        sideways = hasattr(ev, "orientation") and ev.orientation() == Qt.Horizontal
+        mods = ev.modifiers()
+        ev.accept()
+        if not delta:
+            return
+        if mods & (Qt.ControlModifier | Qt.MetaModifier):
             center = vb.mapSceneToView(ev.scenePos()).x()
             self.zoom(0.8 if delta > 0 else 1.25, center)
-        ev.accept()
+        elif mods & Qt.ShiftModifier or sideways:
+            self.scroll_time(-0.1 * delta / 120)
+        else:
+            bar = self.scroll.verticalScrollBar()
+            bar.setValue(bar.value() - int(delta / 120 * LANE_H / 2))
 
     def _sync_hbar(self) -> None:
         if self._syncing:
@@ -834,8 +1039,9 @@ class LaneView(QWidget):
         self.sig_loop_changed.emit((max(0.0, float(a)), float(b)))
 
     def set_playhead(self, seconds: float) -> None:
+        self._playhead = seconds
         self.ruler_head.setPos(seconds)
-        for row in self.rows.values():
+        for row in list(self.rows.values()) + self._spares:
             row.plot.playhead.setPos(seconds)
 
     def redraw_all(self) -> float:

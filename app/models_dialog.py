@@ -86,6 +86,8 @@ class CheckpointDialog(QDialog):
         self.sha.setPlaceholderText("paste the SHA-256 published with the file")
         self.hint = QLabel()
         self.hint.setWordWrap(True)
+        # room for the longest hint (three lines), so it is never cut whatever is chosen
+        self.hint.setMinimumHeight(self.hint.fontMetrics().lineSpacing() * 3 + 4)
         form = QFormLayout()
         form.addRow("File", row)
         form.addRow("Kind", self.kind)
@@ -100,8 +102,8 @@ class CheckpointDialog(QDialog):
         lay.addWidget(buttons)
         self.path.textChanged.connect(self._guess)
         self.kind.currentIndexChanged.connect(self._guess)
+        self._guess()  # before sizing: the hint's text decides the height
         self.resize(560, self.sizeHint().height())
-        self._guess()
 
     def _browse(self) -> None:
         f, _ = QFileDialog.getOpenFileName(

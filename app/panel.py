@@ -196,6 +196,10 @@ class GuidancePanel(QWidget):
                                  "the extension length for Continue")
         self.duration.valueChanged.connect(lambda v: self._emit("duration", v, True))
         form.addRow("Length", self.duration)
+        self.length_rule = QLabel()
+        self.length_rule.setObjectName("hint")
+        self.length_rule.setWordWrap(True)
+        form.addRow("", self.length_rule)
         g.addLayout(form)
         self.stereo_width = self._slider(g, "Stereo width", 0, 1, 0.05, 0.4, "stereo_width",
                                          "Pseudo-stereo: strength of the variation used as the "
@@ -248,7 +252,8 @@ class GuidancePanel(QWidget):
                 grid.addWidget(b, 0, 0, 1, 2)
             else:
                 grid.addWidget(b, 1 + (i - 1) // 2, (i - 1) % 2)
-        outer.addWidget(ga)
+        # not in this panel's layout: the window pins it below the scrolling settings
+        self.actions_box = ga
         outer.addStretch(1)
         self._quiet = False
 
@@ -357,6 +362,15 @@ class GuidancePanel(QWidget):
             "text prior): it follows the prompt's instrument more closely. Off: the prompt's "
             "raw text embedding." if available else
             "This model has no text prior: the prompt's text embedding is used as it is.")
+
+    def set_length_rule(self, text: str, uses_length: bool) -> None:
+        """Say which length Generate will use: the loop region's, the context's, or Length
+        (shown dimmed when Generate does not use it; Continue always does)."""
+        self.length_rule.setText(text)
+        self.duration.setToolTip(
+            "Length of a generation without context or loop region, and what Continue adds. "
+            + ("" if uses_length else "Now: " + text))
+        self.duration.setStyleSheet("" if uses_length else "color: #8b919b;")
 
     def set_busy(self, busy: bool) -> None:
         for b in self.buttons.values():

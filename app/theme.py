@@ -13,6 +13,7 @@ TEXT = "#d7dae0"
 MUTED = "#8b919b"
 ACCENT = "#f0a030"
 PLAYHEAD = "#ffd54a"
+SELECTED_BG = "#262b33"  # the selected lane's waveform background
 REGION = (240, 90, 90, 70)
 LOOP = (80, 170, 255, 40)
 
@@ -28,7 +29,8 @@ QLineEdit, QPlainTextEdit, QSpinBox, QDoubleSpinBox, QComboBox {{
     background: {RAISED}; border: 1px solid {LINE}; border-radius: 3px; padding: 2px 4px;
     selection-background-color: {ACCENT}; selection-color: #111;
 }}
-QLineEdit#laneName {{ background: transparent; border: none; font-weight: bold; }}
+QLabel#laneName {{ font-weight: bold; }}
+QLineEdit#laneNameEdit {{ font-weight: bold; padding: 0px 2px; }}
 QPushButton, QToolButton {{
     background: {RAISED}; border: 1px solid {LINE}; border-radius: 3px; padding: 3px 8px;
 }}

@@ -14,15 +14,17 @@ import time
 import uuid
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtCore import QByteArray, QEvent, QObject, QSettings, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
+    QAbstractSpinBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
     QDockWidget,
     QDoubleSpinBox,
     QFileDialog,
+    QHBoxLayout,
     QLabel,
     QMainWindow,
     QMessageBox,
@@ -42,11 +44,14 @@ from app.controller import (
     DEFAULT_RECIPE,
     ActionError,
     SessionController,
+    command_line,
     estimate_tempo,
     import_files,
     import_files_with_peaks,
+    job_fraction,
+    recipe_lines,
 )
-from app.lanes import LaneView, fmt_time
+from app.lanes import LaneView, fmt_duration, fmt_time
 from app.panel import GuidancePanel
 from app.transport import Transport
 from engine.errors import RiffwrightError
@@ -64,6 +69,41 @@ KEYS = ["", "C", "Cm", "C#", "C#m", "D", "Dm", "Eb", "Ebm", "E", "Em", "F", "Fm"
         "G", "Gm", "Ab", "Abm", "A", "Am", "Bb", "Bbm", "B", "Bm"]
 AUDIO_FILTER = "Audio (*.wav *.flac *.aif *.aiff *.ogg *.mp3);;All files (*)"
 MAX_RECENT = 8
+MIN_SIZE = (640, 460)  # the smallest window that still shows the Generate button
+
+# keys that belong to the transport and the edit menu whatever widget has the focus, except
+# where text is typed (the prompt, a lane's name): Space, undo/redo, zoom to fit
+_TRANSPORT_KEYS = (QKeySequence("Space"), QKeySequence(QKeySequence.Undo),
+                   QKeySequence("Ctrl+Shift+Z"), QKeySequence(QKeySequence.Redo),
+                   QKeySequence("Ctrl+0"), QKeySequence("Home"))
+
+
+class TransportKeys(QObject):
+    """Event filter for number boxes and lists (tempo, meter, key, steps, seed…): their
+    editors would swallow Space (blanking the tempo) and Ctrl+Z; in every DAW those keys
+    reach the transport and the edit menu. Enter commits the value and hands the keyboard
+    back to the lanes, as Ableton's and Bitwig's number fields do."""
+
+    def __init__(self, window: MainWindow):
+        super().__init__(window)
+        self.window = window
+
+    def eventFilter(self, obj, ev):
+        t = ev.type()
+        if t == QEvent.ShortcutOverride:
+            if ev.key() in (Qt.Key_Return, Qt.Key_Enter) and not ev.modifiers():
+                ev.accept()  # Enter commits the value here (it is Stop elsewhere)
+                return True
+            seq = QKeySequence(ev.keyCombination())
+            if any(seq.matches(k) == QKeySequence.ExactMatch for k in _TRANSPORT_KEYS):
+                ev.ignore()  # not for the editor: the window's shortcut runs
+                return True
+        elif t == QEvent.KeyPress and ev.key() in (Qt.Key_Return, Qt.Key_Enter):
+            if isinstance(obj, QAbstractSpinBox):
+                obj.interpretText()
+            self.window.focus_lanes()
+            return True
+        return False
 
 
 class MainWindow(QMainWindow):
@@ -106,9 +146,17 @@ class MainWindow(QMainWindow):
         scroll.setWidgetResizable(True)
         scroll.setWidget(self.panel)
         scroll.setFrameShape(QScrollArea.NoFrame)
+        # the action buttons stay pinned under the scrolling settings: Generate is always
+        # on screen, however small the window
+        dock_body = QWidget()
+        dock_lay = QVBoxLayout(dock_body)
+        dock_lay.setContentsMargins(0, 0, 0, 0)
+        dock_lay.setSpacing(0)
+        dock_lay.addWidget(scroll, 1)
+        dock_lay.addWidget(self.panel.actions_box)
         self.dock = QDockWidget("Prompt and guidance", self)
         self.dock.setObjectName("panelDock")
-        self.dock.setWidget(scroll)
+        self.dock.setWidget(dock_body)
         self.dock.setFeatures(QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetFloatable)
         self.addDockWidget(Qt.RightDockWidgetArea, self.dock)
         self._build_actions()
@@ -117,6 +165,10 @@ class MainWindow(QMainWindow):
         self._build_menus()
         self._connect()
         self._bind_session(session, fresh=True)
+        self.setMinimumSize(*MIN_SIZE)
+        self._keys = TransportKeys(self)
+        for w in self.findChildren(QAbstractSpinBox) + self.findChildren(QComboBox):
+            w.installEventFilter(self._keys)
 
         self.autosave_timer = QTimer(self)
         self.autosave_timer.setInterval(30_000)
@@ -176,7 +228,22 @@ class MainWindow(QMainWindow):
             "use_context": A("&Use as context", lambda: self.run_action("use_context"), "Ctrl+U"),
             "arrange": A("&Arrange…", lambda: self.run_action("arrange"), "Ctrl+Shift+A"),
         }
+        self.a_next_take = A("Switch &take (A/B)", self.switch_take, "Ctrl+B",
+                             "Hear the selected take, or the next take of its group")
+        self.a_region_here = A("Add inpaint &region at playhead", self.region_at_playhead,
+                               "Ctrl+Shift+R", "A region of one bar (1 s without a tempo) "
+                                               "on the selected lane, from the playhead")
+        self.a_prompt = A("Edit the &prompt", self.focus_prompt, "Ctrl+P")
+        self.a_lanes = A("Focus the lanes", self.focus_lanes, "Ctrl+1")
+        self.a_all_takes = A("Exports include every take", lambda: self.settings.setValue(
+            "export_all_takes", self.a_all_takes.isChecked()), tip=(
+            "Off: the mix holds the take you hear of each part, and the DAWproject mutes the "
+            "others. On: every take is mixed and unmuted."))
+        self.a_all_takes.setCheckable(True)
+        self.a_all_takes.setChecked(str(self.settings.value("export_all_takes", "false"))
+                                    .lower() == "true")
         self.a_shortcuts = A("Keyboard shortcuts", self.show_shortcuts, "F1")
+        self.a_about = A("&About Riffwright", self.show_about)
         self.a_models = A("&Models…", self.open_models, "Ctrl+M",
                           "See, add and remove model bundles; pick the one to use")
 
@@ -185,15 +252,18 @@ class MainWindow(QMainWindow):
         tb.setObjectName("transportBar")
         tb.setMovable(False)
         self.addToolBar(Qt.TopToolBarArea, tb)
+        # a tool button shows its action's icon text, and keeps showing it when the action
+        # changes (a text set on the button itself is lost on the first toggle)
+        self.a_play.setIconText("▶")
+        self.a_stop.setIconText("■")
+        self.a_loop.setIconText("⟲ Loop")
+        self.a_tap.setIconText("Tap")
         self.b_play = QToolButton()
         self.b_play.setDefaultAction(self.a_play)
-        self.b_play.setText("▶")
         self.b_stop = QToolButton()
         self.b_stop.setDefaultAction(self.a_stop)
-        self.b_stop.setText("■")
         self.b_loop = QToolButton()
         self.b_loop.setDefaultAction(self.a_loop)
-        self.b_loop.setText("⟲ Loop")
         for b in (self.b_play, self.b_stop, self.b_loop):
             b.setFocusPolicy(Qt.NoFocus)
             tb.addWidget(b)
@@ -214,7 +284,6 @@ class MainWindow(QMainWindow):
         tb.addWidget(self.tempo)
         self.b_tap = QToolButton()
         self.b_tap.setDefaultAction(self.a_tap)
-        self.b_tap.setText("Tap")
         tb.addWidget(self.b_tap)
         self.b_est = QToolButton()
         self.b_est.setText("Detect")
@@ -241,10 +310,13 @@ class MainWindow(QMainWindow):
         tb.addWidget(self.key)
         tb.addSeparator()
         for a, t in ((self.a_zoom_out, "−"), (self.a_zoom_in, "+"), (self.a_fit, "Fit")):
+            a.setIconText(t)
             b = QToolButton()
             b.setDefaultAction(a)
-            b.setText(t)
+            b.setFocusPolicy(Qt.NoFocus)
             tb.addWidget(b)
+        for b in (self.b_tap, self.b_est):
+            b.setFocusPolicy(Qt.NoFocus)
         spacer = QWidget()
         spacer.setSizePolicy(spacer.sizePolicy().horizontalPolicy().Expanding,
                              spacer.sizePolicy().verticalPolicy().Preferred)
@@ -291,7 +363,7 @@ class MainWindow(QMainWindow):
         m.addSeparator()
         m.addAction(self.a_import)
         m.addSeparator()
-        for a in (self.a_export, self.a_export_sel, self.a_export_daw):
+        for a in (self.a_export, self.a_export_sel, self.a_export_daw, self.a_all_takes):
             m.addAction(a)
         m.addSeparator()
         m.addAction(self.a_quit)
@@ -300,6 +372,8 @@ class MainWindow(QMainWindow):
         m.addAction(self.a_redo)
         m.addSeparator()
         m.addAction(self.a_delete)
+        m.addAction(self.a_region_here)
+        m.addAction(self.a_next_take)
         m = mb.addMenu("&Generate")
         for a in self.a_gen.values():
             m.addAction(a)
@@ -313,9 +387,13 @@ class MainWindow(QMainWindow):
         m = mb.addMenu("&View")
         for a in (self.a_zoom_in, self.a_zoom_out, self.a_fit):
             m.addAction(a)
+        m.addSeparator()
+        m.addAction(self.a_lanes)
+        m.addAction(self.a_prompt)
         m.addAction(self.dock.toggleViewAction())
         m = mb.addMenu("&Help")
         m.addAction(self.a_shortcuts)
+        m.addAction(self.a_about)
         self._fill_recent()
 
     def _connect(self) -> None:
@@ -389,15 +467,31 @@ class MainWindow(QMainWindow):
             session.recipe.pop("model", None)
         self._refresh_reference_choices()
         self.panel.set_recipe(session.recipe)
+        self._sync_length_rule()
         self._sync_transport_widgets()
         self._update_title()
         self._update_actions()
         self.sig_session_replaced.emit(session)
 
+    def _sync_length_rule(self) -> None:
+        recipe = self.session.recipe or DEFAULT_RECIPE
+        why = self.ctl.generate_span(recipe)[2]
+        self.panel.set_length_rule(self.ctl.length_rule(recipe), why == "length")
+
+    def _clamp_playhead(self) -> None:
+        """After lanes go or shrink, a playhead past the end goes back to the end."""
+        end = self.session.seconds
+        if self.transport.position() > end:
+            self.transport.seek(end)
+
     def _session_event(self, event: str, p: dict) -> None:
-        if event in ("track_added", "track_removed"):
+        if event in ("track_added", "track_removed") or (
+                event == "track_changed" and p.get("attr") in ("in_context", "role")):
             self._refresh_reference_choices()
             self.transport.remix()
+            self._sync_length_rule()
+            if event == "track_removed":
+                self._clamp_playhead()
         elif event == "track_changed":
             if p.get("attr") in ("mute", "solo", "gain_db", "offset"):
                 self.transport.remix()
@@ -409,10 +503,12 @@ class MainWindow(QMainWindow):
                 self._sync_transport_widgets()
             elif attr == "recipe":
                 self.panel.set_recipe(self.session.recipe)
+                self._sync_length_rule()
             elif attr == "active_takes":
                 self.transport.remix()
             elif attr == "loop":
                 self.transport._apply_loop()
+                self._sync_length_rule()
         self._update_title()
         self._update_actions()
 
@@ -511,15 +607,26 @@ class MainWindow(QMainWindow):
 
     def _imported(self, ok, errors, peaks) -> int:
         if ok:
+            replaced = not self.ctl.context_tracks()  # no context before: a new song
             tracks = self.ctl.add_audio_tracks([(n, a) for n, a, _ in ok],
                                                source_files=[p for _, _, p in ok], peaks=peaks)
             self.status(f"imported {len(tracks)} file(s)")
-            if not self.session.tempo:
+            if replaced:
+                self._reset_context_state()
+            if replaced or not self.session.tempo:
                 self.estimate_tempo(quiet=True)
         if errors:
             self.message("\n".join(errors[:5]) + (f"\n…and {len(errors) - 5} more"
                                                  if len(errors) > 5 else ""))
         return len(ok)
+
+    def _reset_context_state(self) -> None:
+        """A new context replaced the old one: what came from the old one goes (a loop
+        region past the new end; the playhead past it). The tempo is estimated again."""
+        s = self.session
+        if s.loop and s.loop[1] > s.seconds + 1e-6:
+            self._guard(self.ctl.set_loop)(None)
+        self._clamp_playhead()
 
     def import_dialog(self) -> None:
         paths, _ = QFileDialog.getOpenFileNames(self, "Import audio", self._last_dir(),
@@ -720,7 +827,8 @@ class MainWindow(QMainWindow):
             self.message("nothing to export: the session has no lanes")
             return []
         try:
-            files = export_stems(self.session, folder, ids, include_mix=not selected_only)
+            files = export_stems(self.session, folder, ids, include_mix=not selected_only,
+                                 all_takes=self.a_all_takes.isChecked())
         except (OSError, RiffwrightError) as e:
             self.message(f"export failed: {e}")
             return []
@@ -739,7 +847,7 @@ class MainWindow(QMainWindow):
             self.message("nothing to export: the session has no lanes")
             return None
         try:
-            out = export_dawproject(self.session, path)
+            out = export_dawproject(self.session, path, all_takes=self.a_all_takes.isChecked())
         except (OSError, RiffwrightError) as e:
             self.message(f"export failed: {e}")
             return None
@@ -771,12 +879,16 @@ class MainWindow(QMainWindow):
         self.stack.redo()
 
     def delete_selected(self) -> None:
+        """Delete the selected region, else the selected lane (highlighted in the lanes);
+        with nothing selected, say so rather than guess."""
         if self.lanes.selected_region:
             tid, rid = self.lanes.selected_region
             self.lanes.select_region(None, None)
             self._guard(self.ctl.delete_region)(tid, rid)
-        elif self.lanes.selected:
+        elif self.lanes.selected and self.lanes.selected in self.lanes.rows:
             self._guard(self.ctl.delete_track)(self.lanes.selected)
+        else:
+            self.status("nothing selected to delete: click a lane or a region first")
 
     # ------------------------------------------------------------------ transport
     def transport_toggle(self) -> None:
@@ -977,6 +1089,8 @@ class MainWindow(QMainWindow):
         if not self.bridge.generate(job):
             return False
         self._gen_started = time.perf_counter()
+        self._gen_stereo = float(job.request.get("stereo_width") or 0) > 0
+        self.focus_lanes()  # the clicked button is disabled now: keys go to the transport
         self.lanes.prepare_rows(int(job.request.get("takes") or 1))
         self.progress.setValue(0)
         self.progress.show()
@@ -989,17 +1103,26 @@ class MainWindow(QMainWindow):
         return True
 
     def _progress(self, p) -> None:
+        """One bar and one ETA for the whole job (the engine's own ETA restarts with every
+        phase: sampling, the stereo pass, decoding)."""
         total = max(1, p.total)
         frac = min(1.0, p.step / total)
-        self.progress.setValue(int(frac * 100))
+        overall = job_fraction(p.stage, frac, getattr(self, "_gen_stereo", False))
+        self.progress.setValue(int(overall * 100))
         self.progress.setFormat(f"{p.stage} {p.step}/{p.total}")
-        eta = f" · ETA {p.eta_s:.0f} s" if p.eta_s is not None and p.eta_s > 0 else ""
+        elapsed = time.perf_counter() - self._gen_started
+        eta = ""
+        if overall >= 0.03 and elapsed >= 1.0:
+            left = elapsed * (1.0 - overall) / overall
+            eta = f" · about {fmt_duration(left)} left"
         if p.stage in ("sample", "stereo"):
-            self.progress_label.setText(f"step {p.step}/{p.total}{eta}")
+            what = "stereo pass" if p.stage == "stereo" else "step"
+            self.progress_label.setText(f"{what} {p.step}/{p.total}{eta}")
         else:
-            self.progress_label.setText(p.message or p.stage)
+            self.progress_label.setText((p.message or p.stage) + eta)
 
     def _end_generation(self) -> None:
+        self.lanes.release_rows()
         self.progress.hide()
         self.progress_label.hide()
         self.b_cancel.hide()
@@ -1007,8 +1130,8 @@ class MainWindow(QMainWindow):
         self._update_actions()
 
     def _finished(self, job, stems) -> None:
+        tracks = self.ctl.land_results(job, stems, job.recipe)  # into the reserved rows
         self._end_generation()
-        tracks = self.ctl.land_results(job, stems, job.recipe)
         if job.action == "arrange" and tracks:
             self.ctl.use_as_context(tracks[0].id)
         if tracks:
@@ -1037,38 +1160,136 @@ class MainWindow(QMainWindow):
         self.sig_generation_done.emit("error")
 
     def cancel_generation(self) -> None:
+        """Esc: cancel the running generation; otherwise leave a text field (as in a DAW)."""
         if self.bridge.busy:
             self.progress_label.setText("cancelling…")
             self.bridge.cancel()
+        else:
+            self.focus_lanes()
+
+    # ------------------------------------------------------------------ keyboard
+    def focus_lanes(self) -> None:
+        """Give the keyboard to the lanes: Space, arrows, Delete and the edit keys act there."""
+        self.lanes.setFocus(Qt.OtherFocusReason)
+
+    def focus_prompt(self) -> None:
+        self.dock.show()
+        self.panel.prompt.setFocus(Qt.ShortcutFocusReason)
+
+    def switch_take(self) -> None:
+        """Ctrl+B: hear the selected take; when it is already the one heard, the next take of
+        its group (selected too, so pressing again walks through the takes)."""
+        sel = self.lanes.selected
+        if not sel:
+            self.message("select a take first (click its lane, or Up/Down)")
+            return
+        t = self.session.track(sel)
+        if not t.take_group:
+            self.message(f"{t.name} is not one of several takes")
+            return
+        takes = self.session.takes(t.take_group)
+        if self.session.take_active(t) and len(takes) > 1:
+            t = takes[(takes.index(t) + 1) % len(takes)]
+            self.lanes.select(t.id)
+        self._guard(self.ctl.activate_take)(t.id)
+
+    def region_at_playhead(self) -> None:
+        """Keyboard inpainting: a region of one bar (1 s without a tempo) from the playhead's
+        bar on the selected lane."""
+        sel = self.lanes.selected
+        if not sel:
+            self.message("select a lane first (click it, or Up/Down)")
+            return
+        s = self.session
+        length = s.seconds_per_bar() if s.tempo else 1.0
+        pos = self.transport.position()
+        start = (pos // length) * length
+        try:
+            r = self.ctl.add_region(sel, start, start + length)
+        except RiffwrightError as e:
+            self.message(str(e))
+            return
+        self.lanes.select_region(sel, r.id)
 
     # ------------------------------------------------------------------ provenance, help
     def show_provenance(self, tid: str) -> None:
+        """The take's recipe in words, the command line that makes it again (with a copy
+        button), and the raw record folded away for the curious."""
         import json
 
         t = self.session.track(tid)
-        text = json.dumps(t.provenance or {}, indent=2, default=str)
+        prov = t.provenance or {}
         dlg = QDialog(self)
-        dlg.setWindowTitle(f"Provenance — {t.name}")
+        dlg.setWindowTitle(f"How “{t.name}” was made")
         lay = QVBoxLayout(dlg)
-        edit = QPlainTextEdit(text)
-        edit.setReadOnly(True)
-        edit.setStyleSheet("font-family: monospace;")
-        lay.addWidget(edit)
+        recipe = QLabel("<br>".join(recipe_lines(prov)))
+        recipe.setTextFormat(Qt.RichText)
+        recipe.setWordWrap(True)
+        recipe.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        lay.addWidget(recipe)
+        cmd = command_line(prov, t)
+        lay.addWidget(QLabel("The same take from the command line:"))
+        cmd_box = QPlainTextEdit(cmd)
+        cmd_box.setReadOnly(True)
+        cmd_box.setFixedHeight(70)
+        cmd_box.setStyleSheet("font-family: monospace;")
+        lay.addWidget(cmd_box)
+        b_copy = QPushButton("Copy command line")
+        b_copy.clicked.connect(lambda: (QGuiApplication.clipboard().setText(cmd),
+                                        self.status("command line copied")))
+        raw = QPlainTextEdit(json.dumps(prov, indent=2, default=str))
+        raw.setReadOnly(True)
+        raw.setStyleSheet("font-family: monospace;")
+        raw.hide()
+        b_raw = QPushButton("Show the full record")
+        b_raw.setCheckable(True)
+        b_raw.toggled.connect(raw.setVisible)
         b = QPushButton("Regenerate exactly")
         b.clicked.connect(lambda: (dlg.accept(), self.lanes.select(tid),
                                    self.run_action("regenerate")))
-        lay.addWidget(b)
-        dlg.resize(520, 480)
+        row = QHBoxLayout()
+        for w in (b_copy, b_raw, b):
+            row.addWidget(w)
+        lay.addLayout(row)
+        lay.addWidget(raw, 1)
+        dlg.resize(620, 420)
         dlg.setAttribute(Qt.WA_DeleteOnClose)
+        self.provenance_dialog = dlg
         dlg.open()
 
+    def shortcut_rows(self) -> list[tuple[str, str]]:
+        """(what, keys) for every action with a shortcut, plus the lanes' own keys."""
+        rows = [(a.text().replace("&", "").split(" (")[0], a.shortcut().toString(
+            QKeySequence.NativeText)) for a in self.actions() if not a.shortcut().isEmpty()]
+        rows += [("Select the lane above / below (lanes focused)", "Up / Down"),
+                 ("Playhead one bar back / on (lanes focused)", "Left / Right"),
+                 ("Scroll lanes / scroll in time / zoom", "Wheel / Shift+Wheel / Ctrl+Wheel"),
+                 ("Rename a lane", "double-click its name"),
+                 ("Leave a text or number field", "Enter or Esc")]
+        return rows
+
     def show_shortcuts(self) -> None:
-        rows = [(a.text().replace("&", ""), a.shortcut().toString()) for a in self.actions()
-                if not a.shortcut().isEmpty()]
-        text = "\n".join(f"{k:<16}{n}" for n, k in rows)
-        box = QMessageBox(QMessageBox.Information, "Keyboard shortcuts", text, QMessageBox.Ok,
+        rows = self.shortcut_rows()
+        html = "<table cellspacing=4>" + "".join(
+            f"<tr><td><b>{k}</b></td><td>{n}</td></tr>" for n, k in rows) + "</table>"
+        box = QMessageBox(QMessageBox.Information, "Keyboard shortcuts", html, QMessageBox.Ok,
                           self)
-        box.setStyleSheet("QLabel { font-family: monospace; }")
+        box.setTextFormat(Qt.RichText)
+        box.setAttribute(Qt.WA_DeleteOnClose)
+        self.shortcuts_box = box
+        box.open()
+
+    def about_text(self) -> str:
+        from app.about import about_html
+
+        return about_html(self.bridge.model_path)
+
+    def show_about(self) -> None:
+        box = QMessageBox(QMessageBox.NoIcon, "About Riffwright", self.about_text(),
+                          QMessageBox.Ok, self)
+        box.setTextFormat(Qt.RichText)
+        box.setAttribute(Qt.WA_DeleteOnClose)
+        self.about_box = box
         box.open()
 
     # ------------------------------------------------------------------ layout
@@ -1076,7 +1297,7 @@ class MainWindow(QMainWindow):
         g = self.settings.value("geometry")
         st = self.settings.value("state")
         if not (isinstance(g, QByteArray) and not g.isEmpty() and self.restoreGeometry(g)
-                and self.width() >= 640 and self.height() >= 400):
+                and self.width() >= MIN_SIZE[0] and self.height() >= MIN_SIZE[1]):
             screen = self.screen().availableGeometry() if self.screen() else None
             w, h = 1400, 820
             if screen is not None:

@@ -34,7 +34,13 @@ def _pair(text: str, sep: str = ":", kinds=(float, float), what: str = "START:EN
 
 
 def _region(text):
-    return _pair(text, what="START:END in seconds")
+    start, end = _pair(text, what="START:END in seconds")
+    if start < 0:
+        raise argparse.ArgumentTypeError(f"the region starts before 0 s ({text!r})")
+    if start >= end:
+        raise argparse.ArgumentTypeError(f"the region's start is not before its end ({text!r}: "
+                                         "START must be less than END)")
+    return start, end
 
 
 def _loop(text):
@@ -48,28 +54,51 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_gen_args(p: argparse.ArgumentParser, arrange: bool = False) -> None:
     p.add_argument("--context", action="append", default=[], metavar="FILE",
-                   help="context audio; several files are summed (aligned at zero)")
+                   help="context audio the stem must fit; repeat it to sum several files "
+                        "(aligned at zero) (default: none)")
     if not arrange:
-        p.add_argument("--prompt", help="text prompt (CLAP_T)")
-        p.add_argument("--reference", metavar="FILE", help="audio reference (CLAP_A)")
+        p.add_argument("--prompt", help="text prompt, e.g. \"walking upright bass\" "
+                                        "(default: none)")
+        p.add_argument("--reference", metavar="FILE",
+                       help="audio reference: the stem should sound like it (default: none)")
     p.add_argument("--mix", type=float, metavar="R",
-                   help="interpolation r between reference (0) and prompt (1); default 0.5")
-    p.add_argument("--cfg-context", type=float, metavar="W")
-    p.add_argument("--cfg-clap", type=float, metavar="W")
+                   help="with both --prompt and --reference: 0 = the reference, 1 = the "
+                        "prompt (default: 0.5)")
+    p.add_argument("--cfg-context", type=float, metavar="W",
+                   help="how strongly to follow the context (default: the bundle's)")
+    p.add_argument("--cfg-clap", type=float, metavar="W",
+                   help="how strongly to follow the prompt or reference (default: the "
+                        "bundle's)")
     p.add_argument("--no-text-prior", action="store_true",
-                   help="give the model the prompt's raw text embedding, not the text prior's")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--takes", type=int, default=1)
+                   help="give the model the prompt's raw text embedding, not the text "
+                        "prior's (default: the text prior when the bundle has one)")
+    p.add_argument("--steps", type=int, metavar="N",
+                   help="diffusion steps: more is slower and cleaner (default: the bundle's)")
+    p.add_argument("--seed", type=int, metavar="S",
+                   help="random seed; take k uses S + k, the same seed gives the same take "
+                        "(default: a fresh random seed, printed and kept in the sidecar)")
+    p.add_argument("--takes", type=int, default=1, metavar="K",
+                   help="how many takes to generate, 1-8 (default: 1)")
     p.add_argument("--duration", type=float, metavar="SEC",
-                   help="length in seconds (with --continue: how much to add)")
-    p.add_argument("--stereo-width", type=float, default=0.0, metavar="S")
-    p.add_argument("--sampler", choices=["heun", "euler"])
-    p.add_argument("--model", metavar="DIR")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+                   help="length in seconds; with --continue: how much to add (default: the "
+                        "context's length, else 10)")
+    p.add_argument("--stereo-width", type=float, metavar="S",
+                   help="pseudo-stereo width, 0 = mono, 1 = widest (default: the bundle's, "
+                        "0.4 for the default bundle)")
+    p.add_argument("--sampler", choices=["heun", "euler"],
+                   help="ODE sampler (default: the bundle's, heun)")
+    p.add_argument("--model", metavar="DIR",
+                   help="model bundle folder (default: RIFFWRIGHT_MODEL, the user data dir, "
+                        "else the built-in one)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                   help="where to run: auto prefers CUDA, then MPS, then the CPU "
+                        "(default: auto)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output folder; existing files are never overwritten (required)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object on stdout (default: one line per stem)")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress on stderr (default: progress shown)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,28 +107,42 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action="version", version=_version())
     sub = ap.add_subparsers(dest="command", parser_class=_Parser)
 
-    g = sub.add_parser("generate", help="generate stems")
+    g = sub.add_parser("generate", help="generate stems",
+                       description="Generate stems. Files are named after the prompt (or the "
+                                   "mode), the seed and the take, and never overwrite an "
+                                   "existing file.")
     _add_gen_args(g)
-    g.add_argument("--variation-of", metavar="FILE")
+    g.add_argument("--variation-of", metavar="FILE",
+                   help="make a variation of this stem (default: none)")
     g.add_argument("--strength", type=float, metavar="S",
-                   help="variation / regeneration strength in [0, 1]")
-    g.add_argument("--inpaint", type=_region, metavar="START:END")
+                   help="variation / regeneration strength in [0, 1]: how far the result may "
+                        "move from its source (default: the bundle's, 0.5)")
+    g.add_argument("--inpaint", type=_region, metavar="START:END",
+                   help="redraw START-END seconds of --source; outside it the file is "
+                        "unchanged (default: none)")
     g.add_argument("--regenerate", type=_region, metavar="START:END",
-                   help="re-roll a region of --source, keeping it as close as --strength says")
-    g.add_argument("--source", metavar="FILE", help="the stem to inpaint or regenerate")
-    g.add_argument("--loop", type=_loop, metavar="N:FRACTION")
-    g.add_argument("--continue", dest="continue_from", metavar="FILE")
-    g.add_argument("--transition", nargs=2, metavar=("FILE_A", "FILE_B"))
+                   help="re-roll a region of --source, keeping it as close as --strength says "
+                        "(default: none)")
+    g.add_argument("--source", metavar="FILE",
+                   help="the stem to inpaint or regenerate (default: none)")
+    g.add_argument("--loop", type=_loop, metavar="N:FRACTION",
+                   help="a loop that repeats N times; FRACTION of the steps are forced "
+                        "periodic, e.g. 4:0.8 (default: no loop)")
+    g.add_argument("--continue", dest="continue_from", metavar="FILE",
+                   help="extend this clip past its end by --duration seconds (default: none)")
+    g.add_argument("--transition", nargs=2, metavar=("FILE_A", "FILE_B"),
+                   help="bridge FILE_A into FILE_B (default: none)")
     g.add_argument("--gap", type=float, default=4.0, metavar="SEC",
-                   help="length of the transition between FILE_A and FILE_B")
+                   help="length of the transition between FILE_A and FILE_B (default: 4)")
 
     a = sub.add_parser("arrange", help="iterative arrangement: one stem per prompt/reference, "
                        "each summed into the context of the next")
     _add_gen_args(a, arrange=True)
     a.add_argument("--prompt", action="append", dest="parts", type=lambda s: ("prompt", s),
-                   default=[])
+                   default=[], help="one part per --prompt, in order (repeat it)")
     a.add_argument("--reference", action="append", dest="parts",
-                   type=lambda s: ("reference", s))
+                   type=lambda s: ("reference", s),
+                   help="a part that sounds like this audio file (repeat it)")
 
     m = sub.add_parser("models", help="list, inspect and create model bundles")
     msub = m.add_subparsers(dest="models_cmd", parser_class=_Parser, required=True)
@@ -208,15 +251,60 @@ def _request_from_args(args, GenerationRequest):
     return GenerationRequest(
         sample_rate=OUT_RATE, prompt=getattr(args, "prompt", None), mix=args.mix,
         cfg_context=args.cfg_context, cfg_clap=args.cfg_clap, steps=args.steps,
-        seed=args.seed, takes=args.takes, duration=args.duration,
-        stereo_width=args.stereo_width, strength=getattr(args, "strength", None),
+        seed=fresh_seed() if args.seed is None else args.seed, takes=args.takes,
+        duration=args.duration,
+        stereo_width=0.0 if args.stereo_width is None else args.stereo_width, strength=getattr(args, "strength", None),
         loop=getattr(args, "loop", None), sampler=args.sampler, labels=labels,
         text_prior=False if args.no_text_prior else None, **kw)
 
 
-def _stem_name(stem, mode: str, index: int | None = None) -> str:
+def fresh_seed() -> int:
+    """A new random seed per run, as the app draws one per generation: a second run gives
+    new takes, and the seed is printed and kept in the sidecar so any take can be remade."""
+    import secrets
+
+    return secrets.randbelow(2**31 - 1 - 8)  # room for seed + take index
+
+
+def _slug(text: str, limit: int = 40) -> str:
+    """A file-name-safe short form of a prompt: lower case, words joined by hyphens."""
+    import re
+
+    words = re.findall(r"[a-z0-9]+", text.lower())
+    out = ""
+    for w in words:
+        nxt = f"{out}-{w}" if out else w
+        if len(nxt) > limit:
+            break
+        out = nxt
+    return out or (words[0][:limit] if words else "")
+
+
+def stem_label(req) -> str:
+    """What made a stem, for its file name: the mode (unless it is plain accompaniment or a
+    single stem) and the prompt, or the mode alone without a prompt."""
+    prompt = _slug(req.prompt or "")
+    mode = req.mode
+    if not prompt:
+        return mode
+    return prompt if mode in ("accompaniment", "single") else f"{mode}_{prompt}"
+
+
+def unique_path(out: Path, stem_name: str, suffix: str = ".wav") -> Path:
+    """`out/stem_name.wav`, or with _2, _3… when that file (or its .json sidecar) exists:
+    outputs never overwrite earlier ones."""
+    k = 1
+    while True:
+        name = stem_name if k == 1 else f"{stem_name}_{k}"
+        path = out / f"{name}{suffix}"
+        if not path.exists() and not path.with_suffix(".json").exists():
+            return path
+        k += 1
+
+
+def _stem_name(stem, label: str, index: int | None = None) -> str:
     part = f"part{index + 1}_" if index is not None else ""
-    return f"{part}{mode}_take{stem.take + 1}_seed{stem.seed}.wav"
+    return f"{part}{label}_seed{stem.seed}_take{stem.take + 1}"
 
 
 STAGING_PREFIX = ".riffwright-staging-"
@@ -262,18 +350,37 @@ def _staged(out: Path):
         shutil.rmtree(stage, ignore_errors=True)
 
 
-def _save_stems(stems, out: Path, mode: str, index=None, stage: Path | None = None
-                ) -> list[dict]:
-    """Write `stems` into `stage` (default: `out`); the rows name their place in `out`."""
+def _file_mode() -> int:
+    """rw for everyone the umask allows (0644 with the usual 022), as other programs write."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _save_stems(stems, out: Path, mode: str, label: str, index=None,
+                stage: Path | None = None) -> list[dict]:
+    """Write `stems` into `stage` (default: `out`) under names free in `out`; the rows name
+    their place in `out`."""
     rows = []
     for s in stems:
-        name = _stem_name(s, mode, index)
-        s.save((stage or out) / name)
-        path = out / name
+        path = unique_path(out, _stem_name(s, label, index))
+        if stage is not None:
+            while (stage / path.name).exists():  # two takes of one run never share a name
+                path = unique_path(out, path.stem + "_b")
+        written = s.save((stage or out) / path.name)
+        for f in (written, written.with_suffix(".json")):
+            os.chmod(f, _file_mode())
         rows.append({"path": str(path), "seconds": round(s.seconds, 6),
                      "sample_rate": s.sample_rate, "channels": s.channels, "seed": s.seed,
                      "take": s.take, "mode": mode, "provenance": str(path.with_suffix(".json"))})
     return rows
+
+
+def _bundle_defaults(req, args, bundle) -> None:
+    """Fill what the bundle decides: the stereo width (stereo, like the app, unless the
+    bundle says otherwise or --stereo-width 0)."""
+    if args.stereo_width is None:
+        req.stereo_width = float(bundle.defaults.get("stereo_width", 0.0))
 
 
 def cmd_generate(args) -> int:
@@ -285,16 +392,16 @@ def cmd_generate(args) -> int:
     device = pick_device(args.device)
     bundle = load_bundle(args.model, device=device)
     gen = Generator(bundle)
+    _bundle_defaults(req, args, bundle)
     gen.resolve(req)  # validate before any work
     stems = _drive(gen.run(req), _progress_printer(args.quiet or args.json))
     with _staged(Path(args.out)) as stage:
-        rows = _save_stems(stems, Path(args.out), req.mode, stage=stage)
+        rows = _save_stems(stems, Path(args.out), req.mode, stem_label(req), stage=stage)
     _report(args, rows, bundle, device)
     return 0
 
 
 def cmd_arrange(args) -> int:
-    import numpy as np
 
     from engine.bundle import load_bundle
     from engine.generate import GenerationRequest, Generator, pick_device
@@ -308,6 +415,7 @@ def cmd_arrange(args) -> int:
     device = pick_device(args.device)
     bundle = load_bundle(args.model, device=device)
     gen = Generator(bundle)
+    _bundle_defaults(base, args, bundle)
     show = _progress_printer(args.quiet or args.json)
     context = base.context
     rows = []
@@ -331,11 +439,17 @@ def cmd_arrange(args) -> int:
 
     mix = mix_down([s.audio for s in stems_all] + ([base.context] if base.context is not None
                                                    else []))
-    peak = float(np.abs(mix).max()) or 1.0
+    from engine.gain import apply_ceiling
+
+    mix, _ = apply_ceiling(mix, OUT_RATE)
     with _staged(out) as stage:
         for i, s in enumerate(stems_all):
-            rows += _save_stems([s], out, "arrange", index=i, stage=stage)
-        write_audio(stage / "arrangement_mix.wav", mix / max(peak, 1.0), OUT_RATE)
+            kind, value = args.parts[i]
+            label = _slug(value) if kind == "prompt" else _slug(Path(value).stem) or "reference"
+            rows += _save_stems([s], out, "arrange", label, index=i, stage=stage)
+        mix_path = unique_path(out, f"arrangement_mix_seed{base.seed}")
+        write_audio(stage / mix_path.name, mix, OUT_RATE)
+        os.chmod(stage / mix_path.name, _file_mode())
     _report(args, rows, bundle, device)
     return 0
 
@@ -347,6 +461,9 @@ def _report(args, rows, bundle, device) -> None:
     else:
         for r in rows:
             print(f"{r['path']}  {r['seconds']:.2f} s  {r['channels']} ch  seed {r['seed']}")
+        if rows and getattr(args, "seed", None) is None:
+            print(f"seed {rows[0]['seed']} was drawn at random: --seed {rows[0]['seed']} "
+                  "makes the same take again")
 
 
 def cmd_models(args) -> int:

@@ -35,8 +35,10 @@ def _bool(v: bool) -> str:
     return "true" if v else "false"
 
 
-def project_xml(session: Session, files: dict[str, str], app_version: str = "0.1.0") -> bytes:
-    """The project.xml for `session`; `files` maps track id -> path inside the archive."""
+def project_xml(session: Session, files: dict[str, str], app_version: str = "0.1.0",
+                all_takes: bool = False) -> bytes:
+    """The project.xml for `session`; `files` maps track id -> path inside the archive.
+    Takes other than the chosen one of their group are muted unless `all_takes`."""
     tempo = float(session.tempo) if session.tempo else 120.0
     seconds_per_beat = 60.0 / tempo
     ids = iter(range(1, 1_000_000))
@@ -71,7 +73,8 @@ def project_xml(session: Session, files: dict[str, str], app_version: str = "0.1
         ch = ET.SubElement(te, "Channel", id=nid(), role="regular",
                            audioChannels=str(min(2, t.audio.shape[0])),
                            destination=master.get("id"), solo=_bool(t.solo))
-        ET.SubElement(ch, "Mute", id=nid(), name="Mute", value=_bool(t.mute))
+        muted = t.mute or (not all_takes and not session.take_active(t))
+        ET.SubElement(ch, "Mute", id=nid(), name="Mute", value=_bool(muted))
         ET.SubElement(ch, "Pan", id=nid(), name="Pan", unit="normalized", value="0.5",
                       min="0", max="1")
         ET.SubElement(ch, "Volume", id=nid(), name="Volume", unit="linear",
@@ -106,8 +109,10 @@ def metadata_xml(session: Session) -> bytes:
     return ET.tostring(md, encoding="utf-8", xml_declaration=True)
 
 
-def export_dawproject(session: Session, path: str | os.PathLike) -> Path:
-    """Write `path` (.dawproject): every stem rendered from zero, full session length."""
+def export_dawproject(session: Session, path: str | os.PathLike,
+                      all_takes: bool = False) -> Path:
+    """Write `path` (.dawproject): every stem rendered from zero, full session length; the
+    takes you do not hear are muted (all unmuted with `all_takes`)."""
     path = Path(path)
     if path.suffix != ".dawproject":
         path = path.with_suffix(".dawproject")
@@ -116,7 +121,7 @@ def export_dawproject(session: Session, path: str | os.PathLike) -> Path:
         written = export_stems(session, td, include_mix=False)
         files = {t.id: f"audio/{p.name}" for t, p in zip(session.tracks, written, strict=True)}
         with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
-            z.writestr("project.xml", project_xml(session, files))
+            z.writestr("project.xml", project_xml(session, files, all_takes=all_takes))
             z.writestr("metadata.xml", metadata_xml(session))
             for p in written:
                 z.write(p, f"audio/{p.name}", compress_type=zipfile.ZIP_STORED)

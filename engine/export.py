@@ -134,9 +134,20 @@ def render_track(session: Session, track: Track, frames: int | None = None) -> n
     return out
 
 
+def mixed_tracks(session: Session, tracks: list[Track], all_takes: bool = False) -> list[Track]:
+    """The tracks a mix holds: what the musician hears (mute and solo applied, and of each
+    group of takes only the chosen one), or with `all_takes` every take of each group."""
+    if not all_takes:
+        return [t for t in tracks if session.audible(t)]
+    solo = any(t.solo for t in session.tracks)
+    return [t for t in tracks if not t.mute and (t.solo or not solo)]
+
+
 def export_stems(session: Session, out_dir: str | os.PathLike, track_ids: list[str] | None = None,
-                 include_mix: bool = True, mix_name: str = "mix") -> list[Path]:
-    """Write the chosen stems (default: all) and the mix of the audible ones.
+                 include_mix: bool = True, mix_name: str = "mix",
+                 all_takes: bool = False) -> list[Path]:
+    """Write the chosen stems (default: all) and the mix of the audible ones: the take you
+    hear of each part, or every take with `all_takes`.
 
     All files cover [0, session length) at the session rate, 24-bit PCM.
     """
@@ -158,7 +169,8 @@ def export_stems(session: Session, out_dir: str | os.PathLike, track_ids: list[s
         audio, _ = guard_full_scale(render_track(session, t, frames), session.sample_rate)
         written.append(_write_pcm24(out_dir / fn, audio, session.sample_rate, session, t.name))
     if include_mix and tracks:
-        mix = session.render([t for t in tracks if session.audible(t)], frames=frames)
+        mix = session.render(mixed_tracks(session, tracks, all_takes), frames=frames,
+                             apply_mute=False)
         mix, _ = apply_ceiling(mix, session.sample_rate)
         written.append(_write_pcm24(out_dir / f"{safe_name(mix_name)}{tempo_key_suffix(session)}.wav",
                                     mix, session.sample_rate, session, f"{session.title} mix"))

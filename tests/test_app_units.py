@@ -5,6 +5,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from PySide6.QtWidgets import QApplication
 
 from app.controller import DEFAULT_RECIPE, ActionError, SessionController, estimate_tempo
 from engine.session import Region, Session, UndoStack, track_from_audio
@@ -91,9 +92,10 @@ def test_lane_draws_a_few_points_per_pixel(qtbot):
     assert view.redraw_all() < 0.05
 
 
-def test_takes_land_in_spare_rows_built_during_the_generation(qtbot):
-    """prepare_rows builds hidden rows in the background; a track that lands takes one,
-    shows its own name and draws its own waveform."""
+def test_takes_land_in_rows_reserved_during_the_generation(qtbot):
+    """prepare_rows reserves a visible "generating…" row per take below the last lane; a
+    track that lands binds the first one in place (no re-layout), shows its own name and
+    draws its own waveform; release_rows drops what is left."""
     from app.lanes import LaneView
 
     s = _session(2.0)
@@ -103,16 +105,21 @@ def test_takes_land_in_spare_rows_built_during_the_generation(qtbot):
     view.show()
     view.prepare_rows(2)
     qtbot.waitUntil(lambda: len(view._spares) == 2, timeout=3000)
-    spare = view._spares[-1]
-    assert not spare.isVisible()
+    spare = view._spares[0]
+    assert spare.isVisible() and "generating" in spare.header.name.full_text
+    y_before = spare.geometry().y()
     take = track_from_audio("bass take A", np.full((1, 48000), 0.5, np.float32),
                             role="generated")
     s.insert_track(take)
     row = view.rows[take.id]
     assert row is spare and row.isVisible() and len(view._spares) == 1
-    assert row.header.name.text() == "bass take A" and row.plot.track_id == take.id
+    QApplication.processEvents()
+    assert row.geometry().y() == y_before  # it did not move: nothing was re-laid out
+    assert row.header.name.full_text == "bass take A" and row.plot.track_id == take.id
     x, y = row.plot.curve.getData()
     assert len(x) and np.isclose(np.abs(y).max(), 0.5)
+    view.release_rows()
+    assert not view._spares and len(view.rows) == 2
 
 
 def test_bars_axis_labels_bars(qtbot):

@@ -35,7 +35,7 @@ def gen(bundle, out, *extra):
 
 def test_generate_writes_24bit_wavs_with_provenance_and_json(bundle, clip, tmp_path, capsys):
     rc = gen(bundle, tmp_path / "o", "--context", clip, "--prompt", "bass", "--takes", "2",
-             "--stereo-width", "0.4", "--json")
+             "--stereo-width", "0.4", "--seed", "0", "--json")
     assert rc == 0
     report = json.loads(capsys.readouterr().out)
     assert len(report["stems"]) == 2
@@ -53,9 +53,9 @@ def test_same_seed_gives_identical_files(bundle, clip, tmp_path):
     for name in ("a", "b", "c"):
         seed = "9" if name != "c" else "10"
         assert gen(bundle, tmp_path / name, "--context", clip, "--seed", seed) == 0
-    a = (tmp_path / "a" / "accompaniment_take1_seed9.wav").read_bytes()
-    b = (tmp_path / "b" / "accompaniment_take1_seed9.wav").read_bytes()
-    c = (tmp_path / "c" / "accompaniment_take1_seed10.wav").read_bytes()
+    a = (tmp_path / "a" / "accompaniment_seed9_take1.wav").read_bytes()
+    b = (tmp_path / "b" / "accompaniment_seed9_take1.wav").read_bytes()
+    c = (tmp_path / "c" / "accompaniment_seed10_take1.wav").read_bytes()
     assert a == b and a != c
 
 
@@ -83,7 +83,9 @@ def test_arrange_builds_parts_over_each_other(bundle, clip, tmp_path, capsys):
                "bass", "--prompt", "piano", "--out", str(tmp_path), "--json", "--quiet"])
     assert rc == 0
     rows = json.loads(capsys.readouterr().out)["stems"]
-    assert len(rows) == 2 and (tmp_path / "arrangement_mix.wav").exists()
+    assert len(rows) == 2 and len(list(tmp_path.glob("arrangement_mix_seed*.wav"))) == 1
+    assert [p.split("/")[-1].split("_seed")[0] for p in (r["path"] for r in rows)] == [
+        "part1_bass", "part2_piano"]
     second = json.loads(open(rows[1]["provenance"]).read())
     assert second["arrangement"] == {"part": 2, "of": 2, "kind": "prompt", "value": "piano"}
 
@@ -118,6 +120,7 @@ def test_bad_audio_exits_2_with_one_line_and_writes_nothing(bundle, tmp_path, ca
 
 @pytest.mark.parametrize("args,word", [
     (["--inpaint", "5:9"], "outside"),
+    (["--inpaint", "4:2"], "start is not before its end"),
     (["--duration", "-2"], "duration"),
     (["--loop", "x"], "N:FRACTION"),
     (["--steps", "0"], "steps"),
@@ -156,3 +159,66 @@ def test_console_script_entry_point(tmp_path):
     r = subprocess.run([sys.executable, "-m", "app.launcher", "models", "info", "/nonexistent"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "not a model bundle" in r.stderr
+
+
+def test_readme_examples_in_order_never_overwrite(bundle, clip, tmp_path, capsys):
+    """Issue 17 item 2: two runs into one folder keep every output; names say what made
+    them (prompt or mode, seed, take); without --seed each run draws a fresh seed."""
+    out = tmp_path / "takes"
+    assert gen(bundle, out, "--context", clip, "--prompt", "walking upright bass",
+               "--takes", "2") == 0
+    first = capsys.readouterr().out
+    assert "drawn at random" in first
+    assert gen(bundle, out, "--context", clip, "--prompt", "bright piano") == 0
+    assert gen(bundle, out, "--context", clip, "--seed", "5") == 0
+    assert gen(bundle, out, "--context", clip, "--seed", "5") == 0  # the same name again
+    names = sorted(p.name for p in out.glob("*.wav"))
+    assert len(names) == 5 and len(list(out.glob("*.json"))) == 5
+    assert sum(n.startswith("walking-upright-bass_seed") for n in names) == 2
+    assert sum(n.startswith("bright-piano_seed") for n in names) == 1
+    assert "accompaniment_seed5_take1.wav" in names
+    assert "accompaniment_seed5_take1_2.wav" in names
+    bass = sorted(n for n in names if n.startswith("walking"))
+    assert bass[0].endswith("_take1.wav") and bass[1].endswith("_take2.wav")
+    seed = int(bass[0].split("_seed")[1].split("_")[0])
+    prov = json.loads((out / bass[0]).with_suffix(".json").read_text())
+    assert prov["seed"] == seed and f"seed {seed}" in first
+    # the inpaint mode is in the name; WAV and sidecar share the umask's permissions
+    assert gen(bundle, out, "--inpaint", "1:2", "--source", clip, "--seed", "3") == 0
+    inp = out / "inpaint_seed3_take1.wav"
+    assert inp.exists()
+    assert (inp.stat().st_mode & 0o777) == (inp.with_suffix(".json").stat().st_mode & 0o777)
+    assert inp.stat().st_mode & 0o044  # readable by others under the usual umask 022
+
+
+def test_stereo_comes_from_the_bundle(bundle, tmp_path, capsys):
+    """Issue 17 item 8: without --stereo-width the bundle's default (stereo) applies; a
+    variation of a stereo file is stereo; --stereo-width 0 still gives mono."""
+    src = np.random.default_rng(2).uniform(-0.3, 0.3, (2 * SR, 2)).astype(np.float32)
+    sf.write(tmp_path / "st.wav", src, SR, subtype="PCM_24")
+    assert gen(bundle, tmp_path / "v", "--variation-of", str(tmp_path / "st.wav"),
+               "--json") == 0
+    (row,) = json.loads(capsys.readouterr().out)["stems"]
+    assert row["channels"] == 2 and sf.info(row["path"]).channels == 2
+    prov = json.loads(open(row["provenance"]).read())
+    assert prov["parameters"]["stereo_width"] == 0.4  # the tiny bundle's default
+    assert gen(bundle, tmp_path / "p", "--prompt", "drums", "--duration", "1") == 0
+    (wav,) = (tmp_path / "p").glob("*.wav")
+    assert sf.info(wav).channels == 2
+    assert gen(bundle, tmp_path / "m", "--prompt", "drums", "--duration", "1",
+               "--stereo-width", "0") == 0
+    (wav,) = (tmp_path / "m").glob("*.wav")
+    assert sf.info(wav).channels == 1
+
+
+def test_generate_help_describes_every_option_with_its_default(capsys):
+    assert main(["generate", "--help"]) == 0
+    text = capsys.readouterr().out
+    import re
+
+    opts = set(re.findall(r"^\s+(--[a-z-]+)", text, re.M))
+    assert {"--seed", "--stereo-width", "--steps", "--inpaint", "--gap", "--out"} <= opts
+    blocks = re.split(r"\n(?=  --)", text.split("options:")[1])
+    for b in blocks:
+        if b.strip().startswith("--") and not b.strip().startswith("--help"):
+            assert "default" in b or "required" in b, b
