@@ -129,9 +129,10 @@ class PhaseBuilder:
             cur = np.where(reset_t[m], start_t[m], cur[owner_t[m]] + advance_t[m])
             psi[m] = cur
         self.cur, self.prev = cur, mag[:, -1].copy()
-        phase = np.mod(psi.T - np.pi * k[:, None], TWO_PI).astype(np.float32)
-        out.real = mag * np.cos(phase)
-        out.imag = mag * np.sin(phase)
+        import torch  # vectorised, multi-threaded sin/cos for the last step
+
+        phase = torch.from_numpy(psi).T.remainder(TWO_PI) - torch.from_numpy(np.pi * k)[:, None]
+        out[:] = torch.polar(torch.from_numpy(mag), phase.float()).numpy()
         return out
 
 
