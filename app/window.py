@@ -8,6 +8,7 @@ tests and the benchmark drive directly.
 
 from __future__ import annotations
 
+import functools
 import random
 import threading
 import time
@@ -73,9 +74,12 @@ MIN_SIZE = (640, 460)  # the smallest window that still shows the Generate butto
 
 # keys that belong to the transport and the edit menu whatever widget has the focus, except
 # where text is typed (the prompt, a lane's name): Space, undo/redo, zoom to fit
-_TRANSPORT_KEYS = (QKeySequence("Space"), QKeySequence(QKeySequence.Undo),
-                   QKeySequence("Ctrl+Shift+Z"), QKeySequence(QKeySequence.Redo),
-                   QKeySequence("Ctrl+0"), QKeySequence("Home"))
+@functools.cache
+def transport_keys() -> tuple:
+    """Built on first use: a QKeySequence made before the QApplication exists crashes Qt."""
+    return (QKeySequence("Space"), QKeySequence(QKeySequence.Undo),
+            QKeySequence("Ctrl+Shift+Z"), QKeySequence(QKeySequence.Redo),
+            QKeySequence("Ctrl+0"), QKeySequence("Home"))
 
 
 class TransportKeys(QObject):
@@ -95,7 +99,7 @@ class TransportKeys(QObject):
                 ev.accept()  # Enter commits the value here (it is Stop elsewhere)
                 return True
             seq = QKeySequence(ev.keyCombination())
-            if any(seq.matches(k) == QKeySequence.ExactMatch for k in _TRANSPORT_KEYS):
+            if any(seq.matches(k) == QKeySequence.ExactMatch for k in transport_keys()):
                 ev.ignore()  # not for the editor: the window's shortcut runs
                 return True
         elif t == QEvent.KeyPress and ev.key() in (Qt.Key_Return, Qt.Key_Enter):
