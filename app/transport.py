@@ -17,7 +17,7 @@ import time
 import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from engine.session import Session
+from engine.session import Session, SessionEvent
 
 BLOCK = 1024
 # track attributes that change what is heard (a new mix when one changes)
@@ -206,16 +206,16 @@ class Transport(QObject):
             if gen != self._mix_gen:  # edits arrived while rendering: render once more
                 self.remix()
 
-    def _session_event(self, event: str, p: dict) -> None:
+    def _session_event(self, event: SessionEvent, p: dict) -> None:
         """The transport follows the session like any view: what is heard changed (lanes,
         mute/solo/gain, the take heard, which lanes are context) -> a new mix; the loop
         region changed -> the loop points."""
         attr = p.get("attr")
-        if event in ("track_added", "track_removed") or (
-                event == "track_changed" and attr in _AUDIBLE_TRACK_ATTRS) or (
-                event == "session_changed" and attr == "active_takes"):
+        if event in (SessionEvent.TRACK_ADDED, SessionEvent.TRACK_REMOVED) or (
+                event == SessionEvent.TRACK_CHANGED and attr in _AUDIBLE_TRACK_ATTRS) or (
+                event == SessionEvent.SESSION_CHANGED and attr == "active_takes"):
             self.remix()
-        elif event == "session_changed" and attr == "loop":
+        elif event == SessionEvent.SESSION_CHANGED and attr == "loop":
             self._apply_loop()
 
     def _apply_loop(self) -> None:

@@ -47,7 +47,7 @@ from app.session_files import SessionFiles, recovery_question
 from app.transport import Transport
 from app.transport_bar import TapTempo, TransportBar
 from engine.errors import RiffwrightError
-from engine.session import Session, UndoStack
+from engine.session import Session, SessionEvent, UndoStack
 
 AUDIO_FILTER = "Audio (*.wav *.flac *.aif *.aiff *.ogg *.mp3);;All files (*)"
 MIN_SIZE = (640, 460)  # the smallest window that still shows the Generate button
@@ -353,23 +353,13 @@ class MainWindow(QMainWindow):
         if self.transport.position() > end:
             self.transport.seek(end)
 
-    def _session_event(self, event: str, p: dict) -> None:
+    def _session_event(self, event: SessionEvent, p: dict) -> None:
         """The window's own views follow the session (the lanes and the transport
-        subscribe by themselves)."""
-        attr = p.get("attr")
-        if event in ("track_added", "track_removed") or (
-                event == "track_changed" and attr in ("in_context", "role", "name")):
-            self._refresh_reference_choices()
-        if event in ("track_added", "track_removed") or (
-                event == "track_changed" and attr in ("in_context", "role")) or (
-                event == "session_changed" and attr in ("recipe", "loop")):
-            self._sync_length_rule()
-        if event == "track_removed":
-            self._clamp_playhead()
-        elif event == "session_changed" and attr in ("tempo", "meter", "key"):
-            self.transport_bar.show_session(self.session)
-        elif event == "session_changed" and attr == "recipe":
-            self.panel.set_recipe(self.session.recipe)
+        subscribe by themselves); `_FOLLOW` says which view shows what."""
+        attr = p.get("attr") if event in (SessionEvent.TRACK_CHANGED,
+                                          SessionEvent.SESSION_CHANGED) else None
+        for show in _FOLLOW.get((event, attr), ()):
+            show(self)
         self._update_title()
         self._update_actions()
 
@@ -864,3 +854,25 @@ class MainWindow(QMainWindow):
         self.files.discard_autosave()
         super().closeEvent(ev)
 
+
+def _show_recipe(w: MainWindow) -> None:
+    w.panel.set_recipe(w.session.recipe)
+
+
+def _show_meter(w: MainWindow) -> None:
+    w.transport_bar.show_session(w.session)
+
+
+_LANES = (MainWindow._refresh_reference_choices, MainWindow._sync_length_rule)
+_E = SessionEvent
+# (event, attribute) -> what the window shows again
+_FOLLOW = {
+    (_E.TRACK_ADDED, None): _LANES,
+    (_E.TRACK_REMOVED, None): (*_LANES, MainWindow._clamp_playhead),
+    (_E.TRACK_CHANGED, "in_context"): _LANES,
+    (_E.TRACK_CHANGED, "role"): _LANES,
+    (_E.TRACK_CHANGED, "name"): (MainWindow._refresh_reference_choices,),
+    (_E.SESSION_CHANGED, "recipe"): (_show_recipe, MainWindow._sync_length_rule),
+    (_E.SESSION_CHANGED, "loop"): (MainWindow._sync_length_rule,),
+    **{(_E.SESSION_CHANGED, a): (_show_meter,) for a in ("tempo", "meter", "key")},
+}
