@@ -147,7 +147,7 @@ def run_gui_bench(bundle_path: str | None = None, minutes: float = 10.0, lanes: 
     win.ctl.set_loop((60.0, 60.0 + seconds))
     rec = dict(win.session.recipe)
     rec.update(prompt="bench: a bass line", steps=steps, takes=1, seed_locked=True)
-    win.session.recipe = rec
+    win.ctl.set_recipe_defaults(rec)
     done: list[str] = []
     win.sig_generation_done.connect(done.append)
     mon = StallMonitor()

@@ -8,6 +8,7 @@ results land. `land_results` turns the stems into take lanes (one undo step).
 
 from __future__ import annotations
 
+import random
 import re
 import shlex
 import uuid
@@ -18,8 +19,10 @@ from typing import Any
 import numpy as np
 
 from engine.errors import RiffwrightError
+from engine.service import MODEL_DEFAULT_KEYS
 from engine.session import (
     AddTracks,
+    Command,
     Macro,
     Region,
     RemoveTrack,
@@ -83,7 +86,6 @@ class Job:
     offset: int  # frames: where the stems start in the session
     source_track: str | None = None
     context_spec: dict = field(default_factory=dict)
-    arrange: list[str] = field(default_factory=list)  # remaining prompts of an arrangement
     recipe: dict = field(default_factory=dict)  # the panel settings it was built from
     record_action: str = ""  # the action written into provenance (regenerate keeps the original)
     join_group: str | None = None  # the take group the results join (derived from a take)
@@ -93,12 +95,39 @@ class Job:
         return {k: v.render() if isinstance(v, ContextMix) else v for k, v in self.request.items()}
 
 
+class SetRecipeValue(Command):
+    """One panel setting changed. Undo restores only that setting, so undoing an old edit
+    never reverts settings changed since (the seed drawn for a generation, a model's
+    guidance). A slider drag merges into one step per setting."""
+
+    def __init__(self, s: Session, key: str, value: Any, merge: bool = False):
+        self.key, self.new = key, value
+        self.old = (s.recipe or {}).get(key)
+        self.text = f"Change {key.replace('_', ' ')}"
+        self.merge_key = ("recipe", key) if merge else None
+
+    def _set(self, s: Session, value: Any) -> None:
+        s.set_attr("recipe", {**(s.recipe or {}), self.key: value})
+
+    def redo(self, s):
+        self._set(s, self.new)
+
+    def undo(self, s):
+        self._set(s, self.old)
+
+    def merge(self, other):
+        self.new = other.new
+        return True
+
+
 class SessionController:
     """Edits the session through undo commands; builds generation jobs."""
 
     def __init__(self, session: Session, stack: UndoStack):
         self.session = session
         self.stack = stack
+        # guidance/steps of the loaded model, adopted by recipes that still hold the old ones
+        self.model_defaults = {k: DEFAULT_RECIPE[k] for k in MODEL_DEFAULT_KEYS}
 
     def bind(self, session: Session, stack: UndoStack) -> None:
         self.session, self.stack = session, stack
@@ -136,6 +165,31 @@ class SessionController:
         self.stack.push(SetSessionAttr(self.session, "active_takes",
                                        {**self.session.active_takes, t.take_group: tid},
                                        text=f"Switch to {t.name}"))
+
+    def switch_take(self, tid: str | None) -> str:
+        """Ctrl+B: hear take `tid`; when it is already the one heard, the next take of its
+        group. Returns the take now heard (the view selects it, so pressing again walks
+        through the takes)."""
+        if not tid:
+            raise ActionError("select a take first (click its lane, or Up/Down)")
+        t = self.session.track(tid)
+        if not t.take_group:
+            raise ActionError(f"{t.name} is not one of several takes")
+        takes = self.session.takes(t.take_group)
+        if self.session.take_active(t) and len(takes) > 1:
+            t = takes[(takes.index(t) + 1) % len(takes)]
+        self.activate_take(t.id)
+        return t.id
+
+    def add_bar_region(self, tid: str | None, position: float) -> Region:
+        """Keyboard inpainting: a region of one bar (1 s without a tempo) from the bar of
+        `position` (seconds) on lane `tid`."""
+        if not tid:
+            raise ActionError("select a lane first (click it, or Up/Down)")
+        s = self.session
+        length = s.seconds_per_bar() if s.tempo else 1.0
+        start = (position // length) * length
+        return self.add_region(tid, start, start + length)
 
     def use_as_context(self, tid: str) -> None:
         t = self.session.track(tid)
@@ -200,6 +254,66 @@ class SessionController:
         if key != self.session.key:
             self.stack.push(SetSessionAttr(self.session, "key", key, text="Set key"))
 
+    def tap_tempo(self, bpm: float) -> None:
+        """A tempo from tapping: the taps of one burst are one undo step."""
+        self.stack.push(SetSessionAttr(self.session, "tempo", round(bpm, 1), merge=True,
+                                       text="Tap tempo"))
+
+    def estimate_session_tempo(self) -> float:
+        """Set the tempo estimated from the first minute of the context (raises ActionError
+        when there is no context or no clear beat)."""
+        tracks = self.context_tracks()
+        if not tracks:
+            raise ActionError("import a context clip first: the tempo is estimated from it")
+        s = self.session
+        mix = s.render(tracks, 0, min(s.seconds, 60.0), apply_mute=False)
+        bpm = estimate_tempo(mix, s.sample_rate)
+        if bpm is None:
+            raise ActionError("could not estimate a tempo from this context (too short or no "
+                              "clear beat)")
+        self.set_tempo(bpm)
+        return bpm
+
+    # ---- the recipe (the panel's settings, saved with the session)
+    def set_recipe_value(self, key: str, value: Any, merge: bool = False) -> None:
+        """The musician changed one setting (`merge`: while a slider is dragged)."""
+        self.stack.push(SetRecipeValue(self.session, key, value, merge))
+
+    def set_recipe_defaults(self, changes: dict) -> None:
+        """Settings the app chooses rather than the musician: a fresh session's recipe, the
+        seed drawn for a generation, the loaded model's guidance. They go through the
+        session's setter, so every view follows, but make no undo step and leave the
+        saved/unsaved state alone (a drawn seed is kept in each take's provenance)."""
+        s = self.session
+        if all((s.recipe or {}).get(k) == v for k, v in changes.items()) and s.recipe:
+            return
+        dirty = s.dirty
+        s.set_attr("recipe", {**(s.recipe or {}), **changes})
+        s.dirty = dirty
+
+    def draw_seed(self, rng: random.Random | None = None) -> int:
+        """A fresh seed for the next generation, unless the seed is locked."""
+        recipe = self.session.recipe or {}
+        if recipe.get("seed_locked"):
+            return int(recipe.get("seed", DEFAULT_RECIPE["seed"]))
+        seed = (rng or random).randint(0, 2**31 - 1)
+        self.set_recipe_defaults({"seed": seed})
+        return seed
+
+    def adopt_model_defaults(self, defaults: dict) -> dict:
+        """Take the loaded bundle's guidance and steps wherever the recipe still holds the
+        previous model's (or the app's) value: each model has the guidance that suits it,
+        and what the musician set by hand stays. Returns what changed."""
+        previous = self.model_defaults
+        recipe = self.session.recipe or {}
+        changed = {k: v for k, v in defaults.items()
+                   if k in previous and recipe.get(k, previous[k]) == previous[k]
+                   and v != previous[k]}
+        self.model_defaults = {**previous, **defaults}
+        if changed:
+            self.set_recipe_defaults(changed)
+        return changed
+
     # ---- generation
     def _common(self, recipe: dict, reference: np.ndarray | None) -> dict:
         prompt = (recipe.get("prompt") or "").strip() or None
@@ -261,7 +375,7 @@ class SessionController:
             return f"Generate follows the context ({b - a:.2f} s); Continue adds Length"
         return "Generate makes this length (no context, no loop region)"
 
-    def selected_track(self, tid: str | None, need_audio: bool = True) -> Track:
+    def selected_track(self, tid: str | None) -> Track:
         if not tid:
             raise ActionError("select a lane first (click its header)")
         return self.session.track(tid)
@@ -293,26 +407,24 @@ class SessionController:
         sr = self.session.sample_rate
         start_s = t.offset / sr
         end_s = t.end / sr
-        if action in ("inpaint", "regenerate_region"):
+        if action == "inpaint":
             regions = t.regions
             if not regions:
                 raise ActionError(f"draw a region on {t.name} first (drag across its waveform)")
             r = next((r for r in regions if r.id == selected_region), regions[-1])
             ctx, spec = self._context(start_s, end_s, exclude=t.id)
-            req.update(context=ctx, source=self._mono_or_stereo(t),
+            req.update(context=ctx, source=t.audio,
                        inpaint=(max(0.0, r.start - start_s), min(end_s, r.end) - start_s))
-            if action == "regenerate_region":
-                req.update(regenerate=True, strength=float(recipe["strength"]))
             spec["region"] = [r.start, r.end]
             return Job(action, req, f"{t.name} inpaint", t.offset, t.id, spec)
         if action == "vary":
             ctx, spec = self._context(start_s, end_s, exclude=t.id)
-            req.update(context=ctx, variation_of=self._mono_or_stereo(t),
+            req.update(context=ctx, variation_of=t.audio,
                        strength=float(recipe["strength"]))
             return Job(action, req, f"{t.name} var", t.offset, t.id, spec)
         if action == "continue":
             extra = float(recipe.get("duration") or 10.0)
-            req.update(continue_from=self._mono_or_stereo(t), duration=extra)
+            req.update(continue_from=t.audio, duration=extra)
             return Job(action, req, f"{t.name} cont", t.offset, t.id,
                        {"tracks": [], "start": start_s, "end": end_s + extra})
         raise ActionError(f"unknown action {action}")
@@ -351,7 +463,7 @@ class SessionController:
         except KeyError:
             raise ActionError("the lane this take was made from has been deleted") from None
         job = self.build_job(action, recipe, src, None)
-        if action in ("inpaint", "regenerate_region") and spec.get("region"):
+        if action == "inpaint" and spec.get("region"):
             a, b = spec["region"]
             off = self.session.track(src).offset / sr
             job.request["inpaint"] = (a - off, b - off)
@@ -361,10 +473,6 @@ class SessionController:
         job.name = take_base(t.name)
         job.join_group = t.take_group
         return job
-
-    @staticmethod
-    def _mono_or_stereo(t: Track) -> np.ndarray:
-        return t.audio
 
     def land_results(self, job: Job, stems: list, recipe: dict) -> list[Track]:
         """Add the stems as takes (one undo step); the first new take is the one heard.
@@ -486,7 +594,7 @@ def recipe_lines(prov: dict) -> list[str]:
         a, b = par["inpaint"]
         lines.append(f"Region redrawn: {_fmt_num(round(a, 3))}–{_fmt_num(round(b, 3))} s "
                      "of the source (outside it, the source sample for sample)")
-    if action in ("vary", "variation", "regenerate_region"):
+    if action in ("vary", "variation"):
         lines.append(f"Variation strength: {_fmt_num(par.get('strength'))}")
     seed = prov.get("seed")
     lines.append(f"Seed <b>{seed}</b> (take {int(prov.get('take', 0)) + 1} of "

@@ -61,12 +61,6 @@ def fmt_time(s: float) -> str:
     return f"{m}:{s - 60 * m:04.1f}"
 
 
-def fmt_duration(s: float) -> str:
-    """A remaining time for people: '45 s', '3 min 25 s'."""
-    s = int(round(max(0.0, s)))
-    return f"{s} s" if s < 60 else f"{s // 60} min {s % 60:02d} s"
-
-
 # -------------------------------------------------------------------------------- axes / ruler
 
 
@@ -651,7 +645,6 @@ class LaneView(QWidget):
     sig_show_provenance = Signal(str)
     sig_delete_track = Signal(str)
     sig_action = Signal(str)  # "inpaint", "vary", "regenerate", "use_context", "continue"
-    sig_redrawn = Signal(float)  # seconds the last full redraw took
 
     def __init__(self, session: Session, parent=None):
         super().__init__(parent)
@@ -1051,9 +1044,7 @@ class LaneView(QWidget):
         t0 = time.perf_counter()
         for row in self.rows.values():
             row.plot.refresh()
-        dt = time.perf_counter() - t0
-        self.sig_redrawn.emit(dt)
-        return dt
+        return time.perf_counter() - t0
 
     def sizeHint(self):
         return super().sizeHint()

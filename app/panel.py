@@ -88,8 +88,6 @@ class GuidancePanel(QWidget):
     sig_action = Signal(str)  # generate, inpaint, vary, continue, regenerate, use_context, arrange
     sig_reference_file = Signal(str)  # a file dropped or picked as the audio reference
     sig_model_chosen = Signal(str)  # bundle path
-    sig_tap = Signal()
-    sig_estimate_tempo = Signal()
 
     def __init__(self, parent=None):
         super().__init__(parent)

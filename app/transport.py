@@ -17,9 +17,11 @@ import time
 import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from engine.session import Session
+from engine.session import Session, SessionEvent
 
 BLOCK = 1024
+# track attributes that change what is heard (a new mix when one changes)
+_AUDIBLE_TRACK_ATTRS = ("mute", "solo", "gain_db", "offset", "in_context", "role")
 
 
 class _State:
@@ -44,6 +46,7 @@ class Transport(QObject):
     def __init__(self, session: Session, device=None, parent=None, use_audio: bool = True):
         super().__init__(parent)
         self.session = session
+        session.subscribe(self._session_event)
         self.st = _State()
         self.sr = session.sample_rate
         self.device = device
@@ -203,6 +206,18 @@ class Transport(QObject):
             if gen != self._mix_gen:  # edits arrived while rendering: render once more
                 self.remix()
 
+    def _session_event(self, event: SessionEvent, p: dict) -> None:
+        """The transport follows the session like any view: what is heard changed (lanes,
+        mute/solo/gain, the take heard, which lanes are context) -> a new mix; the loop
+        region changed -> the loop points."""
+        attr = p.get("attr")
+        if event in (SessionEvent.TRACK_ADDED, SessionEvent.TRACK_REMOVED) or (
+                event == SessionEvent.TRACK_CHANGED and attr in _AUDIBLE_TRACK_ATTRS) or (
+                event == SessionEvent.SESSION_CHANGED and attr == "active_takes"):
+            self.remix()
+        elif event == SessionEvent.SESSION_CHANGED and attr == "loop":
+            self._apply_loop()
+
     def _apply_loop(self) -> None:
         loop = self.session.loop
         n = self.st.buf.shape[0]
@@ -221,7 +236,9 @@ class Transport(QObject):
 
     def set_session(self, session: Session) -> None:
         self.stop()
+        self.session.unsubscribe(self._session_event)
         self.session = session
+        session.subscribe(self._session_event)
         self.sr = session.sample_rate
         self.st.buf = np.zeros((0, 2), np.float32)
         self.remix()

@@ -33,6 +33,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +193,17 @@ TRACK_ATTRS = ("name", "role", "mute", "solo", "gain_db", "in_context", "color",
 SESSION_ATTRS = ("tempo", "meter", "key", "loop", "recipe", "active_takes", "title")
 
 
+class SessionEvent(StrEnum):
+    """What changed, as `Session.subscribe` listeners hear it. The payload names the track
+    (`track`, and `index` when added or removed) and, for attribute changes, the `attr`."""
+
+    TRACK_ADDED = "track_added"
+    TRACK_REMOVED = "track_removed"
+    TRACK_CHANGED = "track_changed"  # attr: one of TRACK_ATTRS
+    REGIONS_CHANGED = "regions_changed"
+    SESSION_CHANGED = "session_changed"  # attr: one of SESSION_ATTRS
+
+
 class Session:
     """Tracks and settings of one song; observable; saved as a folder."""
 
@@ -207,19 +219,19 @@ class Session:
         self.title = "Untitled"
         self.path: Path | None = None
         self.dirty = False
-        self._listeners: list[Callable[[str, dict], None]] = []
+        self._listeners: list[Callable[[SessionEvent, dict], None]] = []
 
     # ---- observation
-    def subscribe(self, callback: Callable[[str, dict], None]) -> None:
+    def subscribe(self, callback: Callable[[SessionEvent, dict], None]) -> None:
         self._listeners.append(callback)
 
-    def unsubscribe(self, callback: Callable[[str, dict], None]) -> None:
+    def unsubscribe(self, callback: Callable[[SessionEvent, dict], None]) -> None:
         if callback in self._listeners:
             self._listeners.remove(callback)
 
-    def emit(self, event: str, **payload: Any) -> None:
-        if event != "reset":
-            self.dirty = True
+    def emit(self, event: SessionEvent, **payload: Any) -> None:
+        """Tell the listeners about a change; every change leaves the session unsaved."""
+        self.dirty = True
         for cb in list(self._listeners):
             cb(event, payload)
 
@@ -294,29 +306,29 @@ class Session:
             track.color = self.next_color()
         index = len(self.tracks) if index is None else index
         self.tracks.insert(index, track)
-        self.emit("track_added", track=track, index=index)
+        self.emit(SessionEvent.TRACK_ADDED, track=track, index=index)
 
     def pop_track(self, track_id: str) -> tuple[Track, int]:
         i = self.index_of(track_id)
         t = self.tracks.pop(i)
-        self.emit("track_removed", track=t, index=i)
+        self.emit(SessionEvent.TRACK_REMOVED, track=t, index=i)
         return t, i
 
     def set_track_attr(self, track_id: str, attr: str, value: Any) -> None:
         if attr not in TRACK_ATTRS:
             raise AttributeError(attr)
         setattr(self.track(track_id), attr, value)
-        self.emit("track_changed", track=self.track(track_id), attr=attr)
+        self.emit(SessionEvent.TRACK_CHANGED, track=self.track(track_id), attr=attr)
 
     def set_regions(self, track_id: str, regions: list[Region]) -> None:
         self.track(track_id).regions = [copy.copy(r) for r in regions]
-        self.emit("regions_changed", track=self.track(track_id))
+        self.emit(SessionEvent.REGIONS_CHANGED, track=self.track(track_id))
 
     def set_attr(self, attr: str, value: Any) -> None:
         if attr not in SESSION_ATTRS:
             raise AttributeError(attr)
         setattr(self, attr, copy.deepcopy(value))
-        self.emit("session_changed", attr=attr)
+        self.emit(SessionEvent.SESSION_CHANGED, attr=attr)
 
     # ---- time helpers
     def seconds_per_bar(self) -> float | None:
@@ -949,7 +961,7 @@ def track_from_audio(name: str, audio: np.ndarray, role: str = "context", **kw) 
 
 __all__ = [
     "AddTracks", "Command", "Macro", "PeakPyramid", "Region", "RemoveTrack", "Session",
-    "SessionError", "SetRegions", "SetSessionAttr", "SetTrackAttr", "Track", "UndoStack",
+    "SessionError", "SessionEvent", "SetRegions", "SetSessionAttr", "SetTrackAttr", "Track", "UndoStack",
     "add_track_into", "autosave", "autosave_snapshot", "compute_peaks", "discard_autosave",
     "recovery_candidates", "safe_name", "track_from_audio",
 ]

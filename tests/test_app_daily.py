@@ -13,6 +13,7 @@ from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtGui import QWheelEvent
 from PySide6.QtWidgets import QApplication
 
+from app.actions import Action
 from app.controller import Job, command_line, job_fraction, recipe_lines
 from tests.test_app_flow import generate, win, win_nomodel  # noqa: F401 - fixtures
 
@@ -50,24 +51,24 @@ def test_space_and_undo_work_after_clicking_generate(qtbot, win, clip_wav):  # n
     with qtbot.waitSignal(w.sig_generation_done, timeout=60_000):
         qtbot.mouseClick(w.panel.buttons["generate"], Qt.LeftButton)
     assert len(w.session.tracks) == n + 1
-    assert QApplication.focusWidget() is not w.tempo
+    assert QApplication.focusWidget() is not w.transport_bar.tempo
     qtbot.waitUntil(lambda: w.transport.st.buf.shape[0] > 0)
     qtbot.keyClick(focus_target(w), Qt.Key_Space)
     assert w.transport.is_playing() and w.session.tempo == 120.0
     qtbot.keyClick(focus_target(w), Qt.Key_Space)
     assert not w.transport.is_playing()
     # even with the tempo box focused (clicked on purpose), Space and Ctrl+Z are the DAW's
-    w.tempo.setFocus()
-    qtbot.keyClick(w.tempo, Qt.Key_Space)
+    w.transport_bar.tempo.setFocus()
+    qtbot.keyClick(w.transport_bar.tempo, Qt.Key_Space)
     assert w.transport.is_playing() and w.session.tempo == 120.0
-    qtbot.keyClick(w.tempo, Qt.Key_Space)
-    qtbot.keyClick(w.tempo, Qt.Key_Z, Qt.ControlModifier)
+    qtbot.keyClick(w.transport_bar.tempo, Qt.Key_Space)
+    qtbot.keyClick(w.transport_bar.tempo, Qt.Key_Z, Qt.ControlModifier)
     assert len(w.session.tracks) == n  # the generation was undone
     # Enter in a number box commits it and gives the keyboard back to the lanes
-    w.tempo.setFocus()
-    w.tempo.lineEdit().selectAll()
-    qtbot.keyClicks(w.tempo, "96")
-    qtbot.keyClick(w.tempo, Qt.Key_Return)
+    w.transport_bar.tempo.setFocus()
+    w.transport_bar.tempo.lineEdit().selectAll()
+    qtbot.keyClicks(w.transport_bar.tempo, "96")
+    qtbot.keyClick(w.transport_bar.tempo, Qt.Key_Return)
     assert w.session.tempo == 96.0 and QApplication.focusWidget() is w.lanes
     # Ctrl+0 fits the view whatever has the focus
     w.lanes.set_visible_range(1.0, 1.5)
@@ -98,8 +99,8 @@ def test_exports_hold_the_chosen_take(qtbot, win_nomodel, clip_wav, tmp_path):  
                             xml, re.S))
     assert mutes[a.name] == "true" and mutes[b.name] == "false" and mutes[ctx.name] == "false"
     # the option: every take mixed and unmuted
-    w.a_all_takes.trigger()
-    assert w.a_all_takes.isChecked()
+    w.act[Action.ALL_TAKES].trigger()
+    assert w.act[Action.ALL_TAKES].isChecked()
     files = w.export_stems_to(tmp_path / "all")
     mix, _ = sf.read(next(f for f in files if f.name.startswith("mix")), always_2d=True,
                      dtype="float32")
@@ -238,10 +239,10 @@ def test_clicking_a_lane_name_selects_it_and_the_playhead_stays(qtbot, win_nomod
 # ---------------------------------------------------------------- item 12 and keyboard flow
 def test_help_about_loop_label_and_small_window(qtbot, win_nomodel):  # noqa: F811
     w = win_nomodel
-    assert w.b_loop.text() == "⟲ Loop"
-    qtbot.mouseClick(w.b_loop, Qt.LeftButton)
-    qtbot.mouseClick(w.b_loop, Qt.LeftButton)
-    assert w.b_loop.text() == "⟲ Loop"
+    assert w.transport_bar.b_loop.text() == "⟲ Loop"
+    qtbot.mouseClick(w.transport_bar.b_loop, Qt.LeftButton)
+    qtbot.mouseClick(w.transport_bar.b_loop, Qt.LeftButton)
+    assert w.transport_bar.b_loop.text() == "⟲ Loop"
     keys = dict((k, n) for n, k in w.shortcut_rows())
     assert "Space" in keys and "Ctrl+B" in keys and "Ctrl+Shift+R" in keys
     about = w.about_text()

@@ -230,7 +230,7 @@ def test_full_flow(qtbot, win, clip_wav, tmp_path):
     assert s2.track(inp.id).provenance["app"]["action"] == "inpaint"
     np.testing.assert_array_equal(s2.track(ids[1]).audio, s.track(ids[1]).audio)
     assert len(w.lanes.rows) == len(ids)
-    assert w.recent()[0] == str(folder)
+    assert w.files.recent()[0] == str(folder)
 
 
 def test_undo_merges_slider_drags_and_edits(qtbot, win_nomodel, clip_wav):
@@ -273,7 +273,7 @@ def test_undo_merges_slider_drags_and_edits(qtbot, win_nomodel, clip_wav):
 def test_autosave_and_recovery(qtbot, win_nomodel, clip_wav, tmp_path):
     w = win_nomodel
     w.import_paths([clip_wav])
-    folder = w.autosave_now(wait=True)
+    folder = w.files.autosave_now(wait=True)
     assert (folder / "session.json").exists()
     # simulate a crash: a fresh window finds the autosave and recovers it
     settings = QSettings(str(tmp_path / "settings2.ini"), QSettings.IniFormat)
@@ -298,12 +298,12 @@ def test_autosave_failure_is_shown_and_retried(qtbot, win_nomodel, clip_wav, mon
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(session_mod, "atomic_write_text", full)
-    w.autosave_now(wait=True)
-    assert "disk is full" in w._autosave_error
+    w.files.autosave_now(wait=True)
+    assert "disk is full" in w.files.autosave_error
     monkeypatch.setattr(session_mod, "atomic_write_text", real)
-    folder = w.autosave_now(wait=True)  # the next tick reports it, then tries again
+    folder = w.files.autosave_now(wait=True)  # the next tick reports it, then tries again
     assert "autosave failed" in w.status_text.text()
-    assert (folder / "session.json").exists() and w._autosave_error == ""
+    assert (folder / "session.json").exists() and w.files.autosave_error == ""
 
 
 def test_layout_restored(qtbot, tmp_path):
@@ -330,7 +330,7 @@ def test_engine_errors_become_messages(qtbot, win, clip_wav):
     w = win
     # an invalid request: the engine's one-line message, no traceback
     with qtbot.waitSignal(w.sig_generation_done, timeout=30_000) as blocker:
-        assert w._start(Job("generate", {"steps": 0, "prompt": "x"}, "bad", 0, recipe={}))
+        assert w.gen.start(Job("generate", {"steps": 0, "prompt": "x"}, "bad", 0, recipe={}))
     assert blocker.args == ["error"]
     assert "steps must be between" in w.last_message and "Traceback" not in w.last_message
     # the engine process dies mid-generation: the app says so and keeps running
@@ -407,13 +407,13 @@ def test_the_loaded_model_brings_its_guidance(qtbot, win):
 def test_recipes_adopt_a_model_default_unless_set_by_hand(qtbot, win_nomodel):
     w = win_nomodel
     w.panel.cfg_clap.set_value(2.0)
-    w._recipe_changed("cfg_clap", 2.0, False)  # the musician's own value
-    w._adopt_model_defaults({"cfg_context": 4.0, "cfg_clap": 3.0, "steps": 40})
+    w.ctl.set_recipe_value("cfg_clap", 2.0)  # the musician's own value
+    w.ctl.adopt_model_defaults({"cfg_context": 4.0, "cfg_clap": 3.0, "steps": 40})
     assert w.session.recipe["cfg_context"] == 4.0
     assert w.panel.cfg_context.value() == pytest.approx(4.0)
     assert w.session.recipe["steps"] == 40 and w.panel.steps.value() == 40
     assert w.session.recipe["cfg_clap"] == 2.0  # kept
     # another model: what still holds the previous model's default follows the new one
-    w._adopt_model_defaults({"cfg_context": 1.5, "cfg_clap": 1.0, "steps": 30})
+    w.ctl.adopt_model_defaults({"cfg_context": 1.5, "cfg_clap": 1.0, "steps": 30})
     assert w.session.recipe["cfg_context"] == 1.5 and w.session.recipe["cfg_clap"] == 2.0
     assert w.panel.recipe()["cfg_context"] == pytest.approx(1.5)

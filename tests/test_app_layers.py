@@ -1,0 +1,268 @@
+"""The app's layers without the window: the generation controller driven by a fake engine
+bridge, session files, the actions table, tap tempo and the controller's recipe edits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QObject, QSettings, Signal
+
+from app.actions import ACTIONS, GENERATION_ACTIONS, Action, shortcut_rows
+from app.controller import ActionError, SessionController
+from app.generation import GenerationController, JobProgress, Outcome
+from app.session_files import SessionFiles
+from app.transport_bar import TapTempo
+from engine.service import Progress, StemResult
+from engine.session import Session, UndoStack, track_from_audio
+
+SR = 48000
+
+
+class FakeBridge(QObject):
+    """The signals and the calls of `EngineBridge`, with no engine process: the test plays
+    the engine by emitting what it would."""
+
+    sig_progress = Signal(object)
+    sig_finished = Signal(object, object)
+    sig_cancelled = Signal(object)
+    sig_error = Signal(str)
+
+    def __init__(self, accept: bool = True):
+        super().__init__()
+        self.accept = accept
+        self.job = None
+        self.sent: list = []
+        self.cancelled = 0
+
+    @property
+    def busy(self) -> bool:
+        return self.job is not None
+
+    def generate(self, job) -> bool:
+        if not self.accept:
+            self.sig_error.emit("no model is loaded (Generate › Models…)")
+            return False
+        self.job = job
+        self.sent.append(job)
+        return True
+
+    def cancel(self) -> None:
+        self.cancelled += 1
+
+    # what the engine would say
+    def finish(self, n: int = 1) -> None:
+        job, self.job = self.job, None
+        frames = int(job.request.get("duration", 1.0) * SR)
+        stems = [StemResult(np.full((1, frames), 0.1, np.float32), SR, 7 + i, i, {"seed": 7 + i})
+                 for i in range(n)]
+        self.sig_finished.emit(job, stems)
+
+    def report_cancelled(self) -> None:
+        job, self.job = self.job, None
+        self.sig_cancelled.emit(job)
+
+    def fail(self, message: str) -> None:
+        self.job = None
+        self.sig_error.emit(message)
+
+
+class Clock:
+    def __init__(self):
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def make(accept: bool = True, min_interval_s: float = 0.05):
+    s = Session(SR)
+    s.recipe = {"prompt": "bass", "mix": 0.5, "cfg_context": 1.0, "cfg_clap": 1.0,
+                "steps": 4, "seed": 3, "takes": 2, "stereo_width": 0.0, "duration": 1.0}
+    ctl = SessionController(s, UndoStack(s))
+    bridge, clock = FakeBridge(accept), Clock()
+    gen = GenerationController(bridge, ctl, min_interval_s=min_interval_s, clock=clock)
+    got = {k: [] for k in ("started", "progress", "stopped", "landed", "done", "message",
+                           "status")}
+    gen.sig_started.connect(got["started"].append)
+    gen.sig_progress.connect(got["progress"].append)
+    gen.sig_stopped.connect(lambda: got["stopped"].append(True))
+    gen.sig_landed.connect(lambda job, tracks, dt: got["landed"].append((job, tracks, dt)))
+    gen.sig_done.connect(got["done"].append)
+    gen.sig_message.connect(got["message"].append)
+    gen.sig_status.connect(got["status"].append)
+    return s, ctl, bridge, clock, gen, got
+
+
+def job_for(ctl: SessionController):
+    job = ctl.build_job("generate", dict(ctl.session.recipe))
+    job.recipe = dict(ctl.session.recipe)
+    return job
+
+
+def test_a_job_that_finishes_lands_its_takes_as_one_undo_step(qtbot):
+    s, ctl, bridge, clock, gen, got = make()
+    assert gen.start(job_for(ctl)) and gen.busy
+    assert got["started"] and got["status"] == ["generating: bass"]
+    clock.t += 2.5
+    bridge.finish(n=2)
+    assert not gen.busy
+    assert [t.name for t in s.tracks] == ["bass take1", "bass take2"]
+    assert len(ctl.stack) == 1  # both takes are one step
+    assert got["stopped"] == [True] and got["done"] == [Outcome.FINISHED]
+    job, tracks, dt = got["landed"][0]
+    assert [t.id for t in tracks] == [t.id for t in s.tracks] and dt == pytest.approx(2.5)
+
+
+def test_a_cancelled_job_adds_nothing(qtbot):
+    s, ctl, bridge, _clock, gen, got = make()
+    gen.start(job_for(ctl))
+    assert gen.cancel() and bridge.cancelled == 1
+    bridge.report_cancelled()
+    assert s.tracks == [] and len(ctl.stack) == 0
+    assert got["done"] == [Outcome.CANCELLED] and got["stopped"] == [True]
+    assert "nothing was added" in got["status"][-1]
+    assert not gen.cancel()  # nothing runs now: nothing to cancel
+
+
+def test_a_failed_job_is_a_message_and_ends_the_workflow(qtbot):
+    s, ctl, bridge, _clock, gen, got = make()
+    gen.start(job_for(ctl))
+    bridge.fail("steps must be between 1 and 500")
+    assert got["message"] == ["steps must be between 1 and 500"]
+    assert got["done"] == [Outcome.FAILED] and got["stopped"] == [True] and s.tracks == []
+
+
+def test_a_refused_job_never_starts(qtbot):
+    _s, ctl, _bridge, _clock, gen, got = make(accept=False)
+    assert not gen.start(job_for(ctl))
+    assert not got["started"] and got["message"] == ["no model is loaded (Generate › Models…)"]
+
+
+def test_an_error_while_another_job_runs_leaves_that_job_alone(qtbot):
+    _s, ctl, bridge, _clock, gen, got = make()
+    gen.start(job_for(ctl))
+    bridge.sig_error.emit("wait for the current generation to finish before switching models")
+    assert gen.busy and not got["stopped"] and not got["done"] and got["message"]
+
+
+def test_progress_is_one_bar_for_the_whole_job_and_throttled(qtbot):
+    _s, ctl, bridge, clock, gen, got = make(min_interval_s=0.05)
+    gen.start(job_for(ctl))
+    clock.t += 2.0
+    bridge.sig_progress.emit(Progress(1, "sample", 1, 10))
+    clock.t += 0.01  # a burst within the interval: dropped
+    bridge.sig_progress.emit(Progress(1, "sample", 2, 10))
+    clock.t += 0.01
+    bridge.sig_progress.emit(Progress(1, "sample", 10, 10))  # the last step always comes
+    clock.t += 0.01
+    bridge.sig_progress.emit(Progress(1, "decode", 0, 1, message="decoding"))  # a new stage
+    p = got["progress"]
+    assert [x.format for x in p] == ["sample 1/10", "sample 10/10", "decode 0/1"]
+    assert all(isinstance(x, JobProgress) for x in p)
+    assert 0 < p[0].percent < p[1].percent <= p[2].percent <= 100
+    assert p[0].label.startswith("step 1/10 · about ") and p[0].label.endswith(" left")
+    assert p[2].label.startswith("decoding")
+
+
+def test_an_arrangement_generates_its_parts_in_turn_each_hearing_the_last(qtbot):
+    s, _ctl, bridge, _clock, gen, got = make()
+    assert gen.start_arrangement(["drums", "bass"])
+    assert bridge.sent[-1].request["prompt"] == "drums" and bridge.sent[-1].request["takes"] == 1
+    bridge.finish()
+    assert got["done"] == []  # the next part started
+    second = bridge.sent[-1]
+    assert second.request["prompt"] == "bass"
+    drums = s.tracks[0]
+    assert drums.in_context and second.context_spec["tracks"] == [drums.id]
+    bridge.finish()
+    assert got["done"] == [Outcome.FINISHED] and len(s.tracks) == 2
+
+
+def test_cancel_ends_an_arrangement(qtbot):
+    _s, _ctl, bridge, _clock, gen, got = make()
+    gen.start_arrangement(["drums", "bass", "keys"])
+    gen.cancel()
+    bridge.report_cancelled()
+    assert len(bridge.sent) == 1 and got["done"] == [Outcome.CANCELLED]
+
+
+# ---------------------------------------------------------------- controller recipe edits
+def test_recipe_edits_undo_one_setting_and_app_defaults_make_no_step():
+    s = Session(SR)
+    ctl = SessionController(s, UndoStack(s))
+    ctl.set_recipe_defaults({"cfg_clap": 1.25, "cfg_context": 1.25, "steps": 30, "seed": 1})
+    assert len(ctl.stack) == 0 and not s.dirty
+    ctl.set_recipe_value("cfg_clap", 2.0, merge=True)
+    ctl.set_recipe_value("cfg_clap", 3.0, merge=True)  # one slider drag: one step
+    assert len(ctl.stack) == 1 and s.dirty
+    changed = ctl.adopt_model_defaults({"cfg_context": 8.0, "cfg_clap": 6.0, "steps": 40})
+    assert changed == {"cfg_context": 8.0, "steps": 40}  # the hand-set cfg_clap stays
+    ctl.stack.undo()
+    # undoing the drag restores that setting only, not the model's guidance since
+    assert s.recipe["cfg_clap"] == 1.25 and s.recipe["cfg_context"] == 8.0
+    seed = ctl.draw_seed()
+    assert s.recipe["seed"] == seed and len(ctl.stack) == 0
+    s.recipe["seed_locked"] = True
+    assert ctl.draw_seed() == seed
+
+
+def test_switch_take_walks_the_group_and_bar_regions_snap():
+    s = Session(SR)
+    ctl = SessionController(s, UndoStack(s))
+    with pytest.raises(ActionError):
+        ctl.switch_take(None)
+    a, b = (track_from_audio(n, np.zeros((1, SR * 4), np.float32), role="generated")
+            for n in ("x take1", "x take2"))
+    for i, t in enumerate((a, b)):
+        t.take_group, t.take = "g", i + 1
+    s.insert_track(a)
+    s.insert_track(b)
+    s.active_takes = {"g": a.id}
+    assert ctl.switch_take(a.id) == b.id and s.take_active(b)
+    ctl.set_tempo(120.0)  # 2 s bars
+    r = ctl.add_bar_region(a.id, 2.7)
+    assert (r.start, r.end) == (2.0, 4.0)
+
+
+# ---------------------------------------------------------------- session files
+def test_session_files_save_open_recent_and_autosave(qtbot, tmp_path):
+    settings = QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat)
+    current = [Session(SR)]
+    files = SessionFiles(settings, tmp_path / "autosave", lambda: current[0])
+    replaced, messages = [], []
+    files.sig_replaced.connect(replaced.append)
+    files.sig_message.connect(messages.append)
+    s = current[0]
+    s.insert_track(track_from_audio("ctx", np.zeros((1, SR), np.float32)))
+    assert files.autosave_now(wait=True) == tmp_path / "autosave" / files.slot
+    assert files.save_to(tmp_path / "song") and not s.dirty
+    assert files.recent() == [str(tmp_path / "song")]
+    assert files.open_path(tmp_path / "song") and len(replaced[-1].tracks) == 1
+    assert not files.open_path(tmp_path / "missing") and messages
+    # another window's autosave, left by a crash, is offered and recovered
+    other = SessionFiles(settings, tmp_path / "autosave", lambda: current[0])
+    s.emit("session_changed", attr="tempo")  # dirty again
+    files.autosave_now(wait=True)
+    assert other.recovery_candidate() is not None
+    other.sig_replaced.connect(replaced.append)
+    assert other.recover() and replaced[-1].dirty
+    assert other.recovery_candidate() is None
+
+
+# ---------------------------------------------------------------- actions, tap tempo
+def test_actions_table_feeds_the_shortcut_list():
+    assert set(ACTIONS) == set(Action)  # every action has its row
+    rows = dict((k, n) for n, k in shortcut_rows())
+    assert rows["Ctrl+G"] == "Generate" and rows["Ctrl+Shift+R"] == "Add inpaint region at playhead"
+    assert all(a.value in ("generate", "inpaint", "vary", "continue", "regenerate",
+                           "use_context", "arrange") for a in GENERATION_ACTIONS)
+    assert Action("inpaint") is Action.INPAINT
+    with pytest.raises(ValueError):
+        Action("regenerate_region")  # removed: nothing could ever fire it
+
+
+def test_tap_tempo():
+    tap = TapTempo()
+    assert tap.tap(0.0) is None and tap.tap(0.5) is None
+    assert tap.tap(1.0) == pytest.approx(120.0)
+    assert tap.tap(5.0) is None  # a pause starts over
