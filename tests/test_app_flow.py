@@ -26,7 +26,7 @@ def win(qtbot, tmp_path, tiny_bundle):
     qtbot.addWidget(w)
     w.resize(1300, 800)
     w.show()
-    qtbot.waitUntil(lambda: w.bridge.generator is not None, timeout=60_000)
+    qtbot.waitUntil(lambda: w.bridge.generator is not None, timeout=180_000)
     yield w
     w.session.dirty = False
 
@@ -344,7 +344,7 @@ def test_engine_errors_become_messages(qtbot, win, clip_wav):
     assert w.panel.buttons["generate"].isEnabled()
     # loading again starts a fresh engine
     w.bridge.load_model(str(w.bridge.model_path))
-    qtbot.waitUntil(lambda: w.bridge.generator is not None, timeout=60_000)
+    qtbot.waitUntil(lambda: w.bridge.generator is not None, timeout=180_000)
 
 
 def test_gain_reset_and_prompt_typing_steps(qtbot, win_nomodel, clip_wav):
