@@ -17,8 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.errors import RiffwrightError
-from engine.session import (
+from engine.document.session import (
     AddTracks,
     Macro,
     Region,
@@ -31,6 +30,7 @@ from engine.session import (
     UndoStack,
     track_from_audio,
 )
+from engine.errors import RiffwrightError
 
 DEFAULT_RECIPE: dict[str, Any] = {
     "prompt": "",
@@ -582,7 +582,7 @@ def import_files(paths: list[str | Path], sample_rate: int) -> tuple[list, list[
 
 def import_files_with_peaks(paths: list[str | Path], sample_rate: int):
     """`import_files` plus each file's peak pyramid: everything slow, for a worker thread."""
-    from engine.session import PeakPyramid, compute_peaks
+    from engine.document.session import PeakPyramid, compute_peaks
 
     ok, errors = import_files(paths, sample_rate)
     return ok, errors, [PeakPyramid(compute_peaks(a)) for _, a, _ in ok]

@@ -17,7 +17,7 @@ import time
 import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from engine.session import Session
+from engine.document.session import Session
 
 BLOCK = 1024
 

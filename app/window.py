@@ -54,9 +54,7 @@ from app.controller import (
 from app.lanes import LaneView, fmt_duration, fmt_time
 from app.panel import GuidancePanel
 from app.transport import Transport
-from engine.errors import RiffwrightError
-from engine.service import MODEL_DEFAULT_KEYS
-from engine.session import (
+from engine.document.session import (
     Session,
     SetSessionAttr,
     UndoStack,
@@ -64,6 +62,8 @@ from engine.session import (
     discard_autosave,
     recovery_candidates,
 )
+from engine.errors import RiffwrightError
+from engine.service import MODEL_DEFAULT_KEYS
 
 KEYS = ["", "C", "Cm", "C#", "C#m", "D", "Dm", "Eb", "Ebm", "E", "Em", "F", "Fm", "F#", "F#m",
         "G", "Gm", "Ab", "Abm", "A", "Am", "Bb", "Bbm", "B", "Bm"]
@@ -815,7 +815,7 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ export
     def export_stems_to(self, folder: str | Path, selected_only: bool = False) -> list[Path]:
-        from engine.export import export_stems
+        from engine.document.export import export_stems
 
         ids = None
         if selected_only:
@@ -841,7 +841,7 @@ class MainWindow(QMainWindow):
             self.export_stems_to(d, selected_only)
 
     def export_dawproject_to(self, path: str | Path) -> Path | None:
-        from engine.dawproject import export_dawproject
+        from engine.document.dawproject import export_dawproject
 
         if not self.session.tracks:
             self.message("nothing to export: the session has no lanes")
@@ -862,7 +862,7 @@ class MainWindow(QMainWindow):
             self.export_dawproject_to(p)
 
     def _drag_file(self, tid: str) -> Path | None:
-        from engine.export import export_track_for_drag
+        from engine.document.export import export_track_for_drag
 
         try:
             return export_track_for_drag(self.session, tid, self.export_dir)

@@ -12,7 +12,7 @@ import argparse
 def add_parsers(sub, parser_class) -> None:
     d = sub.add_parser("dataset", help="build a multitrack stem dataset")
     dsub = d.add_subparsers(dest="dataset_cmd", parser_class=parser_class, required=True)
-    from engine.dataset.command import add_build_arguments
+    from engine.training.dataset.command import add_build_arguments
 
     add_build_arguments(dsub.add_parser("build", help="render or import songs into stems"))
 
@@ -56,7 +56,7 @@ def add_parsers(sub, parser_class) -> None:
 
 
 def cmd_dataset(args: argparse.Namespace) -> int:
-    from engine.dataset.command import run_build
+    from engine.training.dataset.command import run_build
 
     run_build(args)
     return 0
@@ -83,7 +83,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     device = str(pick_device(args.device))
     if args.train_cmd == "cae":
-        from engine.cae.training import train_cae
+        from engine.training.cae import train_cae
 
         kw = _config(args.config)
         if args.steps:
@@ -91,7 +91,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         path = train_cae(args.data, args.out, device=device, **kw)
         print(f"CAE weights: {path}")
     elif args.train_cmd == "encoder":
-        from engine.conditioning import train_encoder
+        from engine.training.conditioner import train_encoder
 
         kw = _config(args.config)
         if args.steps:
@@ -99,7 +99,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = train_encoder(args.data, Path(args.out) / "conditioner.safetensors", **kw)
         print(f"encoder weights: {result['out_path']} (id {result['id']})")
     else:
-        from engine.train_ldm import LDMTrainConfig, train_ldm
+        from engine.training.ldm import LDMTrainConfig, train_ldm
 
         cfg = LDMTrainConfig.from_file(args.config, steps=args.steps, arch=args.arch)
         path = train_ldm(args.data, args.out, args.bundle, cfg, device=device)
@@ -111,12 +111,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from engine.bundle import find_bundle, read_manifest
+    from engine.bundles.bundle import find_bundle, read_manifest
 
     if args.eval_cmd == "cae":
         from engine.audio import SUPPORTED_EXTENSIONS
-        from engine.cae import load_cae
-        from engine.cae.evaluate import evaluate_cae
+        from engine.models.cae import load_cae
+        from engine.training.cae_eval import evaluate_cae
 
         bundle = find_bundle(args.model)
         cae = load_cae(bundle / read_manifest(bundle)["cae"]["file"])
@@ -131,14 +131,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps({k: v for k, v in report.items() if k not in {"per_file", "pngs",
                                                                        "files"}}, indent=1))
     elif args.eval_cmd == "encoder":
-        from engine.conditioning import evaluate_encoder
+        from engine.training.conditioner import evaluate_encoder
 
         bundle = find_bundle(args.model)
         spec = read_manifest(bundle)["conditioner"]
         report = evaluate_encoder(bundle / spec["file"], args.data)
         print(json.dumps(report, indent=1, default=str))
     else:
-        from engine.evaluate import evaluate_model
+        from engine.training.evaluate import evaluate_model
 
         summary = evaluate_model(args.model, data=args.data, out=args.out, limit=args.limit,
                                  steps=args.steps, contexts=args.contexts, targets=args.targets,

@@ -8,7 +8,7 @@ import pytest
 from PySide6.QtWidgets import QApplication
 
 from app.controller import DEFAULT_RECIPE, ActionError, SessionController, estimate_tempo
-from engine.session import Region, Session, UndoStack, track_from_audio
+from engine.document.session import Region, Session, UndoStack, track_from_audio
 
 
 def _session(seconds=4.0, sr=48000):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.bundle import find_bundle, init_bundle, load_bundle, read_manifest
+from engine.bundles.bundle import find_bundle, init_bundle, load_bundle, read_manifest
 from engine.errors import BundleError
 from engine.weights import read_checkpoint
 

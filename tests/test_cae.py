@@ -1,4 +1,4 @@
-"""engine.cae: shapes and lengths, the consistency boundary condition, seamless chunking,
+"""engine.models.cae: shapes and lengths, the consistency boundary condition, seamless chunking,
 determinism, checkpoints, latent statistics, training, evaluation, Music2Latent backend."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from engine.audio import write_audio
-from engine.cae import ARCHS, cae_from_config, create_cae, latent_stats, load_cae
-from engine.cae.training import CTSchedule, consistency_loss, ct_sigmas, train_step
 from engine.errors import BundleError
 from engine.interfaces import Autoencoder
+from engine.models.cae import ARCHS, cae_from_config, create_cae, latent_stats, load_cae
+from engine.training.cae import CTSchedule, consistency_loss, ct_sigmas, train_step
 from engine.weights import save_module
 
 SR = 48000
@@ -126,7 +126,7 @@ def test_chunked_decode_has_no_seam(cae):
     z = cae.encode(x)
     whole = cae.decode(z, generator=torch.Generator().manual_seed(3), max_chunk_frames=10_000)[0]
     chunked = cae.decode(z, generator=torch.Generator().manual_seed(3), max_chunk_frames=24)[0]
-    # phases are rebuilt from the magnitudes (engine.cae.phase), so the chunked decode's
+    # phases are rebuilt from the magnitudes (engine.models.cae.phase), so the chunked decode's
     # waveform may drift in phase; its spectrogram must match the whole decode's
     mag = lambda y: torch.stft(y, 2048, 512, window=torch.hann_window(2048),  # noqa: E731
                                return_complex=True).abs()
@@ -223,7 +223,7 @@ def test_noise_curriculum_and_loss():
 
 
 def test_multires_stft_loss_is_phase_blind_and_sees_partials():
-    from engine.cae.training import multires_stft_loss
+    from engine.training.cae import multires_stft_loss
 
     t = torch.arange(SR) / SR
     tone = torch.sin(2 * math.pi * 220 * t)[None]
@@ -257,7 +257,7 @@ def test_decode_terms_train_the_one_step_decode(term):
 def test_log_mel_loss_hears_timbre_not_phase():
     """The mel term is zero for the same sound, small for a phase change, large for the same
     notes with a darker timbre, finite on silence, and differentiable."""
-    from engine.cae.training import log_mel_loss
+    from engine.training.cae import log_mel_loss
 
     t = torch.arange(SR) / SR
 
@@ -306,7 +306,7 @@ def test_training_learns_and_silence_stays_silent():
 
 
 def test_train_cae_checkpoints_and_resumes(tmp_path):
-    from engine.cae.training import train_cae
+    from engine.training.cae import train_cae
 
     data = tmp_path / "data"
     for i in range(2):
@@ -325,14 +325,14 @@ def test_train_cae_checkpoints_and_resumes(tmp_path):
     loaded = load_cae(p)
     assert loaded.config["arch"] == "tiny"
     assert load_cae(out / "cae_raw.safetensors").id != loaded.id  # raw and EMA both saved
-    from engine.cae.evaluate import evaluate_cae_on_data
+    from engine.training.cae_eval import evaluate_cae_on_data
 
     r = evaluate_cae_on_data(loaded, data, tmp_path / "ev", max_files=1, seconds=0.5, pngs=0)
     assert r["files"] == 1 and math.isfinite(r["mel"])
 
 
 def test_evaluate_cae_reports_distances_and_pngs(cae, tmp_path):
-    from engine.cae.evaluate import evaluate_cae, mel_distance, mrstft_distance
+    from engine.training.cae_eval import evaluate_cae, mel_distance, mrstft_distance
 
     x = music(1.0)
     assert mrstft_distance(x, x) == pytest.approx(0.0, abs=1e-6)
@@ -393,7 +393,7 @@ def test_sigterm_checkpoints_the_current_step(tmp_path):
     import os
     import signal
 
-    from engine.cae.training import train_cae
+    from engine.training.cae import train_cae
 
     write_audio(tmp_path / "d" / "a.wav", music(1.0).numpy(), SR)
 
@@ -411,7 +411,7 @@ def test_sigterm_checkpoints_the_current_step(tmp_path):
 
 def test_train_cae_with_a_head_and_the_mel_term(tmp_path):
     """`train cae` config keys `head_channels` and `mel_weight` reach the model and the loss."""
-    from engine.cae.training import train_cae
+    from engine.training.cae import train_cae
 
     data = tmp_path / "data"
     write_audio(data / "0.wav", music(1.0).numpy(), SR)
@@ -427,7 +427,7 @@ def test_family_balanced_crops_draw_rare_families_as_often(tmp_path):
 
     import soundfile as sf
 
-    from engine.cae.training import CropSampler, family_balanced_stems
+    from engine.training.cae import CropSampler, family_balanced_stems
 
     sr = 48000
     stems, songs = [], []

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.edm import EDMPrecond, karras_sigmas, sample
+from engine.diffusion.edm import EDMPrecond, karras_sigmas, sample
+from engine.models.unet import UNet1d, arch_config
 from engine.procedures import (
     equal_power_fade,
     guidance_branches,
@@ -17,7 +18,6 @@ from engine.procedures import (
     splice,
     tile_period,
 )
-from engine.unet import UNet1d, arch_config
 
 
 @pytest.fixture(scope="module")

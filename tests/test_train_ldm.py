@@ -10,9 +10,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from engine.bundle import init_bundle, load_bundle
+from engine.bundles.bundle import init_bundle, load_bundle
 from engine.generate import GenerationRequest, Generator, run_to_end
-from engine.train_ldm import LDMTrainConfig, train_ldm
+from engine.training.ldm import LDMTrainConfig, train_ldm
 
 SR = 48000
 
@@ -125,7 +125,7 @@ def test_sigterm_checkpoints_the_current_step(setup, monkeypatch):
     import os
     import signal
 
-    from engine.dataset.pairs import LatentPairs
+    from engine.training.dataset.pairs import LatentPairs
 
     root, data, bundle = setup
     calls = {"n": 0}
@@ -146,7 +146,7 @@ def test_sigterm_checkpoints_the_current_step(setup, monkeypatch):
 
 
 def test_context_features_extend_a_trained_model(setup, capsys):
-    from engine.context_features import FEATURE_DIM
+    from engine.diffusion.context_features import FEATURE_DIM
 
     root, data, bundle = setup
     base = train_ldm(data, root / "plain", bundle, cfg(steps=2), device="cpu")
@@ -158,7 +158,7 @@ def test_context_features_extend_a_trained_model(setup, capsys):
     assert "timbre probe: 5 steps" in printed
     assert (root / "feat" / "probe.safetensors").exists()
     # the timbre probe reads a unit CLAP-sized embedding off a window of latents
-    from engine.train_ldm import train_timbre_probe
+    from engine.training.ldm import train_timbre_probe
 
     stats = json.loads((root / "feat" / "latent_stats.json").read_text())
     mean, std = (torch.tensor(stats[k]).reshape(1, -1, 1) for k in ("mean", "std"))

@@ -16,15 +16,15 @@ from pathlib import Path
 
 import torch
 
-from engine.cae import KIND, cae_from_config, load_cae
-from engine.cae.training import (
+from engine.models.cae import KIND, cae_from_config, load_cae
+from engine.train_state import has_state, load_state, save_state, stop_on_sigterm
+from engine.training.cae import (
     CropSampler,
     CTSchedule,
     _list_sources,
     family_balanced_stems,
     train_step,
 )
-from engine.train_state import has_state, load_state, save_state, stop_on_sigterm
 from engine.weights import save_module
 
 

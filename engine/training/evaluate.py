@@ -150,11 +150,11 @@ def evaluate_model(bundle_dir=None, data=None, out="eval-model", limit: int = 16
     embedding even when the bundle has a text prior."""
     import torch
 
-    from engine.bundle import load_bundle
-    from engine.conditioning import classify_family
-    from engine.dataset.build import load_manifest
+    from engine.bundles.bundle import load_bundle
     from engine.errors import RiffwrightError
     from engine.generate import GenerationRequest, Generator, run_to_end
+    from engine.models.conditioning import classify_family
+    from engine.training.dataset.build import load_manifest
 
     b = load_bundle(bundle_dir, device=device)
     gen = Generator(b)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from engine.errors import BundleError, RequestError
 
-# One text prompt per instrument family (engine.dataset.FAMILIES), worded as our captions are
+# One text prompt per instrument family (engine.training.dataset.FAMILIES), worded as our captions are
 # ("acoustic bass, bass, low register, ..."): the family name is one of the caption's words.
 FAMILY_PROMPTS: dict[str, str] = {
     "drums": "drums",

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.cae.evaluate import mel_filterbank
 from engine.errors import RiffwrightError
+from engine.training.cae_eval import mel_filterbank
 
 # ----------------------------------------------------------------------------- loss
 
@@ -347,7 +347,7 @@ def _has_state(out: Path) -> bool:
 
 
 def _save_state(out: Path, cae, ema, opt, step: int, cfg: TrainConfig) -> None:
-    from engine.cae.model import KIND
+    from engine.models.cae.model import KIND
     from engine.train_state import save_state
     from engine.weights import save_module
 
@@ -402,10 +402,10 @@ def train_cae(
     (`one_step_decode`): sharper partials and onsets on a short budget;
     `mel_weight` > 0 adds the log-mel distance of the same decode (`log_mel_loss`): the
     spectral envelope, which is what tells an organ from strings. `head_channels` > 0 gives
-    the decoder a wider output head (`engine.cae.nets.Decoder`); a resumed run needs the
+    the decoder a wider output head (`engine.models.cae.nets.Decoder`); a resumed run needs the
     same value.
     """
-    from engine.cae import create_cae
+    from engine.models.cae import create_cae
     from engine.train_state import stop_on_sigterm
 
     out = Path(out_dir)

@@ -14,9 +14,9 @@ import zipfile
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
-from engine.export import export_stems
+from engine.document.export import export_stems
+from engine.document.session import Session
 from engine.fsutil import atomic_path, user_write
-from engine.session import Session
 
 DAWPROJECT_VERSION = "1.0"
 

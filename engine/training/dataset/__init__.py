@@ -3,7 +3,7 @@ drawing training pairs from them.
 
 - `build_dataset(source, out_dir, ...)` writes `OUT/manifest.json` + `OUT/songs/<id>/*.wav`
   (48 kHz mono stems; format in docs/CONTRACTS.md and docs/dataset.md).
-- `engine.dataset.pairs`: `iter_pairs` (numpy audio pairs), `encode_dataset_latents`,
+- `engine.training.dataset.pairs`: `iter_pairs` (numpy audio pairs), `encode_dataset_latents`,
   `LatentPairs` (pre-encoded latent pairs).
 
 Nothing here imports torch at module level.

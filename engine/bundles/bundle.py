@@ -9,7 +9,7 @@ my-bundle/
                          checkpoint with its SHA-256)
   ldm.safetensors        the diffusion U-Net
   prior.safetensors      optional: the text prior, audio embeddings of the training stems
-                         that text prompts are mapped onto (engine.conditioning.prior)
+                         that text prompts are mapped onto (engine.models.conditioning.prior)
   MODEL_CARD.md          optional: data, training, figures, limits
 ```
 
@@ -285,12 +285,12 @@ class Bundle:
     manifest: dict
     cae: Any
     conditioner: Any
-    precond: Any  # engine.edm.EDMPrecond around the U-Net
+    precond: Any  # engine.diffusion.edm.EDMPrecond around the U-Net
     device: Any
     hash: str
     latent_mean: Any = field(repr=False)  # (1, C, 1) tensors on the device
     latent_std: Any = field(repr=False)
-    prior: Any = field(default=None, repr=False)  # engine.conditioning.prior.TextPrior
+    prior: Any = field(default=None, repr=False)  # engine.models.conditioning.prior.TextPrior
 
     @property
     def name(self) -> str:
@@ -320,7 +320,7 @@ class Bundle:
             return latents
         import torch
 
-        from engine.context_features import context_features
+        from engine.diffusion.context_features import context_features
 
         f = context_features(mono, self.sample_rate, self.hop, latents.shape[-1])
         return torch.cat([latents, torch.from_numpy(f)[None].to(latents)], dim=1)
@@ -342,7 +342,7 @@ class Bundle:
 
 
 def _load_cae(spec: dict, root: Path, device):
-    from engine.cae import load_cae
+    from engine.models.cae import load_cae
 
     if spec.get("backend") == "music2latent":
         # the user's own Music2Latent checkpoint (CC BY-NC), never shipped in a bundle
@@ -352,7 +352,11 @@ def _load_cae(spec: dict, root: Path, device):
 
 
 def _load_conditioner(spec: dict, root: Path, device):
-    from engine.conditioning import check_conditioner_matches, load_conditioner, load_laion_clap
+    from engine.models.conditioning import (
+        check_conditioner_matches,
+        load_conditioner,
+        load_laion_clap,
+    )
 
     kind = spec.get("kind", "builtin")
     if kind == "laion-clap":
@@ -372,7 +376,7 @@ def _load_conditioner(spec: dict, root: Path, device):
 def _load_prior(spec: dict | None, root: Path, conditioner, device):
     if spec is None:
         return None
-    from engine.conditioning.prior import load_prior
+    from engine.models.conditioning.prior import load_prior
 
     prior = load_prior(root / spec["file"], device)  # read_manifest checked the section
     if prior.conditioner_id != conditioner.id:
@@ -410,8 +414,8 @@ def load_bundle(path: str | os.PathLike | None = None, device: Any = "cpu") -> B
 def _load_bundle(root: Path, device: Any) -> Bundle:
     import torch
 
-    from engine.edm import EDMPrecond
-    from engine.unet import UNet1d, UNetConfig
+    from engine.diffusion.edm import EDMPrecond
+    from engine.models.unet import UNet1d, UNetConfig
     from engine.weights import load_into, read_checkpoint
 
     m = read_manifest(root)
@@ -477,9 +481,9 @@ def init_bundle(arch: str, out: str | os.PathLike, *, cae_arch: str | None = Non
 
     import torch
 
-    from engine.cae import create_cae, load_cae
-    from engine.conditioning import create_conditioner, load_conditioner
-    from engine.unet import UNet1d, arch_config
+    from engine.models.cae import create_cae, load_cae
+    from engine.models.conditioning import create_conditioner, load_conditioner
+    from engine.models.unet import UNet1d, arch_config
     from engine.weights import save_module
 
     out = Path(out)
@@ -531,7 +535,7 @@ def measure_untrained_stats(cae_file: Path) -> tuple[list[float], list[float]]:
     """Per-channel latent mean/std of a CAE over synthetic tones and noise (deterministic)."""
     import torch
 
-    from engine.cae import latent_stats, load_cae
+    from engine.models.cae import latent_stats, load_cae
 
     cae = load_cae(cae_file)
     g = torch.Generator().manual_seed(1234)

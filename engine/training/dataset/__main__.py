@@ -1,4 +1,4 @@
-"""`python -m engine.dataset build --source scores --out DIR [...]` and `... stats DIR`.
+"""`python -m engine.training.dataset build --source scores --out DIR [...]` and `... stats DIR`.
 
 The `riffwright dataset` command offers the same; this entry point needs nothing but the
 engine, for long background builds.
@@ -18,7 +18,7 @@ def main(argv=None) -> int:
     from . import DESCRIPTION, load_manifest, summarize
     from .command import add_build_arguments, run_build
 
-    ap = argparse.ArgumentParser(prog="python -m engine.dataset")
+    ap = argparse.ArgumentParser(prog="python -m engine.training.dataset")
     sub = ap.add_subparsers(dest="cmd", required=True)
     add_build_arguments(sub.add_parser("build", description=DESCRIPTION))
     s = sub.add_parser("stats")

@@ -1,4 +1,4 @@
-"""Command-line glue for `riffwright dataset ...` (and `python -m engine.dataset`).
+"""Command-line glue for `riffwright dataset ...` (and `python -m engine.training.dataset`).
 
 `add_build_arguments(parser)` adds --source/--out/--songs/--seed/--jobs/--seconds/
 --max-segments; `run_build(args)` builds, printing progress, and returns the summary dict.

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.conditioning.cache import EmbeddingCache, default_cache_dir
-from engine.conditioning.common import (
+from engine.models.conditioning.cache import EmbeddingCache, default_cache_dir
+from engine.models.conditioning.common import (
     FAMILY_PROMPTS,
     check_conditioner_matches,
     classify_family,
@@ -29,22 +29,20 @@ __all__ = [
     "classify_family",
     "create_conditioner",
     "default_cache_dir",
-    "evaluate_encoder",
     "family_scores",
     "interpolate",
     "load_conditioner",
     "load_laion_clap",
     "save_conditioner",
-    "train_encoder",
 ]
 
 
 def create_conditioner(kind: str = "builtin", **config):
     """A new conditioner. "builtin": untrained (seeded, so deterministic) unless loaded;
-    options override `engine.conditioning.builtin.DEFAULT_CONFIG` (e.g. dim, vocab, seed).
+    options override `engine.models.conditioning.builtin.DEFAULT_CONFIG` (e.g. dim, vocab, seed).
     "laion": the same as `load_laion_clap(**config)` (needs checkpoint=...)."""
     if kind == "builtin":
-        from engine.conditioning.builtin import create_builtin
+        from engine.models.conditioning.builtin import create_builtin
 
         return create_builtin(**config)
     if kind in ("laion", "laion-clap"):
@@ -77,7 +75,7 @@ def load_conditioner(path, device: str = "cpu", expected_sha256: str | None = No
     p = Path(path)
     if p.suffix.lower() in (".pt", ".ckpt", ".pth"):
         return load_laion_clap(p, device, expected_sha256=expected_sha256)
-    from engine.conditioning.builtin import load_builtin
+    from engine.models.conditioning.builtin import load_builtin
 
     return load_builtin(p, device, expected_sha256)
 
@@ -85,27 +83,14 @@ def load_conditioner(path, device: str = "cpu", expected_sha256: str | None = No
 def save_conditioner(conditioner, path) -> None:
     """Write a built-in conditioner as float16 safetensors (config and vocabulary in the
     metadata, kind "riffwright-conditioner"), atomically."""
-    from engine.conditioning.builtin import save_builtin
+    from engine.models.conditioning.builtin import save_builtin
 
     save_builtin(conditioner, path)
 
 
 def load_laion_clap(checkpoint, device: str = "cpu", expected_sha256=None, amodel=None, **kw):
     """LAION-CLAP from a local, SHA-256-verified checkpoint, offline. See `laion.py`."""
-    from engine.conditioning.laion import load_laion_clap as _load
+    from engine.models.conditioning.laion import load_laion_clap as _load
 
     return _load(checkpoint, device, expected_sha256=expected_sha256, amodel=amodel, **kw)
 
-
-def train_encoder(dataset_dir, out_path, steps: int = 3000, **kw):
-    """Train the built-in encoder contrastively; resumable. See `engine.conditioning.train`."""
-    from engine.conditioning.train import train_encoder as _train
-
-    return _train(dataset_dir, out_path, steps, **kw)
-
-
-def evaluate_encoder(conditioner_or_path, dataset_dir, split: str = "test", **kw) -> dict:
-    """Zero-shot retrieval on a dataset split; see `engine.conditioning.train`."""
-    from engine.conditioning.train import evaluate_encoder as _eval
-
-    return _eval(conditioner_or_path, dataset_dir, split, **kw)

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.document.session import Session, Track, add_track_into, safe_name
 from engine.fsutil import new_file, user_write
 from engine.gain import apply_ceiling, guard_full_scale
-from engine.session import Session, Track, add_track_into, safe_name
 
 
 def tempo_key_suffix(session: Session) -> str:

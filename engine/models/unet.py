@@ -12,7 +12,7 @@ and a CLAP vector, substituted wherever a sample's condition is absent. So the t
 of two-scale guidance run as one batch, each row with its own absent flags.
 
 Models with `feature_dim` > 0 take the context as latents *and* explicit features
-(`engine.context_features`: chroma and sub-frame onsets) stacked on the channel axis. Besides
+(`engine.diffusion.context_features`: chroma and sub-frame onsets) stacked on the channel axis. Besides
 the input concatenation, that stack goes through a small convolutional encoder whose output
 is pooled to each resolution and added (through zero-initialised projections) at the input of
 every down level and of the middle: a short path from the context to every scale.
@@ -42,7 +42,7 @@ class UNetConfig:
     emb_dim: int = 256
     dropout: float = 0.0
     groups: int = 16
-    # explicit context features per frame (engine.context_features), appended to the context
+    # explicit context features per frame (engine.diffusion.context_features), appended to the context
     # latents; 0 for models without them
     feature_dim: int = 0
 
@@ -146,7 +146,7 @@ class Level(nn.Module):
 
 
 class UNet1d(nn.Module):
-    """F(x_in, c_noise; context, clap) for `engine.edm.EDMPrecond`."""
+    """F(x_in, c_noise; context, clap) for `engine.diffusion.edm.EDMPrecond`."""
 
     kind = "riffwright-ldm"
 

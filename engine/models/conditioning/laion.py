@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.conditioning.features import split_windows
 from engine.errors import BundleError
+from engine.models.conditioning.features import split_windows
 
 KIND = "laion-clap"
 SAMPLE_RATE = 48_000
@@ -348,7 +348,7 @@ class LaionClapConditioner:
     def embed_audio(self, wave, sample_rate: int, batch_windows: int = 4):
         import torch
 
-        from engine.conditioning.builtin import prepare_audio
+        from engine.models.conditioning.builtin import prepare_audio
 
         out = []
         with torch.inference_mode():

@@ -1,8 +1,8 @@
 """Consistency autoencoders: audio <-> 64-channel latents at one frame per 4096 samples.
 
-`create_cae(arch)` builds Riffwright's own CAE (`engine.cae.model`), `load_cae(path)` loads
+`create_cae(arch)` builds Riffwright's own CAE (`engine.models.cae.model`), `load_cae(path)` loads
 a trained one (a safetensors file with its config in the metadata) or, given a Music2Latent
-checkpoint, the Music2Latent backend (`engine.cae.m2l`) behind the same interface. Torch is
+checkpoint, the Music2Latent backend (`engine.models.cae.m2l`) behind the same interface. Torch is
 imported only when one of these functions is called.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from engine.cae.archs import ARCHS, arch_config
+from engine.models.cae.archs import ARCHS, arch_config
 
 KIND = "riffwright-cae"
 
@@ -30,17 +30,17 @@ __all__ = [
 def create_cae(arch: str = "small", **overrides) -> Any:
     """A freshly initialised `ConsistencyAutoencoder` of preset `arch` ("tiny", "small"),
     with any config keys in `overrides` (e.g. ``head_channels=1024``) replaced."""
-    from engine.cae.model import ConsistencyAutoencoder
+    from engine.models.cae.model import ConsistencyAutoencoder
 
     return ConsistencyAutoencoder({**arch_config(arch), **overrides}).eval()
 
 
 def cae_from_config(config: dict) -> Any:
     """Rebuild a CAE from its `.config` (as stored in a weights file's metadata)."""
-    from engine.cae.model import ConsistencyAutoencoder
+    from engine.models.cae.model import ConsistencyAutoencoder
 
     if config.get("backend") == "music2latent":
-        from engine.cae.m2l import Music2LatentCAE
+        from engine.models.cae.m2l import Music2LatentCAE
 
         return Music2LatentCAE(config["weights"], steps=config.get("decode_steps", 1))
     base = dict(arch_config(config["arch"])) if config.get("arch") in ARCHS else {}
@@ -50,7 +50,7 @@ def cae_from_config(config: dict) -> Any:
 
 def load_cae(path: str | Path, device: str = "cpu") -> Any:
     """Load a CAE from `path`: a Riffwright ``.safetensors`` file, or a Music2Latent
-    checkpoint (``music2latent.pt``; see `engine.cae.m2l` for its licence). Raises
+    checkpoint (``music2latent.pt``; see `engine.models.cae.m2l` for its licence). Raises
     `BundleError` with a one-line reason when the file is missing or does not fit."""
     import torch
 
@@ -58,7 +58,7 @@ def load_cae(path: str | Path, device: str = "cpu") -> Any:
 
     path = Path(path)
     if path.suffix.lower() != ".safetensors" or "music2latent" in path.name.lower():
-        from engine.cae.m2l import Music2LatentCAE
+        from engine.models.cae.m2l import Music2LatentCAE
 
         return Music2LatentCAE(path, device=device)
     tensors, _, config = read_checkpoint(path, KIND)

@@ -4,7 +4,7 @@ Audio: 48 kHz mono -> fixed 10 s windows -> loudness-normalised log-mel (64 band
 -> a small 2-D CNN -> mean+max pooling over time -> projection -> unit vector, one per window;
 the windows of a clip are averaged and renormalised. Text: word + hashed-trigram embeddings ->
 one transformer layer -> masked mean -> projection -> unit vector. Both land in one `dim`-d
-space, trained with a symmetric InfoNCE loss and a learned temperature (`engine.conditioning.
+space, trained with a symmetric InfoNCE loss and a learned temperature (`engine.models.conditioning.
 train`). Everything runs under `torch.inference_mode` in eval mode, so the same input gives
 the same embedding, bit for bit.
 """
@@ -20,15 +20,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.conditioning.features import (
+from engine.errors import AudioError, BundleError
+from engine.models.conditioning.features import (
     SAMPLE_RATE,
     WINDOW_SAMPLES,
     LogMel,
     normalise_logmel,
     split_windows,
 )
-from engine.conditioning.text import Tokenizer
-from engine.errors import AudioError, BundleError
+from engine.models.conditioning.text import Tokenizer
 
 KIND = "riffwright-conditioner"
 

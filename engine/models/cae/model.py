@@ -23,10 +23,10 @@ import math
 import torch
 from torch import nn
 
-from engine.cae import KIND
-from engine.cae.nets import Decoder, Encoder
-from engine.cae.phase import PhaseBuilder, smooth_texture
-from engine.cae.spectral import Spectral
+from engine.models.cae import KIND
+from engine.models.cae.nets import Decoder, Encoder
+from engine.models.cae.phase import PhaseBuilder, smooth_texture
+from engine.models.cae.spectral import Spectral
 
 _NOISE_BLOCK = 512  # STFT frames per independently seeded noise block
 _SEED_MOD = 2**62
@@ -239,7 +239,7 @@ class ConsistencyAutoencoder(nn.Module):
 
     def _synthesize(self, mags: torch.Tensor, seeds: list[int]) -> torch.Tensor:
         """(B, bins, n) decoded magnitudes -> (B, n * stft_hop) audio: the frame texture
-        smoothed, phases rebuilt (`engine.cae.phase`), overlap-added block by block so the
+        smoothed, phases rebuilt (`engine.models.cae.phase`), overlap-added block by block so the
         complex frames never exist for the whole file at once."""
         sp = self.spectral
         B, _, n = mags.shape

@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from engine.cae.model import decode_plan, encode_plan
 from engine.errors import BundleError
+from engine.models.cae.model import decode_plan, encode_plan
 
 KIND = "music2latent"
 LICENSE = "CC BY-NC 4.0 (non-commercial use only)"

@@ -40,7 +40,7 @@ class StemItem:
 
 
 def read_stems(dataset_dir: str | Path, splits: tuple[str, ...] | None = None) -> list[StemItem]:
-    from engine.dataset import load_manifest
+    from engine.training.dataset import load_manifest
 
     data = load_manifest(dataset_dir)  # checks the file, its JSON and its version
     root = Path(data["_root"])
@@ -76,7 +76,7 @@ def stem_logmel(cond, item: StemItem, cache_dir: Path | None) -> np.ndarray:
     import soundfile as sf
     import torch
 
-    from engine.conditioning.builtin import prepare_audio
+    from engine.models.conditioning.builtin import prepare_audio
     from engine.weights import atomic_write_bytes
 
     path = _feature_path(cache_dir, item, cond.config) if cache_dir else None
@@ -243,10 +243,10 @@ def train_encoder(
     """
     import torch
 
-    from engine.conditioning.builtin import BuiltinConditioner, save_builtin
-    from engine.conditioning.common import FAMILY_PROMPTS
-    from engine.conditioning.features import normalise_logmel
-    from engine.conditioning.text import build_vocab
+    from engine.models.conditioning.builtin import BuiltinConditioner, save_builtin
+    from engine.models.conditioning.common import FAMILY_PROMPTS
+    from engine.models.conditioning.features import normalise_logmel
+    from engine.models.conditioning.text import build_vocab
 
     if threads:
         torch.set_num_threads(int(threads))
@@ -328,7 +328,7 @@ def train_encoder(
         if step % checkpoint_every == 0 or step == steps:
             save_builtin(copy.deepcopy(cond).eval(), out_path)  # rounds the copy, not cond
             _save_state(state_path, cond, opt, step, rng, extra)
-    from engine.conditioning.builtin import load_builtin
+    from engine.models.conditioning.builtin import load_builtin
 
     if not out_path.is_file():
         save_builtin(copy.deepcopy(cond).eval(), out_path)
@@ -381,8 +381,8 @@ def evaluate_encoder(
     """
     import soundfile as sf
 
-    from engine.conditioning import load_conditioner
-    from engine.conditioning.common import FAMILY_PROMPTS
+    from engine.models.conditioning import load_conditioner
+    from engine.models.conditioning.common import FAMILY_PROMPTS
 
     cond = conditioner_or_path
     if isinstance(cond, (str, Path)):

@@ -4,7 +4,7 @@ Qt-free; `app/models_dialog.py` is its window. Layout of `<user data dir>/models
 
 ```
 models/
-  default/               a bundle named `default` loads first (see engine.bundle.find_bundle)
+  default/               a bundle named `default` loads first (see engine.bundles.bundle.find_bundle)
   my-bass-model/         any other bundle folder (bundle.json + safetensors)
   checkpoints/
     laion-clap/music_audioset_epoch_15_esc_90.14.pt    (+ .json: kind, SHA-256, source)
@@ -27,7 +27,13 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from engine.bundle import MANIFEST, find_bundle, list_bundles, read_manifest, user_models_dir
+from engine.bundles.bundle import (
+    MANIFEST,
+    find_bundle,
+    list_bundles,
+    read_manifest,
+    user_models_dir,
+)
 from engine.errors import BundleError, RiffwrightError
 
 CHECKPOINTS = "checkpoints"
@@ -45,7 +51,7 @@ Progress = Callable[[int, int], None]  # (bytes done, bytes total)
 def known_checkpoint_sha256(kind: str, filename: str) -> str | None:
     """The SHA-256 we know for a published checkpoint file name, if any."""
     if kind == "laion-clap":
-        from engine.conditioning.laion import KNOWN_CHECKPOINTS
+        from engine.models.conditioning.laion import KNOWN_CHECKPOINTS
 
         entry = KNOWN_CHECKPOINTS.get(filename)
         return entry[2] if entry else None

@@ -188,7 +188,7 @@ def evaluate_cae_on_data(
     """`evaluate_cae` on a data set: a dataset folder / manifest.json (stems of its `split`
     songs, one stem per song in turn, so instruments vary) or a folder of audio files.
     Up to `max_files` files; other keyword arguments go to `evaluate_cae`."""
-    from engine.cae.training import _list_sources
+    from engine.training.cae import _list_sources
 
     groups = _list_sources(data_dir_or_manifest, split)
     if not groups and split != "train":

@@ -1,7 +1,7 @@
 """Training the latent diffusion model: `riffwright train ldm`.
 
 1. The dataset's stems and context mixes are encoded once with the bundle's CAE
-   (`engine.dataset.pairs.encode_dataset_latents`, resumable) and the per-channel latent
+   (`engine.training.dataset.pairs.encode_dataset_latents`, resumable) and the per-channel latent
    statistics of the target stems are measured, so the network sees unit-scale data
    (σ_data = 1 after normalisation).
 2. CLAP embeddings of overlapping 5 s crops of every stem are computed once with the bundle's
@@ -71,7 +71,7 @@ class LDMTrainConfig:
     # instead of an audio crop's: generation is steered by text prompts, and text and audio
     # embeddings do not coincide (the modality gap)
     p_text_clap: float = 0.0
-    # give the model the context's chroma and onsets too (engine.context_features)
+    # give the model the context's chroma and onsets too (engine.diffusion.context_features)
     context_features: bool = False
     # start from this bundle's diffusion weights when the run has no checkpoint yet (a model
     # without features can be extended with them)
@@ -83,7 +83,7 @@ class LDMTrainConfig:
     # weight of a loss on the *timbre* of the denoised latents: a frozen probe reads the CLAP
     # audio embedding off D(x; σ), compared (cosine) with the target crop's own (0: off)
     timbre_loss: float = 0.0
-    # neighbours averaged by the bundle's text prior (engine.conditioning.prior; 0: no prior)
+    # neighbours averaged by the bundle's text prior (engine.models.conditioning.prior; 0: no prior)
     text_prior_k: int = 8
     checkpoint_every: int = 500
     sample_every: int = 2000
@@ -194,13 +194,13 @@ class ClapCrops:
 
 def build_text_prior(latent_dir: Path, clap_dir: Path, conditioner_id: str,
                      k: int | None = None, split: str = "train"):
-    """The bundle's text prior (engine.conditioning.prior) from a run's crop embeddings.
+    """The bundle's text prior (engine.models.conditioning.prior) from a run's crop embeddings.
 
     One embedding per `split` stem: the mean of its crops weighted by how much of each crop
     the stem plays (its latent activity), so silent stretches do not pull it towards the
     embedding of silence. Stems that never play are left out.
     """
-    from engine.conditioning.prior import DEFAULT_K, make_prior
+    from engine.models.conditioning.prior import DEFAULT_K, make_prior
 
     index = json.loads((latent_dir / "index.json").read_text())
     sr, hop = index["sample_rate"], index["hop"]
@@ -244,7 +244,7 @@ class CaptionEmbeddings:
 # ----------------------------------------------------------------------------- context features
 
 def context_feature_files(index_path: Path, out: Path, log=print) -> Path:
-    """Features (`engine.context_features`) of every stem and context mix in the latent index.
+    """Features (`engine.diffusion.context_features`) of every stem and context mix in the latent index.
 
     Writes `out/<song>.npz` holding one (FEATURE_DIM, frames) float16 array per latent file,
     keyed by its name (`00-bass`, `mix-03`). Each stem is transformed once; a mix's spectra
@@ -252,7 +252,7 @@ def context_feature_files(index_path: Path, out: Path, log=print) -> Path:
     """
     import soundfile as sf
 
-    from engine.context_features import features_from_spectra, spectra
+    from engine.diffusion.context_features import features_from_spectra, spectra
 
     index = json.loads(Path(index_path).read_text())
     root, sr, hop = Path(index["dataset"]), int(index["sample_rate"]), int(index["hop"])
@@ -308,7 +308,7 @@ class ContextFeatureWindows:
 
 class FeatureProbe(torch.nn.Module):
     """Reads a stem's features off its normalised latents: a small conv net, frozen once
-    fitted. Per frame (`pooled=False`: chroma and onsets, `engine.context_features`, for
+    fitted. Per frame (`pooled=False`: chroma and onsets, `engine.diffusion.context_features`, for
     `feature_loss`) or pooled over the window into a unit vector (`pooled=True`: the stem's
     CLAP audio embedding, for `timbre_loss`)."""
 
@@ -334,7 +334,7 @@ def _fit_probe(path: Path, probe: FeatureProbe, out: Path, frames: int, draw, lo
 
     A saved probe whose config differs from `config` (another conditioner, other sizes) is
     refitted; with `steps` 0 (the other ranks of a distributed run) that is an error."""
-    from engine.dataset.pairs import LatentPairs
+    from engine.training.dataset.pairs import LatentPairs
     from engine.weights import load_into, read_checkpoint, save_module
 
     if path.exists():
@@ -437,8 +437,8 @@ def _log_line(out: Path | None, record: dict, text: str, rank: int) -> None:
 def _export_bundle(src_bundle: Path, out: Path, ema: torch.nn.Module, stats: dict, cfg,
                    step: int, info: dict) -> Path:
     """Write OUT/bundle: the source bundle's CAE and conditioner with the trained LDM."""
-    from engine.bundle import DEFAULT_PARAMETERS, FORMAT_VERSION, read_manifest, save_ldm
-    from engine.bundle import write_manifest as write_bundle_manifest
+    from engine.bundles.bundle import DEFAULT_PARAMETERS, FORMAT_VERSION, read_manifest, save_ldm
+    from engine.bundles.bundle import write_manifest as write_bundle_manifest
 
     src = read_manifest(src_bundle)
     dest = out / "bundle"
@@ -485,7 +485,7 @@ def _export_bundle(src_bundle: Path, out: Path, ema: torch.nn.Module, stats: dic
 def _render_sample(bundle_dir: Path, out: Path, step: int, index: dict) -> None:
     """Render one accompaniment for a held-out song's context (a listening check)."""
     from engine.audio import write_audio
-    from engine.bundle import load_bundle
+    from engine.bundles.bundle import load_bundle
     from engine.generate import GenerationRequest, Generator, run_to_end
 
     songs = [s for s in index["songs"] if s["split"] != "train"] or index["songs"]
@@ -508,8 +508,8 @@ def _render_sample(bundle_dir: Path, out: Path, step: int, index: dict) -> None:
 
 
 def _init_from(net: torch.nn.Module, bundle: str | os.PathLike, rank: int) -> None:
-    from engine.bundle import find_bundle, read_manifest
-    from engine.unet import UNet1d, warm_start
+    from engine.bundles.bundle import find_bundle, read_manifest
+    from engine.models.unet import UNet1d, warm_start
     from engine.weights import read_checkpoint
 
     root = find_bundle(bundle)
@@ -532,13 +532,13 @@ def train_ldm(data: str | os.PathLike, out: str | os.PathLike, bundle: str | os.
     Returns the exported bundle folder. `stop_after` ends this call after that many steps
     (with a checkpoint), as an interruption would; a later call resumes.
     """
-    from engine.bundle import find_bundle, load_bundle
-    from engine.cae import latent_stats
-    from engine.dataset.pairs import LatentPairs, encode_dataset_latents
-    from engine.edm import EDMLoss, EDMPrecond
+    from engine.bundles.bundle import find_bundle, load_bundle
+    from engine.diffusion.edm import EDMLoss, EDMPrecond
     from engine.generate import pick_device
+    from engine.models.cae import latent_stats
+    from engine.models.unet import UNet1d, arch_config, param_count
     from engine.train_state import has_state, load_state, save_state, state_paths, stop_on_sigterm
-    from engine.unet import UNet1d, arch_config, param_count
+    from engine.training.dataset.pairs import LatentPairs, encode_dataset_latents
 
     out = Path(out)
     dev = pick_device(device)
@@ -577,7 +577,7 @@ def train_ldm(data: str | os.PathLike, out: str | os.PathLike, bundle: str | os.
     mean = torch.tensor(stats["mean"]).reshape(1, -1, 1).to(dev)
     std = torch.tensor(stats["std"]).reshape(1, -1, 1).to(dev)
 
-    from engine.context_features import FEATURE_DIM
+    from engine.diffusion.context_features import FEATURE_DIM
 
     torch.manual_seed(cfg.seed)
     n_feat = FEATURE_DIM if cfg.context_features else 0

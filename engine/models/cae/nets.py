@@ -1,7 +1,7 @@
 """The CAE's two plain networks: 1-D convolutions over STFT frames, bins as channels.
 
 Neither network knows about noise levels beyond an embedding vector it is handed; the
-consistency preconditioning lives in `engine.cae.model`. Normalisation is per frame (over
+consistency preconditioning lives in `engine.models.cae.model`. Normalisation is per frame (over
 channels only), never over time, so a network's output for a frame depends only on its
 receptive field: chunked processing matches whole-file processing away from chunk edges.
 Because a per-frame norm is blind to the frame's level, it sits only inside residual
