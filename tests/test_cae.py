@@ -427,7 +427,7 @@ def test_family_balanced_crops_draw_rare_families_as_often(tmp_path):
 
     import soundfile as sf
 
-    from engine.training.cae import CropSampler, family_balanced_stems
+    from engine.training.cae_data import CropSampler, family_balanced_stems
 
     sr = 48000
     stems, songs = [], []

@@ -16,6 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine.models.cae.spectral import mel_filterbank
+from engine.training.cae_data import list_sources
+
 RESOLUTIONS = ((512, 128), (1024, 256), (2048, 512))
 
 
@@ -36,27 +39,6 @@ def mrstft_distance(ref: torch.Tensor, est: torch.Tensor) -> float:
         lm = (torch.log10(R.clamp_min(1e-5)) - torch.log10(E.clamp_min(1e-5))).abs().mean()
         total += float(sc) + float(lm)
     return total / len(RESOLUTIONS)
-
-
-def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, fmin=30.0, fmax=None):
-    """(n_mels, n_fft // 2 + 1) triangular HTK-mel filters."""
-    fmax = fmax or sample_rate / 2
-
-    def hz2mel(f):
-        return 2595.0 * np.log10(1.0 + np.asarray(f) / 700.0)
-
-    def mel2hz(m):
-        return 700.0 * (10.0 ** (np.asarray(m) / 2595.0) - 1.0)
-
-    freqs = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
-    pts = mel2hz(np.linspace(hz2mel(fmin), hz2mel(fmax), n_mels + 2))
-    fb = np.zeros((n_mels, freqs.size), np.float32)
-    for i in range(n_mels):
-        lo, c, hi = pts[i], pts[i + 1], pts[i + 2]
-        up = (freqs - lo) / max(c - lo, 1e-9)
-        down = (hi - freqs) / max(hi - c, 1e-9)
-        fb[i] = np.maximum(0, np.minimum(up, down))
-    return torch.from_numpy(fb)
 
 
 def log_mel(x: torch.Tensor, sample_rate: int, n_fft=2048, hop=512, n_mels=80) -> torch.Tensor:
@@ -188,11 +170,9 @@ def evaluate_cae_on_data(
     """`evaluate_cae` on a data set: a dataset folder / manifest.json (stems of its `split`
     songs, one stem per song in turn, so instruments vary) or a folder of audio files.
     Up to `max_files` files; other keyword arguments go to `evaluate_cae`."""
-    from engine.training.cae import _list_sources
-
-    groups = _list_sources(data_dir_or_manifest, split)
+    groups = list_sources(data_dir_or_manifest, split)
     if not groups and split != "train":
-        groups = _list_sources(data_dir_or_manifest, "train")
+        groups = list_sources(data_dir_or_manifest, "train")
     files = [g[i % len(g)] for i, g in enumerate(groups)][:max_files]
     if not files:
         raise ValueError(f"no audio files found in {data_dir_or_manifest}")

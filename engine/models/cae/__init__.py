@@ -12,9 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from engine.models.cae.archs import ARCHS, arch_config
-
-KIND = "riffwright-cae"
+from engine.models.cae.archs import ARCHS, KIND, arch_config
 
 __all__ = [
     "ARCHS",

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 
+KIND = "riffwright-cae"  # the `kind` written into (and required of) a CAE weights file
+
 BASE = {
     "sample_rate": 48000,
     "n_fft": 1024,

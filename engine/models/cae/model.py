@@ -23,7 +23,7 @@ import math
 import torch
 from torch import nn
 
-from engine.models.cae import KIND
+from engine.models.cae.archs import KIND
 from engine.models.cae.nets import Decoder, Encoder
 from engine.models.cae.phase import PhaseBuilder, smooth_texture
 from engine.models.cae.spectral import Spectral

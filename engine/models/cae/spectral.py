@@ -8,6 +8,7 @@ samples of the frames' full span, so chunked decodes can be crossfaded on real s
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -87,3 +88,24 @@ class Spectral(torch.nn.Module):
         """(B, 2 * bins, n) -> (B, n * hop)."""
         y = self.inverse_span(spec)
         return y[:, self.pad : y.shape[-1] - self.pad]
+
+
+def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, fmin=30.0, fmax=None):
+    """(n_mels, n_fft // 2 + 1) triangular HTK-mel filters."""
+    fmax = fmax or sample_rate / 2
+
+    def hz2mel(f):
+        return 2595.0 * np.log10(1.0 + np.asarray(f) / 700.0)
+
+    def mel2hz(m):
+        return 700.0 * (10.0 ** (np.asarray(m) / 2595.0) - 1.0)
+
+    freqs = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
+    pts = mel2hz(np.linspace(hz2mel(fmin), hz2mel(fmax), n_mels + 2))
+    fb = np.zeros((n_mels, freqs.size), np.float32)
+    for i in range(n_mels):
+        lo, c, hi = pts[i], pts[i + 1], pts[i + 2]
+        up = (freqs - lo) / max(c - lo, 1e-9)
+        down = (hi - freqs) / max(hi - c, 1e-9)
+        fb[i] = np.maximum(0, np.minimum(up, down))
+    return torch.from_numpy(fb)

@@ -11,9 +11,6 @@ Nothing here imports torch at module level.
 
 from __future__ import annotations
 
-FAMILIES = ("drums", "bass", "piano", "organ", "guitar", "strings", "brass", "woodwind",
-            "synth", "voice")
-
 DESCRIPTION = (
     "Build a stem dataset. --source scores renders pieces from the music21 corpus (Bach "
     "chorales, Palestrina, Monteverdi, string quartets) and procedurally composed grooves "
@@ -25,7 +22,8 @@ DESCRIPTION = (
     "resumes where it stopped."
 )
 
-from .build import build_dataset, load_manifest, split_for, summarize  # noqa: E402
+from .build import build_dataset, load_manifest, summarize  # noqa: E402
+from .songs import FAMILIES, split_for  # noqa: E402
 
 __all__ = ["FAMILIES", "DESCRIPTION", "build_dataset", "load_manifest", "split_for",
            "summarize"]

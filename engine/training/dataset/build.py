@@ -8,10 +8,8 @@ a dataset is usable while it is still being built.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import shutil
 import time
 from collections.abc import Callable
@@ -23,58 +21,25 @@ from engine.errors import RiffwrightError
 from engine.fsutil import atomic_write_json
 
 from .gm import family_of, instrument_name, register_of
-from .render import SAMPLE_RATE, balance_stems, fade_edges, is_silent, render_notes, write_wav
+from .grooves import GrooveComposer
+from .multitrack import find_songs, import_song
+from .render import (
+    SAMPLE_RATE,
+    balance_stems,
+    fade_edges,
+    find_fluidsynth,
+    find_soundfont,
+    is_silent,
+    render_notes,
+    write_wav,
+)
+from .scores import compose_from_corpus
+from .songs import FAMILIES, commit_song_dir, make_caption, slug, split_for, staging_dir
 
 MANIFEST_VERSION = 1
 GENERATOR_VERSION = 1  # bump when the score renderer changes what a seed produces
-TEST_FRACTION = 0.10
-VALID_FRACTION = 0.05
 
 Progress = Callable[[int, int, str], None]
-
-
-def split_for(piece: str, test: float = TEST_FRACTION, valid: float = VALID_FRACTION) -> str:
-    """The fixed split of a piece: a hash of its id, so it never changes between builds."""
-    h = hashlib.sha256(piece.encode("utf-8")).digest()
-    u = int.from_bytes(h[:8], "big") / 2.0**64
-    if u < test:
-        return "test"
-    if u < test + valid:
-        return "valid"
-    return "train"
-
-
-def slug(text: str, max_len: int = 48) -> str:
-    s = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    return s[:max_len] or "x"
-
-
-def make_caption(instrument: str, family: str | None, register: str | None, style: str,
-                 tempo: float | None) -> str:
-    words = [instrument]
-    if family and family != instrument:
-        words.append(family)
-    if register and family != "drums":
-        words.append(f"{register} register")
-    if style:
-        words.append(style)
-    if tempo:
-        words.append(f"{tempo:g} bpm")
-    return ", ".join(words)
-
-
-def _commit_song_dir(staging: Path, final: Path) -> None:
-    if final.exists():  # another run finished it first
-        shutil.rmtree(staging, ignore_errors=True)
-        return
-    os.replace(staging, final)
-
-
-def _staging_dir(out_dir: Path, song_id: str) -> Path:
-    d = out_dir / "songs" / f".tmp-{song_id}-{os.getpid()}"
-    shutil.rmtree(d, ignore_errors=True)
-    d.mkdir(parents=True)
-    return d
 
 
 # ------------------------------------------------------------------------- score songs
@@ -89,8 +54,6 @@ CORPUS_FRACTION = 0.35
 def render_score_song(out_dir: Path, seed: int, index: int, seconds: float) -> str:
     """Compose/arrange song `index` of the scores source, render it, write it. Returns
     'done', 'exists' or 'skipped: why'."""
-    from .grooves import GrooveComposer
-    from .scores import compose_from_corpus
 
     out_dir = Path(out_dir)
     song_id = score_song_id(index)
@@ -127,7 +90,7 @@ def render_score_song(out_dir: Path, seed: int, index: int, seconds: float) -> s
 
     audios = balance_stems([a for _, a in rendered], [p.level_db for p, _ in rendered],
                            mix_peak=0.95)
-    staging = _staging_dir(out_dir, song_id)
+    staging = staging_dir(out_dir, song_id)
     stems = []
     used = set()
     for (part, _), audio in zip(rendered, audios, strict=True):
@@ -152,7 +115,7 @@ def render_score_song(out_dir: Path, seed: int, index: int, seconds: float) -> s
         "piece": song.piece, "source": song.source, "stems": stems,
     }
     atomic_write_json(staging / "song.json", entry)
-    _commit_song_dir(staging, final)
+    commit_song_dir(staging, final)
     return "done"
 
 
@@ -211,8 +174,6 @@ def load_manifest(path: str | os.PathLike) -> dict:
 
 def summarize(manifest: dict) -> dict:
     """Songs per split, stems per family, hours of stem audio."""
-    from . import FAMILIES
-
     fam = {f: 0 for f in FAMILIES}
     fam["unknown"] = 0
     splits = {"train": 0, "valid": 0, "test": 0}
@@ -236,7 +197,6 @@ def _run_task(args):
         if kind == "score":
             out_dir, seed, index, seconds = payload
             return index, render_score_song(Path(out_dir), seed, index, seconds)
-        from .multitrack import import_song
 
         out_dir, song_dir, seconds, layout, max_segments, name = payload
         return name, import_song(Path(out_dir), Path(song_dir), seconds, layout,
@@ -278,7 +238,6 @@ def build_dataset(
         src = str(from_dir)
 
     if src == "scores":
-        from .render import find_fluidsynth, find_soundfont
 
         find_fluidsynth()
         find_soundfont()
@@ -295,7 +254,6 @@ def build_dataset(
                  if not (out / "songs" / score_song_id(i)).exists()]
         total = n_songs
     else:
-        from .multitrack import find_songs
 
         root = Path(src)
         if not root.is_dir():

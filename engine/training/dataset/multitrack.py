@@ -26,9 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import RiffwrightError
+from engine.fsutil import atomic_write_json
 
 from .gm import GM_FAMILY, GM_NAMES
 from .render import SAMPLE_RATE, active_rms, fade_edges, is_silent, write_wav
+from .songs import commit_song_dir, make_caption, slug, split_for, staging_dir
 
 AUDIO_EXTS = (".wav", ".flac", ".aif", ".aiff", ".ogg", ".mp3")
 MIX_NAMES = ("mixture", "mix", "master", "full", "song")
@@ -252,15 +254,6 @@ def import_song(out_dir: Path, song: Path, seconds: float, layout: str,
                 max_segments: int | None = None, name: str | None = None) -> str:
     """Import one multitrack song as segments `songs/<slug>-NNN/` (slug of the layout and
     `name`, the song's path below the source folder). Returns a status line."""
-    from .build import (
-        _commit_song_dir,
-        _staging_dir,
-        atomic_write_json,
-        make_caption,
-        slug,
-        split_for,
-    )
-
     out_dir = Path(out_dir)
     base = slug(f"{layout}-{name or song.name}", 72)
     marker = out_dir / "songs" / ".imported" / f"{base}.json"
@@ -303,7 +296,7 @@ def import_song(out_dir: Path, song: Path, seconds: float, layout: str,
         if (out_dir / "songs" / song_id).exists():
             written.append(song_id)
             continue
-        staging = _staging_dir(out_dir, song_id)
+        staging = staging_dir(out_dir, song_id)
         entries = []
         used = set()
         for i in keep:
@@ -324,7 +317,7 @@ def import_song(out_dir: Path, song: Path, seconds: float, layout: str,
                  "style": info["style"], "seconds": float(seconds), "piece": piece,
                  "source": str(song), "stems": entries}
         atomic_write_json(staging / "song.json", entry)
-        _commit_song_dir(staging, out_dir / "songs" / song_id)
+        commit_song_dir(staging, out_dir / "songs" / song_id)
         written.append(song_id)
     marker.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(marker, {"song": str(song), "segments": written})

@@ -32,8 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import RiffwrightError
+from engine.fsutil import atomic_write_json
 
-from .build import atomic_write_json, load_manifest
+from .build import load_manifest
 from .render import SAMPLE_RATE, active_fraction
 
 HOP = 4096
