@@ -25,6 +25,8 @@ def add_parsers(sub, parser_class) -> None:
         tp.add_argument("--config", help="JSON config file (overrides defaults)")
         tp.add_argument("--steps", type=int)
         tp.add_argument("--device", default="auto")
+        if name == "cae":
+            _add_cae_options(tp)
         if name == "ldm":
             tp.add_argument("--bundle", required=True,
                             help="bundle whose CAE and conditioner the LDM is trained with")
@@ -53,6 +55,29 @@ def add_parsers(sub, parser_class) -> None:
     em.add_argument("--cfg-clap", type=float, help="override the bundle's CLAP guidance")
     em.add_argument("--no-text-prior", action="store_true",
                     help="give the model the prompt's raw text embedding")
+
+
+# `train cae` options that override the --config file's keys of the same name when given
+CAE_OPTIONS = ("init", "freeze_encoder", "head_channels", "spectral_weight", "mel_weight",
+               "mix_prob", "balance_families")
+
+
+def _add_cae_options(tp) -> None:
+    tp.add_argument("--init", "--from", dest="init", metavar="CAE",
+                    help="start from this CAE weights file instead of a fresh --config arch")
+    tp.add_argument("--freeze-encoder", action="store_true", default=None,
+                    help="train the decoder alone: latents (and a diffusion model trained on "
+                         "them) stay valid while the decoder improves")
+    tp.add_argument("--head-channels", type=int,
+                    help="give the decoder a wider output head of this many units (it starts "
+                         "at zero, so the decoder first sounds as before)")
+    tp.add_argument("--spectral-weight", type=float,
+                    help="weight of the multi-resolution STFT loss on the one-step decode")
+    tp.add_argument("--mel-weight", type=float,
+                    help="weight of the log-mel distance on the one-step decode")
+    tp.add_argument("--mix-prob", type=float, help="share of crops that mix stems of a song")
+    tp.add_argument("--balance-families", action="store_true", default=None,
+                    help="draw single stems, every instrument family equally often")
 
 
 def cmd_dataset(args: argparse.Namespace) -> int:
@@ -88,6 +113,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         kw = _config(args.config)
         if args.steps:
             kw["steps"] = args.steps
+        kw.update({k: getattr(args, k) for k in CAE_OPTIONS if getattr(args, k) is not None})
         path = train_cae(args.data, args.out, device=device, **kw)
         print(f"CAE weights: {path}")
     elif args.train_cmd == "encoder":

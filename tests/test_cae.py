@@ -459,14 +459,13 @@ def test_family_balanced_crops_draw_rare_families_as_often(tmp_path):
         CropSampler(groups, 4096, sr, weights=[1.0])
 
 
-def test_finetune_decoder_tool_adds_a_head_and_resumes(tmp_path):
-    """tools/finetune_decoder.py: a frozen encoder, a decoder given a wider head, the mel
-    term logged, and a second call continuing the same run."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
+def test_train_cae_freeze_encoder_adds_a_head_and_resumes(tmp_path):
+    """`riffwright train cae --init --freeze-encoder`: the encoder stays as it was, the
+    decoder is given a wider head and trains, the mel term is logged, and a second call
+    continues the same run."""
     import soundfile as sf
+
+    from engine.cli import main
 
     sr = 48000
     stems = []
@@ -478,24 +477,30 @@ def test_finetune_decoder_tool_adds_a_head_and_resumes(tmp_path):
         {"songs": [{"id": "a", "split": "train", "stems": stems}]}))
     start = create_cae("tiny")
     save_module(start, tmp_path / "start.safetensors", start.kind, start.config, torch.float32)
-    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"batch_size": 1, "crop_frames": 2, "checkpoint_every": 2, "threads": 1}))
     out = tmp_path / "run"
 
     def run(steps: int) -> None:
-        subprocess.run(
-            [sys.executable, str(root / "tools" / "finetune_decoder.py"),
-             str(tmp_path / "start.safetensors"), str(tmp_path), str(out), "--steps", str(steps),
-             "--batch-size", "1", "--crop-frames", "2", "--checkpoint-every", "2",
-             "--head-channels", "16", "--mel-weight", "1", "--spectral-weight", "1",
-             "--balance-families"],
-            check=True, cwd=root, capture_output=True, timeout=300)
+        assert main(["train", "cae", "--data", str(tmp_path), "--out", str(out),
+                     "--config", str(tmp_path / "config.json"), "--steps", str(steps),
+                     "--device", "cpu", "--from", str(tmp_path / "start.safetensors"),
+                     "--freeze-encoder", "--head-channels", "16", "--mel-weight", "1",
+                     "--spectral-weight", "1", "--balance-families"]) == 0
 
     run(2)
     tuned = load_cae(out / "cae.safetensors")
     assert tuned.config["head_channels"] == 16
     x = music(1.0)[None]
     assert torch.allclose(tuned.encode(x), start.encode(x), atol=1e-2)  # float16 on disk
+    raw = load_cae(out / "cae_raw.safetensors")
+    enc = start.encoder.state_dict()
+    assert all(torch.equal(v, enc[k].half().float()) for k, v in raw.encoder.state_dict().items())
+    head = [v for k, v in raw.state_dict().items() if k.startswith("decoder.head.")]
+    assert head and any(bool(v.abs().max() > 0) for v in head)  # the new head (zero) trained
     run(10)
     assert json.loads((out / "train_state.json").read_text())["step"] == 10
     logged = [json.loads(line) for line in (out / "train.log").read_text().splitlines()]
-    assert [r["step"] for r in logged] == [10] and logged[0]["mel"] > 0
+    steps = [r for r in logged if "loss" in r]
+    assert [r["step"] for r in steps] == [2, 10] and steps[-1]["mel"] > 0
+    assert [r["frozen_encoder"] for r in logged if r.get("event") == "start"] == [True, True]

@@ -24,8 +24,11 @@ import numpy as np
 import torch
 
 from engine.errors import RiffwrightError
+from engine.models.cae import KIND, create_cae, load_cae, with_head
 from engine.models.cae.spectral import mel_filterbank
-from engine.training.cae_data import CropSampler, list_sources
+from engine.train_state import has_state, load_state, save_state, stop_on_sigterm
+from engine.training.cae_data import CropSampler, family_balanced_stems, list_sources
+from engine.weights import save_module
 
 # ----------------------------------------------------------------------------- loss
 
@@ -217,30 +220,35 @@ class TrainConfig:
     checkpoint_every: int = 200
     log_every: int = 10
     schedule: CTSchedule = field(default_factory=CTSchedule)
-
-
-def _has_state(out: Path) -> bool:
-    from engine.train_state import has_state
-
-    return has_state(out)
+    init: str | None = None  # start from this CAE file instead of a fresh `arch`
+    freeze_encoder: bool = False  # train the decoder alone; the latents stay as they are
+    mix_prob: float = 0.5
+    balance_families: bool = False
 
 
 def _save_state(out: Path, cae, ema, opt, step: int, cfg: TrainConfig) -> None:
-    from engine.models.cae.model import KIND
-    from engine.train_state import save_state
-    from engine.weights import save_module
-
     save_state(out, {"model": cae, "ema": ema}, opt,
                {"step": step, "train": asdict(cfg), "config": cae.config, "kind": KIND})
+    if cfg.freeze_encoder:  # exactly the encoder the latents came from, not an average of it
+        ema.encoder.load_state_dict(cae.encoder.state_dict())
     ema.reset_id()
     save_module(ema, out / "cae.safetensors", KIND, ema.config, torch.float16)
     save_module(cae, out / "cae_raw.safetensors", KIND, cae.config, torch.float16)
 
 
-def _load_state(out: Path, cae, ema, opt) -> int:
-    from engine.train_state import load_state
+def _start_model(cfg: TrainConfig, device: str):
+    """A fresh CAE of `cfg.arch`, or the one in `cfg.init`; given `cfg.head_channels`."""
+    if cfg.init:
+        return with_head(load_cae(cfg.init), cfg.head_channels).to(device)
+    extra = {"head_channels": cfg.head_channels} if cfg.head_channels else {}
+    return create_cae(cfg.arch, **extra).to(device)
 
-    return int(load_state(out, {"model": cae, "ema": ema}, opt)["step"])
+
+def _sources(data, cfg: TrainConfig) -> tuple[list[list[Path]], list[float] | None]:
+    """The groups of stems to crop from, and how often each is drawn (None: uniformly)."""
+    if cfg.balance_families:
+        return family_balanced_stems(data, "train")
+    return list_sources(data, "train"), None
 
 
 def train_cae(
@@ -264,29 +272,34 @@ def train_cae(
     spectral_weight: float = 0.0,
     mel_weight: float = 0.0,
     head_channels: int = 0,
+    init: str | Path | None = None,
+    freeze_encoder: bool = False,
+    mix_prob: float = 0.5,
+    balance_families: bool = False,
 ) -> Path:
     """Train (or resume training) a CAE; returns the path of the EMA weights file.
 
     `data_dir_or_manifest`: a dataset folder with manifest.json (its "train" songs; stems of
-    a song are also mixed), a manifest.json path, or a folder of audio files. Writes into
-    `out_dir`: ``cae.safetensors`` (EMA weights, float16, loadable with `load_cae`),
-    ``cae_raw.safetensors`` (the raw weights: early in a run they beat the EMA),
-    ``train_state.safetensors``/``.json`` (model, EMA, optimiser, step: resumes from here)
-    and ``train.log`` (one JSON line per logged step). Training continues up to `steps`
-    total steps; calling again with a larger `steps` continues the same run. `callback(step,
-    stats)` is called after each step; raising from it stops training after a checkpoint,
-    and so does SIGTERM (``kill PID``) or Ctrl-C.
+    a song are also mixed, a share `mix_prob` of the crops), a manifest.json path, or a
+    folder of audio files. Writes into `out_dir`: ``cae.safetensors`` (EMA weights, float16,
+    loadable with `load_cae`), ``cae_raw.safetensors`` (the raw weights: early in a run they
+    beat the EMA), ``train_state.safetensors``/``.json`` (model, EMA, optimiser, step:
+    resumes from here) and ``train.log`` (one JSON line per logged step). Training continues
+    up to `steps` total steps; calling again with a larger `steps` continues the same run.
+    `callback(step, stats)` is called after each step; raising from it stops training after
+    a checkpoint, and so does SIGTERM (``kill PID``) or Ctrl-C.
     The data source is listed again every `relist_every` steps (it may still be growing).
     `spectral_weight` > 0 adds a multi-resolution STFT loss on the one-step decode
     (`one_step_decode`): sharper partials and onsets on a short budget;
     `mel_weight` > 0 adds the log-mel distance of the same decode (`log_mel_loss`): the
     spectral envelope, which is what tells an organ from strings. `head_channels` > 0 gives
-    the decoder a wider output head (`engine.models.cae.nets.Decoder`); a resumed run needs the
-    same value.
+    the decoder a wider output head (`engine.models.cae.nets.Decoder`, starting at zero);
+    a resumed run needs the same value.
+    `init` starts from a trained CAE file instead of a fresh `arch` (no learning-rate
+    warm-up then); `freeze_encoder` trains its decoder alone, so a diffusion model trained on
+    its latents stays compatible while the decoder improves. `balance_families` draws single
+    stems, every instrument family equally often (it needs a dataset manifest).
     """
-    from engine.models.cae import create_cae
-    from engine.train_state import stop_on_sigterm
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if threads:
@@ -296,25 +309,34 @@ def train_cae(
     cfg = TrainConfig(arch=arch, head_channels=head_channels, steps=steps,
                       batch_size=batch_size, crop_frames=crop_frames, lr=lr,
                       ema_decay=ema_decay, seed=seed, checkpoint_every=checkpoint_every,
-                      log_every=log_every, schedule=sched)
+                      log_every=log_every, schedule=sched, init=str(init) if init else None,
+                      freeze_encoder=freeze_encoder, mix_prob=mix_prob,
+                      balance_families=balance_families)
     torch.manual_seed(seed)
-    extra = {"head_channels": head_channels} if head_channels else {}
-    cae = create_cae(arch, **extra).to(device)
-    ema = create_cae(arch, **extra).to(device)
+    cae = _start_model(cfg, device)
+    ema = _start_model(cfg, device)
     ema.load_state_dict(cae.state_dict())
     ema.requires_grad_(False)
-    opt = torch.optim.AdamW(cae.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
+    ema.eval()
+    trained = cae
+    if freeze_encoder:
+        cae.encoder.requires_grad_(False)
+        trained = cae.decoder
+    opt = torch.optim.AdamW(trained.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
     step = 0
-    if resume and _has_state(out):
-        step = _load_state(out, cae, ema, opt)
+    if resume and has_state(out):
+        step = int(load_state(out, {"model": cae, "ema": ema}, opt)["step"])
         for g in opt.param_groups:
             g["lr"] = lr
-    groups = list_sources(data_dir_or_manifest, "train")
-    sampler = CropSampler(groups, crop_frames * cae.hop, cae.sample_rate, seed=seed + step)
+    groups, weights = _sources(data_dir_or_manifest, cfg)
+    sampler = CropSampler(groups, crop_frames * cae.hop, cae.sample_rate, mix_prob=mix_prob,
+                          seed=seed + step, weights=weights)
     gen = torch.Generator().manual_seed(seed * 7919 + step)
+    warmup = 0 if init else 200
     log = open(out / "train.log", "a")
-    log.write(json.dumps({"event": "start", "step": step, "arch": arch, "groups": len(groups),
-                          "params": cae.num_parameters(), "time": time.time()}) + "\n")
+    log.write(json.dumps({"event": "start", "step": step, "arch": cae.config.get("arch"),
+                          "groups": len(groups), "params": cae.num_parameters(),
+                          "frozen_encoder": freeze_encoder, "time": time.time()}) + "\n")
     log.flush()
     t0, acc, saved, last = time.time(), [], step, None
     restore = stop_on_sigterm()
@@ -323,10 +345,12 @@ def train_cae(
             wave = sampler.batch(batch_size).to(device)
             with torch.no_grad():
                 spec = cae.spectral(wave)
-            warm = min(1.0, (step + 1) / 200)
-            for g in opt.param_groups:
-                g["lr"] = lr * warm
+            if warmup:
+                for g in opt.param_groups:
+                    g["lr"] = lr * min(1.0, (step + 1) / warmup)
             stats = train_step(cae, opt, spec, step, sched, ema, cfg.ema_decay, cfg.grad_clip, gen)
+            if freeze_encoder:
+                cae.encoder.eval()
             step += 1
             acc.append(stats)
             last = stats
@@ -342,9 +366,9 @@ def train_cae(
                 _save_state(out, cae, ema, opt, step, cfg)
                 saved = step
             if step % relist_every == 0:  # a data set that is still being built grows
-                fresh = list_sources(data_dir_or_manifest, "train")
+                fresh, fresh_weights = _sources(data_dir_or_manifest, cfg)
                 if len(fresh) != len(sampler.groups):
-                    sampler.groups = fresh
+                    sampler.groups, sampler.weights = fresh, fresh_weights
                     log.write(json.dumps({"event": "data", "step": step, "groups": len(fresh)}) + "\n")
             if not math.isfinite(stats["loss"]):
                 raise RiffwrightError(f"training diverged at step {step} (loss is not finite)")

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from engine.errors import BundleError
 from engine.models.cae.archs import ARCHS, KIND, arch_config
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "create_cae",
     "latent_stats",
     "load_cae",
+    "with_head",
 ]
 
 
@@ -44,6 +46,22 @@ def cae_from_config(config: dict) -> Any:
     base = dict(arch_config(config["arch"])) if config.get("arch") in ARCHS else {}
     base.update(config)
     return ConsistencyAutoencoder(base).eval()
+
+
+def with_head(cae, head_channels: int) -> Any:
+    """`cae` with a decoder output head of `head_channels` units (see `nets.Decoder`; the
+    new head starts at zero, so the decoder first sounds as before), its other weights
+    unchanged; `cae` itself when it has that head already or none is asked for."""
+    have = int(cae.config.get("head_channels", 0))
+    if not head_channels or have == head_channels:
+        return cae
+    if have:
+        raise BundleError(f"{cae.id} already has a head of {have} units, not {head_channels}")
+    wider = cae_from_config({**cae.config, "head_channels": head_channels})
+    missing, unexpected = wider.load_state_dict(cae.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("decoder.head.") for k in missing):
+        raise BundleError(f"cannot add a head to {cae.id}: {missing} {unexpected}")
+    return wider
 
 
 def load_cae(path: str | Path, device: str = "cpu") -> Any:
