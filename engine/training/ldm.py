@@ -12,9 +12,7 @@
    `context_features` the context also carries its chroma and onsets (precomputed per stem
    and mix in `OUT/features`; `docs/context.md`); with `feature_loss` a frozen probe
    (`OUT/probe.safetensors`, fitted first) compares those of the denoised latents with the
-   target's; with `timbre_loss` a second one (`OUT/timbre_probe.safetensors`) compares the
-   CLAP audio embedding it reads off the denoised latents with the target crop's;
-   `p_text_clap` swaps some audio-crop conditions for the caption's text embedding.
+   target's; `p_text_clap` swaps some audio-crop conditions for the caption's text embedding.
 4. EDM loss, AdamW with warm-up, gradient clipping, EMA; bfloat16 autocast on CUDA.
    Checkpoints (safetensors + JSON, atomic) every `checkpoint_every` steps and on interrupt;
    a run resumes from its last checkpoint. Progress with ETA on stdout and in `train.log`.
@@ -80,9 +78,6 @@ class LDMTrainConfig:
     # and onsets off D(x; σ), compared with the target stem's own (0: off)
     feature_loss: float = 0.0
     probe_steps: int = 1500
-    # weight of a loss on the *timbre* of the denoised latents: a frozen probe reads the CLAP
-    # audio embedding off D(x; σ), compared (cosine) with the target crop's own (0: off)
-    timbre_loss: float = 0.0
     # neighbours averaged by the bundle's text prior (engine.models.conditioning.prior; 0: no prior)
     text_prior_k: int = 8
     checkpoint_every: int = 500
@@ -307,25 +302,20 @@ class ContextFeatureWindows:
 
 
 class FeatureProbe(torch.nn.Module):
-    """Reads a stem's features off its normalised latents: a small conv net, frozen once
-    fitted. Per frame (`pooled=False`: chroma and onsets, `engine.diffusion.context_features`, for
-    `feature_loss`) or pooled over the window into a unit vector (`pooled=True`: the stem's
-    CLAP audio embedding, for `timbre_loss`)."""
+    """Reads a stem's chroma and onsets (`engine.diffusion.context_features`) off its
+    normalised latents, per frame, for `feature_loss`: a small conv net, frozen once fitted."""
 
     kind = "riffwright-feature-probe"
 
-    def __init__(self, latent_dim: int, feature_dim: int, width: int = 128,
-                 pooled: bool = False):
+    def __init__(self, latent_dim: int, feature_dim: int, width: int = 128):
         super().__init__()
-        self.pooled = pooled
         self.net = torch.nn.Sequential(
             torch.nn.Conv1d(latent_dim, width, 3, padding=1), torch.nn.SiLU(),
             torch.nn.Conv1d(width, width, 3, padding=1), torch.nn.SiLU(),
             torch.nn.Conv1d(width, feature_dim, 1))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        y = self.net(z)
-        return torch.nn.functional.normalize(y.mean(-1), dim=-1) if self.pooled else y
+        return self.net(z)
 
 
 def _fit_probe(path: Path, probe: FeatureProbe, out: Path, frames: int, draw, loss_fn,
@@ -392,33 +382,6 @@ def train_feature_probe(out: Path, mean: torch.Tensor, std: torch.Tensor, dim: i
                               seed, {"latent_dim": int(mean.shape[1]), "feature_dim": dim})
     if steps and value is not None:
         log(f"feature probe: {steps} steps, explains {value:.0%} of held-out feature variance")
-    return probe
-
-
-def train_timbre_probe(out: Path, mean: torch.Tensor, std: torch.Tensor, dim: int,
-                       steps: int, frames: int = 64, batch: int = 32, seed: int = 0,
-                       log=print, conditioner_id: str | None = None) -> FeatureProbe:
-    """Fit (or load) `out/timbre_probe.safetensors`: a stem's CLAP audio embedding (of a
-    crop inside its window) from its clean latents. Reports the held-out mean cosine."""
-    crops = ClapCrops(out / "clap", json.loads((out / "latents" / "index.json").read_text())
-                      ["sample_rate"])
-
-    def draw(pairs, n, rng):
-        ps, z = _target_latents(pairs, n, mean, std)
-        e = np.stack([crops.pick(p["song"], p["target_stem"], *p["clap_range"], rng) for p in ps])
-        return z, torch.nn.functional.normalize(torch.from_numpy(e), dim=-1)
-
-    def cos(pred, e):
-        return (pred * e).sum(-1).mean()
-
-    probe, value = _fit_probe(out / "timbre_probe.safetensors",
-                              FeatureProbe(int(mean.shape[1]), dim, pooled=True), out, frames,
-                              draw, lambda p, e: 1 - cos(p, e), cos, steps, batch, seed,
-                              {"latent_dim": int(mean.shape[1]), "feature_dim": dim,
-                               "pooled": True, "conditioner_id": conditioner_id})
-    if steps and value is not None:
-        log(f"timbre probe: {steps} steps, held-out cosine with the stems' embeddings "
-            f"{value:.2f}")
     return probe
 
 
@@ -623,14 +586,6 @@ def train_ldm(data: str | os.PathLike, out: str | os.PathLike, bundle: str | os.
                                 seed=cfg.seed)
         _barrier(world)
         probe = train_feature_probe(out, mean, std, FEATURE_DIM, 0).to(dev)
-    timbre = None
-    if cfg.timbre_loss:
-        if rank == 0:
-            train_timbre_probe(out, mean, std, b.conditioner.dim, cfg.probe_steps, cfg.frames,
-                               seed=cfg.seed, conditioner_id=b.conditioner.id)
-        _barrier(world)
-        timbre = train_timbre_probe(out, mean, std, b.conditioner.dim, 0,
-                                    conditioner_id=b.conditioner.id).to(dev)
     rng = np.random.default_rng([cfg.seed, step, rank])
     gen = torch.Generator().manual_seed(cfg.seed * 7919 + step * world + rank)
     if rank == 0:
@@ -681,11 +636,6 @@ def train_ldm(data: str | os.PathLike, out: str | os.PathLike, bundle: str | os.
                 if probe is not None:
                     loss = loss + cfg.feature_loss * torch.nn.functional.mse_loss(
                         probe(d.float()), want)
-                if timbre is not None:
-                    target = torch.nn.functional.normalize(
-                        torch.from_numpy(np.stack(heard)).to(dev), dim=-1)
-                    loss = loss + cfg.timbre_loss * (
-                        1 - (timbre(d.float()) * target).sum(-1)).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
