@@ -45,7 +45,6 @@ from app.controller import (
     ActionError,
     SessionController,
     command_line,
-    estimate_tempo,
     import_files,
     import_files_with_peaks,
     job_fraction,
@@ -62,6 +61,7 @@ from engine.document.session import (
     discard_autosave,
     recovery_candidates,
 )
+from engine.document.tempo import estimate_tempo
 from engine.errors import RiffwrightError
 from engine.service import MODEL_DEFAULT_KEYS
 
