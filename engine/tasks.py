@@ -8,11 +8,18 @@ from __future__ import annotations
 
 import argparse
 
+from engine.audio import SUPPORTED_EXTENSIONS
+from engine.bundles.bundle import find_bundle, read_manifest
+from engine.errors import RiffwrightError
+from engine.models.cae import load_cae
+from engine.training.conditioner import evaluate_encoder, train_encoder
+from engine.training.dataset.command import add_build_arguments, run_build
+from engine.training.evaluate import evaluate_model
+
 
 def add_parsers(sub, parser_class) -> None:
     d = sub.add_parser("dataset", help="build a multitrack stem dataset")
     dsub = d.add_subparsers(dest="dataset_cmd", parser_class=parser_class, required=True)
-    from engine.training.dataset.command import add_build_arguments
 
     add_build_arguments(dsub.add_parser("build", help="render or import songs into stems"))
 
@@ -81,8 +88,6 @@ def _add_cae_options(tp) -> None:
 
 
 def cmd_dataset(args: argparse.Namespace) -> int:
-    from engine.training.dataset.command import run_build
-
     run_build(args)
     return 0
 
@@ -90,8 +95,6 @@ def cmd_dataset(args: argparse.Namespace) -> int:
 def _config(path) -> dict:
     import json
     from pathlib import Path
-
-    from engine.errors import RiffwrightError
 
     if not path:
         return {}
@@ -117,8 +120,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         path = train_cae(args.data, args.out, device=device, **kw)
         print(f"CAE weights: {path}")
     elif args.train_cmd == "encoder":
-        from engine.training.conditioner import train_encoder
-
         kw = _config(args.config)
         if args.steps:
             kw["steps"] = args.steps
@@ -137,11 +138,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from engine.bundles.bundle import find_bundle, read_manifest
-
     if args.eval_cmd == "cae":
-        from engine.audio import SUPPORTED_EXTENSIONS
-        from engine.models.cae import load_cae
         from engine.training.cae_eval import evaluate_cae
 
         bundle = find_bundle(args.model)
@@ -157,15 +154,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps({k: v for k, v in report.items() if k not in {"per_file", "pngs",
                                                                        "files"}}, indent=1))
     elif args.eval_cmd == "encoder":
-        from engine.training.conditioner import evaluate_encoder
-
         bundle = find_bundle(args.model)
         spec = read_manifest(bundle)["conditioner"]
         report = evaluate_encoder(bundle / spec["file"], args.data)
         print(json.dumps(report, indent=1, default=str))
     else:
-        from engine.training.evaluate import evaluate_model
-
         summary = evaluate_model(args.model, data=args.data, out=args.out, limit=args.limit,
                                  steps=args.steps, contexts=args.contexts, targets=args.targets,
                                  takes=args.takes, cfg_context=args.cfg_context,

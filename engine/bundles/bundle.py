@@ -29,7 +29,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.diffusion.context_features import context_features
 from engine.errors import BundleError
+from engine.fsutil import atomic_write_bytes
+from engine.models.cae import create_cae, latent_stats, load_cae
+from engine.models.conditioning import (
+    check_conditioner_matches,
+    create_conditioner,
+    load_conditioner,
+    load_laion_clap,
+)
+from engine.models.conditioning.prior import load_prior
+from engine.weights import load_into, read_checkpoint, save_module, sha256_file
 
 FORMAT_VERSION = 1
 MANIFEST = "bundle.json"
@@ -254,8 +265,6 @@ def bundle_hash(path: str | os.PathLike, digests: dict[str, str] | None = None) 
     """SHA-256 over the manifest, every weights file in the bundle and every checkpoint it
     references outside itself: the model's identity in provenance. `digests` (resolved
     path -> SHA-256) spares re-reading a checkpoint the loader has just hashed."""
-    from engine.weights import sha256_file
-
     path = Path(path)
     raw = (path / MANIFEST).read_bytes()
     h = hashlib.sha256(raw)
@@ -320,8 +329,6 @@ class Bundle:
             return latents
         import torch
 
-        from engine.diffusion.context_features import context_features
-
         f = context_features(mono, self.sample_rate, self.hop, latents.shape[-1])
         return torch.cat([latents, torch.from_numpy(f)[None].to(latents)], dim=1)
 
@@ -342,8 +349,6 @@ class Bundle:
 
 
 def _load_cae(spec: dict, root: Path, device):
-    from engine.models.cae import load_cae
-
     if spec.get("backend") == "music2latent":
         # the user's own Music2Latent checkpoint (CC BY-NC), never shipped in a bundle
         ckpt = Path(_require(spec, "checkpoint", str, "bundle.json cae")).expanduser()
@@ -352,12 +357,6 @@ def _load_cae(spec: dict, root: Path, device):
 
 
 def _load_conditioner(spec: dict, root: Path, device):
-    from engine.models.conditioning import (
-        check_conditioner_matches,
-        load_conditioner,
-        load_laion_clap,
-    )
-
     kind = spec.get("kind", "builtin")
     if kind == "laion-clap":
         ckpt = Path(_require(spec, "checkpoint", str, "bundle.json conditioner")).expanduser()
@@ -376,7 +375,6 @@ def _load_conditioner(spec: dict, root: Path, device):
 def _load_prior(spec: dict | None, root: Path, conditioner, device):
     if spec is None:
         return None
-    from engine.models.conditioning.prior import load_prior
 
     prior = load_prior(root / spec["file"], device)  # read_manifest checked the section
     if prior.conditioner_id != conditioner.id:
@@ -416,7 +414,6 @@ def _load_bundle(root: Path, device: Any) -> Bundle:
 
     from engine.diffusion.edm import EDMPrecond
     from engine.models.unet import UNet1d, UNetConfig
-    from engine.weights import load_into, read_checkpoint
 
     m = read_manifest(root)
     device = torch.device(device)
@@ -454,15 +451,11 @@ def _load_bundle(root: Path, device: Any) -> Bundle:
 
 
 def write_manifest(path: str | os.PathLike, manifest: dict) -> None:
-    from engine.weights import atomic_write_bytes
-
     atomic_write_bytes(Path(path) / MANIFEST,
                        (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode())
 
 
 def save_ldm(precond_or_net, path: Path, dtype=None) -> None:
-    from engine.weights import save_module
-
     net = getattr(precond_or_net, "net", precond_or_net)
     save_module(net, path, net.kind, net.config.to_dict(), dtype=dtype)
 
@@ -481,10 +474,7 @@ def init_bundle(arch: str, out: str | os.PathLike, *, cae_arch: str | None = Non
 
     import torch
 
-    from engine.models.cae import create_cae, load_cae
-    from engine.models.conditioning import create_conditioner, load_conditioner
     from engine.models.unet import UNet1d, arch_config
-    from engine.weights import save_module
 
     out = Path(out)
     if out.exists() and any(out.iterdir()):
@@ -534,8 +524,6 @@ def init_bundle(arch: str, out: str | os.PathLike, *, cae_arch: str | None = Non
 def measure_untrained_stats(cae_file: Path) -> tuple[list[float], list[float]]:
     """Per-channel latent mean/std of a CAE over synthetic tones and noise (deterministic)."""
     import torch
-
-    from engine.models.cae import latent_stats, load_cae
 
     cae = load_cae(cae_file)
     g = torch.Generator().manual_seed(1234)

@@ -35,6 +35,8 @@ from engine.bundles.bundle import (
     user_models_dir,
 )
 from engine.errors import BundleError, RiffwrightError
+from engine.models.conditioning.laion import KNOWN_CHECKPOINTS
+from engine.weights import sha256_file
 
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_KINDS = {
@@ -51,8 +53,6 @@ Progress = Callable[[int, int], None]  # (bytes done, bytes total)
 def known_checkpoint_sha256(kind: str, filename: str) -> str | None:
     """The SHA-256 we know for a published checkpoint file name, if any."""
     if kind == "laion-clap":
-        from engine.models.conditioning.laion import KNOWN_CHECKPOINTS
-
         entry = KNOWN_CHECKPOINTS.get(filename)
         return entry[2] if entry else None
     return None
@@ -256,7 +256,6 @@ def add_checkpoint(path: str | os.PathLike, kind: str, expected_sha256: str | No
     tmp = _staging() / f"{src.name}.{uuid.uuid4().hex[:8]}.partial"
     try:
         _copy_file(src, tmp, progress, 0, size)
-        from engine.weights import sha256_file
 
         digest = sha256_file(tmp)
         if expected is not None and digest != expected:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.audio import write_audio
 from engine.document.session import Session, Track, add_track_into, safe_name
 from engine.fsutil import new_file, user_write
 from engine.gain import apply_ceiling, guard_full_scale
@@ -105,8 +106,6 @@ def _write_pcm24(path: Path, audio: np.ndarray, sr: int,
                  session: Session | None = None, description: str = "") -> Path:
     """Atomic 24-bit WAV write, with `bext` (time reference 0) and, when the tempo is known,
     `acid` chunks. Alignment never depends on them: every file starts at session zero."""
-    from engine.audio import write_audio
-
     path = Path(path)
     chunks = [bext_chunk(description or path.stem, sr)]
     if session is not None and session.tempo:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.audio import audio_info, load_audio
 from engine.errors import AudioError
 
 MAX_INPUT_CHANNELS = 2
@@ -19,8 +20,6 @@ def load_input(path: str | Path, sample_rate: int, role: str = "input") -> np.nd
     Beyond what `engine.audio.load_audio` refuses (unreadable, empty, NaN/Inf), a model input
     must be mono or stereo, recorded at 16 kHz or more, and at least 0.1 s long.
     """
-    from engine.audio import audio_info, load_audio
-
     name = Path(path).name
     info = audio_info(path)
     if info.channels > MAX_INPUT_CHANNELS:

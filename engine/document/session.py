@@ -38,8 +38,9 @@ from typing import Any
 
 import numpy as np
 
-from engine.errors import RiffwrightError
-from engine.fsutil import atomic_path, atomic_write_text
+from engine.audio import load_audio
+from engine.errors import AudioError, RiffwrightError
+from engine.fsutil import atomic_path, atomic_write_text, clean_stale_temps, user_write
 
 MANIFEST_VERSION = 1
 MANIFEST_NAME = "session.json"
@@ -371,8 +372,6 @@ class Session:
         or reused. When anything fails (a full or read-only disk...), the files this save
         added are removed again and a `SessionError` says what happened in one line.
         """
-        from engine.fsutil import clean_stale_temps, user_write
-
         folder = Path(folder)
         with user_write(f"cannot save the session to {folder}", SessionError):
             previous = _owned_files(folder)
@@ -554,8 +553,6 @@ def _inside(folder: Path, rel: Any, what: str) -> Path:
 def _read_track_audio(path: Path, what: str, sample_rate: int) -> np.ndarray:
     """A track's audio: a regular file at the session's rate, no longer than the input
     limit (`engine.audio.max_input_seconds`), checked from its header before decoding."""
-    from engine.audio import load_audio
-    from engine.errors import AudioError
 
     if not path.exists():
         raise SessionError(f"{what}: its audio file {path.name} is missing")

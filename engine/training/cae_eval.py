@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine.audio import load_audio, to_mono, write_audio
 from engine.models.cae.spectral import mel_filterbank
 from engine.training.cae_data import list_sources
 
@@ -92,8 +93,6 @@ def evaluate_cae(
     each original and another file: the lower bound), `encode_rtf`/`decode_rtf` (seconds of
     compute per second of audio), `per_file`, `pngs` (paths), `files`, `seconds`.
     """
-    from engine.audio import load_audio, to_mono, write_audio
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = [Path(f) for f in files]

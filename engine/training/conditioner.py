@@ -26,6 +26,12 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import BundleError, RiffwrightError
+from engine.fsutil import atomic_write_bytes
+from engine.models.conditioning import load_conditioner
+from engine.models.conditioning.common import FAMILY_PROMPTS
+from engine.models.conditioning.features import normalise_logmel
+from engine.models.conditioning.text import build_vocab
+from engine.training.dataset import load_manifest
 
 FRAME_RATE = 50  # log-mel frames per second at hop 960, 48 kHz
 
@@ -40,8 +46,6 @@ class StemItem:
 
 
 def read_stems(dataset_dir: str | Path, splits: tuple[str, ...] | None = None) -> list[StemItem]:
-    from engine.training.dataset import load_manifest
-
     data = load_manifest(dataset_dir)  # checks the file, its JSON and its version
     root = Path(data["_root"])
     items = []
@@ -77,8 +81,6 @@ def stem_logmel(cond, item: StemItem, cache_dir: Path | None) -> np.ndarray:
     import torch
 
     from engine.models.conditioning.builtin import prepare_audio
-    from engine.weights import atomic_write_bytes
-
     path = _feature_path(cache_dir, item, cond.config) if cache_dir else None
     if path is not None and path.is_file():
         try:
@@ -156,8 +158,6 @@ def contrastive_loss(audio_emb, text_emb, logit_scale, captions: list[str]):
 def _save_state(path: Path, cond, opt, step: int, rng: np.random.Generator, extra: dict):
     import torch
     from safetensors.torch import save
-
-    from engine.weights import atomic_write_bytes
 
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in cond.state_dict().items()}
     names = {id(p): n for n, p in cond.named_parameters()}
@@ -244,9 +244,6 @@ def train_encoder(
     import torch
 
     from engine.models.conditioning.builtin import BuiltinConditioner, save_builtin
-    from engine.models.conditioning.common import FAMILY_PROMPTS
-    from engine.models.conditioning.features import normalise_logmel
-    from engine.models.conditioning.text import build_vocab
 
     if threads:
         torch.set_num_threads(int(threads))
@@ -381,8 +378,6 @@ def evaluate_encoder(
     """
     import soundfile as sf
 
-    from engine.models.conditioning import load_conditioner
-    from engine.models.conditioning.common import FAMILY_PROMPTS
 
     cond = conditioner_or_path
     if isinstance(cond, (str, Path)):

@@ -29,6 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.audio import write_audio
+from engine.bundles.bundle import load_bundle
+from engine.errors import RiffwrightError
+from engine.models.conditioning import classify_family
+from engine.training.dataset.build import load_manifest
+
 N_FFT = 4096
 HOP = 1024
 
@@ -150,11 +156,7 @@ def evaluate_model(bundle_dir=None, data=None, out="eval-model", limit: int = 16
     embedding even when the bundle has a text prior."""
     import torch
 
-    from engine.bundles.bundle import load_bundle
-    from engine.errors import RiffwrightError
     from engine.generate import GenerationRequest, Generator, run_to_end
-    from engine.models.conditioning import classify_family
-    from engine.training.dataset.build import load_manifest
 
     b = load_bundle(bundle_dir, device=device)
     gen = Generator(b)
@@ -200,7 +202,6 @@ def evaluate_model(bundle_dir=None, data=None, out="eval-model", limit: int = 16
                                 steps=steps, seed=k, takes=takes, cfg_context=cfg_context,
                                 cfg_clap=cfg_clap, text_prior=text_prior)
         stems = [s.audio[0] for s in run_to_end(gen.run(req))]
-        from engine.audio import write_audio
 
         write_audio(out / f"{it['id']}_generated.wav", stems[0], sr)
         row = {"id": it["id"], "prompt": it["prompt"], "family": it["family"]}

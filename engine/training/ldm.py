@@ -40,8 +40,27 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine.audio import write_audio
+from engine.bundles.bundle import (
+    DEFAULT_PARAMETERS,
+    FORMAT_VERSION,
+    find_bundle,
+    load_bundle,
+    read_manifest,
+    save_ldm,
+)
+from engine.bundles.bundle import write_manifest as write_bundle_manifest
+from engine.diffusion.context_features import FEATURE_DIM, features_from_spectra, spectra
+from engine.diffusion.edm import EDMLoss, EDMPrecond
 from engine.errors import RiffwrightError
 from engine.fsutil import atomic_path
+from engine.generate import GenerationRequest, Generator, pick_device, run_to_end
+from engine.models.cae import latent_stats
+from engine.models.conditioning.prior import DEFAULT_K, make_prior
+from engine.models.unet import UNet1d, arch_config, param_count, warm_start
+from engine.train_state import has_state, load_state, save_state, state_paths, stop_on_sigterm
+from engine.training.dataset.pairs import LatentPairs, encode_dataset_latents
+from engine.weights import load_into, read_checkpoint, save_module
 
 CLAP_CROP_S = 5.0
 CLAP_HOP_S = 2.5
@@ -195,8 +214,6 @@ def build_text_prior(latent_dir: Path, clap_dir: Path, conditioner_id: str,
     the stem plays (its latent activity), so silent stretches do not pull it towards the
     embedding of silence. Stems that never play are left out.
     """
-    from engine.models.conditioning.prior import DEFAULT_K, make_prior
-
     index = json.loads((latent_dir / "index.json").read_text())
     sr, hop = index["sample_rate"], index["hop"]
     crop = int(CLAP_CROP_S * sr)
@@ -246,8 +263,6 @@ def context_feature_files(index_path: Path, out: Path, log=print) -> Path:
     are the sums of its members'. Resumable per song.
     """
     import soundfile as sf
-
-    from engine.diffusion.context_features import features_from_spectra, spectra
 
     index = json.loads(Path(index_path).read_text())
     root, sr, hop = Path(index["dataset"]), int(index["sample_rate"]), int(index["hop"])
@@ -324,8 +339,6 @@ def _fit_probe(path: Path, probe: FeatureProbe, out: Path, frames: int, draw, lo
 
     A saved probe whose config differs from `config` (another conditioner, other sizes) is
     refitted; with `steps` 0 (the other ranks of a distributed run) that is an error."""
-    from engine.training.dataset.pairs import LatentPairs
-    from engine.weights import load_into, read_checkpoint, save_module
 
     if path.exists():
         tensors, _, saved = read_checkpoint(path)
@@ -400,8 +413,6 @@ def _log_line(out: Path | None, record: dict, text: str, rank: int) -> None:
 def _export_bundle(src_bundle: Path, out: Path, ema: torch.nn.Module, stats: dict, cfg,
                    step: int, info: dict) -> Path:
     """Write OUT/bundle: the source bundle's CAE and conditioner with the trained LDM."""
-    from engine.bundles.bundle import DEFAULT_PARAMETERS, FORMAT_VERSION, read_manifest, save_ldm
-    from engine.bundles.bundle import write_manifest as write_bundle_manifest
 
     src = read_manifest(src_bundle)
     dest = out / "bundle"
@@ -447,9 +458,6 @@ def _export_bundle(src_bundle: Path, out: Path, ema: torch.nn.Module, stats: dic
 
 def _render_sample(bundle_dir: Path, out: Path, step: int, index: dict) -> None:
     """Render one accompaniment for a held-out song's context (a listening check)."""
-    from engine.audio import write_audio
-    from engine.bundles.bundle import load_bundle
-    from engine.generate import GenerationRequest, Generator, run_to_end
 
     songs = [s for s in index["songs"] if s["split"] != "train"] or index["songs"]
     song = songs[0]
@@ -471,9 +479,6 @@ def _render_sample(bundle_dir: Path, out: Path, step: int, index: dict) -> None:
 
 
 def _init_from(net: torch.nn.Module, bundle: str | os.PathLike, rank: int) -> None:
-    from engine.bundles.bundle import find_bundle, read_manifest
-    from engine.models.unet import UNet1d, warm_start
-    from engine.weights import read_checkpoint
 
     root = find_bundle(bundle)
     tensors, _, _ = read_checkpoint(root / read_manifest(root)["ldm"]["file"],
@@ -495,13 +500,6 @@ def train_ldm(data: str | os.PathLike, out: str | os.PathLike, bundle: str | os.
     Returns the exported bundle folder. `stop_after` ends this call after that many steps
     (with a checkpoint), as an interruption would; a later call resumes.
     """
-    from engine.bundles.bundle import find_bundle, load_bundle
-    from engine.diffusion.edm import EDMLoss, EDMPrecond
-    from engine.generate import pick_device
-    from engine.models.cae import latent_stats
-    from engine.models.unet import UNet1d, arch_config, param_count
-    from engine.train_state import has_state, load_state, save_state, state_paths, stop_on_sigterm
-    from engine.training.dataset.pairs import LatentPairs, encode_dataset_latents
 
     out = Path(out)
     dev = pick_device(device)
@@ -539,8 +537,6 @@ def train_ldm(data: str | os.PathLike, out: str | os.PathLike, bundle: str | os.
     index = json.loads((out / "latents" / "index.json").read_text())
     mean = torch.tensor(stats["mean"]).reshape(1, -1, 1).to(dev)
     std = torch.tensor(stats["std"]).reshape(1, -1, 1).to(dev)
-
-    from engine.diffusion.context_features import FEATURE_DIM
 
     torch.manual_seed(cfg.seed)
     n_feat = FEATURE_DIM if cfg.context_features else 0

@@ -12,8 +12,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from engine.audio import load_audio, to_mono
 from engine.errors import BundleError
 from engine.models.cae.archs import ARCHS, KIND, arch_config
+from engine.weights import load_into, read_checkpoint
 
 __all__ = [
     "ARCHS",
@@ -70,8 +72,6 @@ def load_cae(path: str | Path, device: str = "cpu") -> Any:
     `BundleError` with a one-line reason when the file is missing or does not fit."""
     import torch
 
-    from engine.weights import load_into, read_checkpoint
-
     path = Path(path)
     if path.suffix.lower() != ".safetensors" or "music2latent" in path.name.lower():
         from engine.models.cae.m2l import Music2LatentCAE
@@ -122,8 +122,6 @@ def latent_stats_of_files(cae, files: Iterable[str | Path], seconds: float | Non
     `seconds` limits how much of each file is read (from its start).
     """
     import torch
-
-    from engine.audio import load_audio, to_mono
 
     def gen():
         for f in files:

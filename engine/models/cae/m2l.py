@@ -26,6 +26,8 @@ from torch import nn
 
 from engine.errors import BundleError
 from engine.models.cae.model import decode_plan, encode_plan
+from engine.safeload import load_weights_only
+from engine.weights import sha256_file
 
 KIND = "music2latent"
 LICENSE = "CC BY-NC 4.0 (non-commercial use only)"
@@ -55,7 +57,6 @@ def _read_state_dict(path: Path) -> dict:
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    from engine.safeload import load_weights_only
 
     ckpt = load_weights_only(path, "Music2Latent")  # restricted unpickler, no fallback
     if isinstance(ckpt, dict) and "gen_state_dict" in ckpt:
@@ -90,7 +91,6 @@ class Music2LatentCAE(nn.Module):
         self.max_chunk_frames = int(max_chunk_frames)
         self.overlap = 4
         self.pad = (4 * self.stft_hop - self.stft_hop) // 2  # window 2048, hop 512 -> 768
-        from engine.weights import sha256_file
 
         self.sha256 = sha256_file(path)
         self.id = f"m2l-{self.sha256[:12]}"

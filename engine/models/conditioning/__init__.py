@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from engine.errors import BundleError
 from engine.models.conditioning.cache import EmbeddingCache, default_cache_dir
 from engine.models.conditioning.common import (
     FAMILY_PROMPTS,
@@ -47,7 +48,6 @@ def create_conditioner(kind: str = "builtin", **config):
         return create_builtin(**config)
     if kind in ("laion", "laion-clap"):
         return load_laion_clap(**config)
-    from engine.errors import BundleError
 
     raise BundleError(f"unknown conditioner kind {kind!r} (use 'builtin' or 'laion')")
 

@@ -29,6 +29,7 @@ from engine.models.conditioning.features import (
     split_windows,
 )
 from engine.models.conditioning.text import Tokenizer
+from engine.weights import load_into, read_checkpoint, save_module, sha256_file
 
 KIND = "riffwright-conditioner"
 
@@ -271,8 +272,6 @@ def round_to_float16_(module: nn.Module) -> None:
 def save_builtin(cond: BuiltinConditioner, path: str | Path) -> None:
     """Write float16 safetensors. The weights are first rounded to float16 in place, so the
     object and the file have the same id and give the same embeddings."""
-    from engine.weights import save_module
-
     round_to_float16_(cond)
     save_module(cond, path, KIND, cond.config, torch.float16)
 
@@ -281,8 +280,6 @@ def load_builtin(
     path: str | Path, device: str = "cpu", expected_sha256: str | None = None
 ) -> BuiltinConditioner:
     """Load a file written by `save_builtin`; with `expected_sha256`, check the file first."""
-    from engine.weights import load_into, read_checkpoint, sha256_file
-
     if expected_sha256 is not None and Path(path).is_file():
         digest = sha256_file(path)
         if digest != expected_sha256.lower():

@@ -33,6 +33,8 @@ import numpy as np
 
 from engine.errors import BundleError
 from engine.models.conditioning.features import split_windows
+from engine.safeload import load_weights_only
+from engine.weights import sha256_file
 
 KIND = "laion-clap"
 SAMPLE_RATE = 48_000
@@ -126,8 +128,6 @@ def verify_checkpoint(path: str | Path, expected_sha256: str | None = None) -> s
     digests say, the file is then read only through the restricted unpickler
     (`engine.safeload`): a digest never permits code to run.
     """
-    from engine.weights import sha256_file
-
     path = Path(path)
     if not path.is_file():
         raise BundleError(f"LAION-CLAP checkpoint not found: {path}; {CHECKPOINT_HELP}")
@@ -226,8 +226,6 @@ def _roberta_from_config(model_module):
 
 
 def _read_state_dict(path: Path):
-    from engine.safeload import load_weights_only
-
     if path.suffix.lower() == ".safetensors":
         from safetensors.torch import load_file
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import BundleError
+from engine.weights import read_checkpoint, save_module
 
 KIND = "riffwright-text-prior"
 DEFAULT_K = 8
@@ -65,8 +66,6 @@ class TextPrior:
     def save(self, path: str | Path) -> None:
         import torch
 
-        from engine.weights import save_module
-
         config = {"k": self.k, "conditioner_id": self.conditioner_id, "stems": len(self)}
         save_module(torch.nn.Module(), path, KIND, config,
                     extra_tensors={"bank": self.bank.detach().to("cpu", torch.float16)})
@@ -89,8 +88,6 @@ def make_prior(embeddings, conditioner_id: str, k: int = DEFAULT_K) -> TextPrior
 
 def load_prior(path: str | Path, device="cpu") -> TextPrior:
     """Read a `prior.safetensors`; its conditioner id is checked by the caller."""
-    from engine.weights import read_checkpoint
-
     tensors, _, config = read_checkpoint(path, expected_kind=KIND)
     bank = tensors.get("bank")
     if bank is None or not config.get("conditioner_id"):

@@ -13,10 +13,11 @@ import sys
 
 from engine.errors import RiffwrightError
 
+from . import DESCRIPTION, load_manifest, summarize
+from .command import add_build_arguments, run_build
+
 
 def main(argv=None) -> int:
-    from . import DESCRIPTION, load_manifest, summarize
-    from .command import add_build_arguments, run_build
 
     ap = argparse.ArgumentParser(prog="python -m engine.training.dataset")
     sub = ap.add_subparsers(dest="cmd", required=True)

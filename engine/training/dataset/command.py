@@ -11,6 +11,8 @@ import argparse
 import json
 import time
 
+from . import build_dataset, load_manifest, summarize
+
 
 def add_build_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--source", required=True,
@@ -28,8 +30,6 @@ def add_build_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def run_build(args: argparse.Namespace, echo=print) -> dict:
-    from . import build_dataset, load_manifest, summarize
-
     t0 = time.time()
 
     def progress(done, total, msg):
