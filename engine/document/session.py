@@ -261,14 +261,6 @@ class Session:
     def next_color(self) -> str:
         return DEFAULT_COLORS[len(self.tracks) % len(DEFAULT_COLORS)]
 
-    def context_mix(self, start: float | None = None, end: float | None = None) -> np.ndarray:
-        """The sum of tracks marked "in context" (gain applied, mute ignored), (2, frames)."""
-        return self.render(
-            [t for t in self.tracks if t.in_context and t.role != "reference"
-             and self.take_active(t)],
-            start, end, apply_mute=False,
-        )
-
     def render(self, tracks: list[Track] | None = None, start: float | None = None,
                end: float | None = None, apply_mute: bool = True,
                frames: int | None = None, interleaved: bool = False) -> np.ndarray:
@@ -863,7 +855,6 @@ class UndoStack:
         self._undone: list[Command] = []
         self._merge_open = False
         self._listeners: list[Callable[[], None]] = []
-        self.clean_index = 0
 
     def subscribe(self, cb: Callable[[], None]) -> None:
         self._listeners.append(cb)

@@ -12,7 +12,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from engine.audio import load_audio, to_mono
 from engine.errors import BundleError
 from engine.models.cae.archs import ARCHS, KIND, arch_config
 from engine.weights import load_into, read_checkpoint
@@ -114,18 +113,3 @@ def latent_stats(latents: Iterable) -> tuple[Any, Any]:
     mean = s / n
     var = (s2 / n - mean.pow(2)).clamp_min(0.0)
     return mean.float(), var.sqrt().float()
-
-
-def latent_stats_of_files(cae, files: Iterable[str | Path], seconds: float | None = None):
-    """Encode each file (mono, resampled to the CAE's rate) and return `latent_stats`.
-
-    `seconds` limits how much of each file is read (from its start).
-    """
-    import torch
-
-    def gen():
-        for f in files:
-            a, _ = load_audio(f, cae.sample_rate, duration=seconds)
-            yield cae.encode(torch.from_numpy(to_mono(a))[None])
-
-    return latent_stats(gen())
