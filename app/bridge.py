@@ -42,7 +42,7 @@ class ModelInfo:
 
 def list_models() -> list[dict]:
     try:
-        from engine.bundle import list_bundles
+        from engine.bundles.bundle import list_bundles
 
         return list_bundles()
     except Exception:  # noqa: BLE001 - a broken models folder must not stop the app

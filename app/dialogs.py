@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.controller import command_line, recipe_lines
-from engine.session import Track
+from engine.document.session import Track
 
 ARRANGE_EXAMPLE = "drums, tight funk groove\nelectric bass\nrhodes chords"
 

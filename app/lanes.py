@@ -1,6 +1,6 @@
 """Lanes: one row per track (header + waveform) under a shared ruler (seconds and bars|beats).
 
-Waveforms are drawn from the track's min/max peak pyramid (`engine.session.PeakPyramid`):
+Waveforms are drawn from the track's min/max peak pyramid (`engine.document.session.PeakPyramid`):
 on every change of the visible range each lane takes the coarsest level whose blocks are at
 most half a pixel wide and draws ~2 points per pixel, whatever the session length. All lanes
 are X-linked to the ruler, so zoom (wheel), scroll (shift+wheel or the scroll bar) and the
@@ -46,7 +46,7 @@ from PySide6.QtWidgets import (
 )
 
 from app import theme
-from engine.session import Session, Track
+from engine.document.session import Session, Track
 
 HEADER_W = 250
 LANE_H = 86

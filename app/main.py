@@ -38,7 +38,7 @@ def build_window(settings: QSettings, *, model: str | None = None, device: str =
     from app.bridge import EngineBridge
     from app.transport import Transport
     from app.window import MainWindow
-    from engine.session import Session
+    from engine.document.session import Session
 
     auto, export = data_dirs()
     session = Session(48000)
@@ -69,7 +69,7 @@ def run_app(argv: list[str] | None = None) -> int:
     app.setApplicationName(APP_NAME)
     app.setOrganizationName(APP_NAME)
     app.setDesktopFileName("app.riffwright.Riffwright")  # matches the .desktop entry
-    from engine.bundle import resources_dir
+    from engine.bundles.bundle import resources_dir
 
     icons = resources_dir() / "icons" / "app"
     icon = QIcon()

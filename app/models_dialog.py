@@ -1,6 +1,6 @@
 """The Models dialog: see, add and remove model bundles and checkpoints; pick the one to use.
 
-The work is done by `engine.model_store` (Qt-free); copies run on a worker thread with a
+The work is done by `engine.bundles.model_store` (Qt-free); copies run on a worker thread with a
 progress bar, so a 2 GB checkpoint does not freeze the window. Open it from the main window:
 
     from app.models_dialog import open_models_dialog
@@ -35,7 +35,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine import model_store
+from engine.bundles import model_store
 from engine.errors import RiffwrightError
 
 COLUMNS = ("Name", "Type", "Origin", "Architecture", "Status")

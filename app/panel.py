@@ -353,7 +353,7 @@ class GuidancePanel(QWidget):
         self.device.setStyleSheet("" if ok else "background: #8b919b;")
 
     def set_text_prior_available(self, available: bool) -> None:
-        """The loaded model has a text prior (engine.conditioning.prior) or not."""
+        """The loaded model has a text prior (engine.models.conditioning.prior) or not."""
         self.text_prior.setEnabled(available)
         self.text_prior.setToolTip(
             "Map the text prompt onto the sounds of the stems the model was trained on (its "

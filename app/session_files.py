@@ -18,8 +18,13 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QSettings, QTimer, Signal
 
+from engine.document.session import (
+    Session,
+    autosave_snapshot,
+    discard_autosave,
+    recovery_candidates,
+)
 from engine.errors import RiffwrightError
-from engine.session import Session, autosave_snapshot, discard_autosave, recovery_candidates
 
 MAX_RECENT = 8
 AUTOSAVE_INTERVAL_MS = 30_000

@@ -17,7 +17,7 @@ import time
 import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from engine.session import Session, SessionEvent
+from engine.document.session import Session, SessionEvent
 
 BLOCK = 1024
 # track attributes that change what is heard (a new mix when one changes)

@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 
 from app.actions import Action
 from app.lanes import fmt_time
-from engine.session import Session
+from engine.document.session import Session
 
 KEYS = ["", "C", "Cm", "C#", "C#m", "D", "Dm", "Eb", "Ebm", "E", "Em", "F", "Fm", "F#", "F#m",
         "G", "Gm", "Ab", "Abm", "A", "Am", "Bb", "Bbm", "B", "Bm"]

@@ -46,8 +46,8 @@ from app.panel import GuidancePanel
 from app.session_files import SessionFiles, recovery_question
 from app.transport import Transport
 from app.transport_bar import TapTempo, TransportBar
+from engine.document.session import Session, SessionEvent, UndoStack
 from engine.errors import RiffwrightError
-from engine.session import Session, SessionEvent, UndoStack
 
 AUDIO_FILTER = "Audio (*.wav *.flac *.aif *.aiff *.ogg *.mp3);;All files (*)"
 MIN_SIZE = (640, 460)  # the smallest window that still shows the Generate button
@@ -554,7 +554,7 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ export
     def export_stems_to(self, folder: str | Path, selected_only: bool = False) -> list[Path]:
-        from engine.export import export_stems
+        from engine.document.export import export_stems
 
         ids = None
         if selected_only:
@@ -581,7 +581,7 @@ class MainWindow(QMainWindow):
             self.export_stems_to(d, selected_only)
 
     def export_dawproject_to(self, path: str | Path) -> Path | None:
-        from engine.dawproject import export_dawproject
+        from engine.document.dawproject import export_dawproject
 
         if not self.session.tracks:
             self.message("nothing to export: the session has no lanes")
@@ -603,7 +603,7 @@ class MainWindow(QMainWindow):
             self.export_dawproject_to(p)
 
     def _drag_file(self, tid: str) -> Path | None:
-        from engine.export import export_track_for_drag
+        from engine.document.export import export_track_for_drag
 
         try:
             return export_track_for_drag(self.session, tid, self.export_dir)

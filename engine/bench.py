@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.bundles.bundle import init_bundle, load_bundle
+
 SECONDS = 10.0
 
 
@@ -99,7 +101,6 @@ def run_bench(arch: str | None = None, model: str | None = None, device: str = "
               steps: int = 30, repeat: int = 1) -> dict:
     import torch
 
-    from engine.bundle import init_bundle, load_bundle
     from engine.generate import GenerationRequest, Generator, pick_device, run_to_end
 
     dev = pick_device(device)
@@ -146,7 +147,7 @@ def run_bench(arch: str | None = None, model: str | None = None, device: str = "
         secs, peak = _timed(fn, dev, repeat)
         cases.append({"name": name, "seconds": round(secs, 4), "rtf": round(secs / SECONDS, 4),
                       "peak_mb": round(peak, 1)})
-    from engine.unet import param_count
+    from engine.models.unet import param_count
 
     return {
         "device": str(dev),

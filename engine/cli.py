@@ -208,13 +208,13 @@ def _drive(gen, show):
 
 
 def _load(path, role):
-    from engine.inputs import load_input
+    from engine.document.inputs import load_input
 
     return load_input(path, OUT_RATE, role)
 
 
 def _request_from_args(args, GenerationRequest):
-    from engine.inputs import mix_down
+    from engine.document.inputs import mix_down
 
     labels = {}
     kw = {}
@@ -384,7 +384,7 @@ def _bundle_defaults(req, args, bundle) -> None:
 
 
 def cmd_generate(args) -> int:
-    from engine.bundle import load_bundle
+    from engine.bundles.bundle import load_bundle
     from engine.generate import GenerationRequest, Generator, pick_device
 
     _check_out(Path(args.out))
@@ -403,9 +403,9 @@ def cmd_generate(args) -> int:
 
 def cmd_arrange(args) -> int:
 
-    from engine.bundle import load_bundle
+    from engine.bundles.bundle import load_bundle
+    from engine.document.inputs import mix_down
     from engine.generate import GenerationRequest, Generator, pick_device
-    from engine.inputs import mix_down
 
     if not args.parts:
         raise RiffwrightError("arrange needs at least one --prompt or --reference")
@@ -467,7 +467,7 @@ def _report(args, rows, bundle, device) -> None:
 
 
 def cmd_models(args) -> int:
-    from engine import bundle as B
+    from engine.bundles import bundle as B
 
     if args.models_cmd == "list":
         rows = B.list_bundles()

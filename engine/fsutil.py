@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from engine.errors import RiffwrightError
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike, mode: int = 0o644) -> Iterator[Path]:
@@ -190,8 +192,6 @@ def write_error_types() -> tuple[type[BaseException], ...]:
 def user_write(what: str, error: type[Exception] | None = None) -> Iterator[None]:
     """Turn a failed write (disk full, read-only, permissions, name too long) into one
     `RiffwrightError` line: '<what>: the disk is full (path)'."""
-    from engine.errors import RiffwrightError
-
     try:
         yield
     except write_error_types() as e:

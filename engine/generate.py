@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from engine import __version__
-from engine.edm import SAMPLERS, karras_sigmas, sigmas_from_strength
+from engine.diffusion.edm import SAMPLERS, karras_sigmas, sigmas_from_strength
 from engine.errors import Cancelled, RequestError
 from engine.gain import apply_ceiling, ceiling_gain
 from engine.procedures import (
@@ -486,7 +486,7 @@ class Generator:
                     ref = _mono(req.reference)
                     emb_a = cond.embed_audio(ref, sr_in).to(torch.float32)
             if emb_a is not None and emb_t is not None:
-                from engine.conditioning import interpolate
+                from engine.models.conditioning import interpolate
 
                 r = 0.5 if req.mix is None else float(req.mix)
                 p["mix"] = r

@@ -1,8 +1,8 @@
 """The two interfaces the diffusion engine is built against.
 
 The engine needs an autoencoder (audio <-> latent frames) and a conditioner (text/audio ->
-unit-length embedding). Each has real implementations behind it (`engine.cae`,
-`engine.conditioning`); model bundles record which one a diffusion model was trained with.
+unit-length embedding). Each has real implementations behind it (`engine.models.cae`,
+`engine.models.conditioning`); model bundles record which one a diffusion model was trained with.
 """
 
 from __future__ import annotations

@@ -220,7 +220,7 @@ def build_request(fields: dict):
 
 def load_generator(path: str | None, device: str):
     """Load a bundle and wrap it in an `engine.generate.Generator`."""
-    from engine.bundle import find_bundle, load_bundle
+    from engine.bundles.bundle import find_bundle, load_bundle
     from engine.generate import Generator, pick_device
 
     dev = pick_device(device)

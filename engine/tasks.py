@@ -8,11 +8,18 @@ from __future__ import annotations
 
 import argparse
 
+from engine.audio import SUPPORTED_EXTENSIONS
+from engine.bundles.bundle import find_bundle, read_manifest
+from engine.errors import RiffwrightError
+from engine.models.cae import load_cae
+from engine.training.conditioner import evaluate_encoder, train_encoder
+from engine.training.dataset.command import add_build_arguments, run_build
+from engine.training.evaluate import evaluate_model
+
 
 def add_parsers(sub, parser_class) -> None:
     d = sub.add_parser("dataset", help="build a multitrack stem dataset")
     dsub = d.add_subparsers(dest="dataset_cmd", parser_class=parser_class, required=True)
-    from engine.dataset.command import add_build_arguments
 
     add_build_arguments(dsub.add_parser("build", help="render or import songs into stems"))
 
@@ -25,6 +32,8 @@ def add_parsers(sub, parser_class) -> None:
         tp.add_argument("--config", help="JSON config file (overrides defaults)")
         tp.add_argument("--steps", type=int)
         tp.add_argument("--device", default="auto")
+        if name == "cae":
+            _add_cae_options(tp)
         if name == "ldm":
             tp.add_argument("--bundle", required=True,
                             help="bundle whose CAE and conditioner the LDM is trained with")
@@ -55,9 +64,30 @@ def add_parsers(sub, parser_class) -> None:
                     help="give the model the prompt's raw text embedding")
 
 
-def cmd_dataset(args: argparse.Namespace) -> int:
-    from engine.dataset.command import run_build
+# `train cae` options that override the --config file's keys of the same name when given
+CAE_OPTIONS = ("init", "freeze_encoder", "head_channels", "spectral_weight", "mel_weight",
+               "mix_prob", "balance_families")
 
+
+def _add_cae_options(tp) -> None:
+    tp.add_argument("--init", "--from", dest="init", metavar="CAE",
+                    help="start from this CAE weights file instead of a fresh --config arch")
+    tp.add_argument("--freeze-encoder", action="store_true", default=None,
+                    help="train the decoder alone: latents (and a diffusion model trained on "
+                         "them) stay valid while the decoder improves")
+    tp.add_argument("--head-channels", type=int,
+                    help="give the decoder a wider output head of this many units (it starts "
+                         "at zero, so the decoder first sounds as before)")
+    tp.add_argument("--spectral-weight", type=float,
+                    help="weight of the multi-resolution STFT loss on the one-step decode")
+    tp.add_argument("--mel-weight", type=float,
+                    help="weight of the log-mel distance on the one-step decode")
+    tp.add_argument("--mix-prob", type=float, help="share of crops that mix stems of a song")
+    tp.add_argument("--balance-families", action="store_true", default=None,
+                    help="draw single stems, every instrument family equally often")
+
+
+def cmd_dataset(args: argparse.Namespace) -> int:
     run_build(args)
     return 0
 
@@ -65,8 +95,6 @@ def cmd_dataset(args: argparse.Namespace) -> int:
 def _config(path) -> dict:
     import json
     from pathlib import Path
-
-    from engine.errors import RiffwrightError
 
     if not path:
         return {}
@@ -83,23 +111,22 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     device = str(pick_device(args.device))
     if args.train_cmd == "cae":
-        from engine.cae.training import train_cae
+        from engine.training.cae import train_cae
 
         kw = _config(args.config)
         if args.steps:
             kw["steps"] = args.steps
+        kw.update({k: getattr(args, k) for k in CAE_OPTIONS if getattr(args, k) is not None})
         path = train_cae(args.data, args.out, device=device, **kw)
         print(f"CAE weights: {path}")
     elif args.train_cmd == "encoder":
-        from engine.conditioning import train_encoder
-
         kw = _config(args.config)
         if args.steps:
             kw["steps"] = args.steps
         result = train_encoder(args.data, Path(args.out) / "conditioner.safetensors", **kw)
         print(f"encoder weights: {result['out_path']} (id {result['id']})")
     else:
-        from engine.train_ldm import LDMTrainConfig, train_ldm
+        from engine.training.ldm import LDMTrainConfig, train_ldm
 
         cfg = LDMTrainConfig.from_file(args.config, steps=args.steps, arch=args.arch)
         path = train_ldm(args.data, args.out, args.bundle, cfg, device=device)
@@ -111,12 +138,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from engine.bundle import find_bundle, read_manifest
-
     if args.eval_cmd == "cae":
-        from engine.audio import SUPPORTED_EXTENSIONS
-        from engine.cae import load_cae
-        from engine.cae.evaluate import evaluate_cae
+        from engine.training.cae_eval import evaluate_cae
 
         bundle = find_bundle(args.model)
         cae = load_cae(bundle / read_manifest(bundle)["cae"]["file"])
@@ -131,15 +154,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps({k: v for k, v in report.items() if k not in {"per_file", "pngs",
                                                                        "files"}}, indent=1))
     elif args.eval_cmd == "encoder":
-        from engine.conditioning import evaluate_encoder
-
         bundle = find_bundle(args.model)
         spec = read_manifest(bundle)["conditioner"]
         report = evaluate_encoder(bundle / spec["file"], args.data)
         print(json.dumps(report, indent=1, default=str))
     else:
-        from engine.evaluate import evaluate_model
-
         summary = evaluate_model(args.model, data=args.data, out=args.out, limit=args.limit,
                                  steps=args.steps, contexts=args.contexts, targets=args.targets,
                                  takes=args.takes, cfg_context=args.cfg_context,

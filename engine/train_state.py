@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from engine import weights as weight_files  # looked up per call: tests stand in a dying writer
 from engine.errors import RiffwrightError
 
 
@@ -45,8 +46,6 @@ def save_state(out: Path, modules: dict[str, torch.nn.Module], opt: torch.optim.
                meta: dict, name: str = "train_state") -> None:
     from safetensors.torch import save
 
-    from engine.weights import atomic_write_bytes
-
     out = Path(out)
     step = int(meta.get("step", 0))
     tensors = {}
@@ -59,12 +58,12 @@ def save_state(out: Path, modules: dict[str, torch.nn.Module], opt: torch.optim.
             tensors[f"opt.{i}.{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
     legacy, jpath = state_paths(out, name)
     weights = _weights_name(name, step)
-    atomic_write_bytes(out / weights, save(tensors, metadata={"step": str(step)}))
+    weight_files.atomic_write_bytes(out / weights, save(tensors, metadata={"step": str(step)}))
     previous = jpath.read_bytes() if jpath.exists() else None
     if previous is not None:
-        atomic_write_bytes(_prev_json(out, name), previous)
+        weight_files.atomic_write_bytes(_prev_json(out, name), previous)
     full = {**meta, "step": step, "weights": weights, "param_groups": opt_state["param_groups"]}
-    atomic_write_bytes(jpath, (json.dumps(full, indent=1) + "\n").encode())  # the commit
+    weight_files.atomic_write_bytes(jpath, (json.dumps(full, indent=1) + "\n").encode())  # the commit
     keep = {weights, _named_weights(previous)}
     for f in out.glob(f"{name}.step-*.safetensors"):
         if f.name not in keep:

@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory):
     """An untrained `tiny` model bundle (fast enough for end-to-end tests)."""
-    from engine.bundle import init_bundle
+    from engine.bundles.bundle import init_bundle
 
     return init_bundle("tiny", tmp_path_factory.mktemp("bundle") / "tiny")
 

@@ -16,6 +16,7 @@ from PySide6.QtWidgets import QApplication
 from app.actions import Action
 from app.controller import Job, command_line, job_fraction, recipe_lines
 from tests.test_app_flow import generate, win, win_nomodel  # noqa: F401 - fixtures
+from tests.test_tempo import click_track
 
 SR = 48000
 
@@ -306,33 +307,6 @@ def test_keyboard_take_switch_and_region_at_playhead(qtbot, win_nomodel, clip_wa
 
 
 # ---------------------------------------------------------------- item 11: tempo
-def click_track(bpm, seconds, offbeat=0.0, sr=SR):
-    """Clicks on every beat (1 kHz) and, softer, on every off-beat (3 kHz), a little noise."""
-    x = np.zeros(int(seconds * sr))
-    n = int(0.05 * sr)
-    tt = np.arange(n) / sr
-    beat = 60.0 / bpm
-    for k in range(int(seconds / beat) + 1):
-        for pos, amp, f in ((k * beat, 1.0, 1000), (k * beat + beat / 2, offbeat, 3000)):
-            i = int(pos * sr)
-            m = min(n, len(x) - i)
-            if amp and m > 0:
-                x[i:i + m] += amp * np.exp(-tt[:m] * 60) * np.sin(2 * np.pi * f * tt[:m])
-    x += 0.01 * np.random.default_rng(0).standard_normal(len(x))
-    return x[None].astype(np.float32)
-
-
-@pytest.mark.parametrize("bpm,seconds,offbeat", [
-    (110, 20, 0.0), (110, 20, 0.5), (110, 60, 0.5), (122, 8, 0.3), (92, 6, 0.0),
-    (65, 20, 0.3), (140, 20, 0.6)])
-def test_tempo_of_short_excerpts_matches_the_clicks(bpm, seconds, offbeat):
-    """Issue 17 item 11: to a tenth of a BPM on short excerpts (a whole-frame lag read 110
-    as 110.3 and 112.5), without doubling a slow tempo whose off-beats are softer."""
-    from app.controller import estimate_tempo
-
-    assert estimate_tempo(click_track(bpm, seconds, offbeat), SR) == pytest.approx(bpm, abs=0.15)
-
-
 def test_replacing_the_context_resets_tempo_loop_and_playhead(qtbot, win_nomodel, tmp_path):  # noqa: F811
     w = win_nomodel
     a = tmp_path / "long.wav"

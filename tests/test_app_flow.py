@@ -288,7 +288,7 @@ def test_autosave_and_recovery(qtbot, win_nomodel, clip_wav, tmp_path):
 def test_autosave_failure_is_shown_and_retried(qtbot, win_nomodel, clip_wav, monkeypatch):
     import errno
 
-    import engine.session as session_mod
+    import engine.document.session as session_mod
 
     w = win_nomodel
     w.import_paths([clip_wav])

@@ -12,8 +12,8 @@ from app.controller import ActionError, SessionController
 from app.generation import GenerationController, JobProgress, Outcome
 from app.session_files import SessionFiles
 from app.transport_bar import TapTempo
+from engine.document.session import Session, UndoStack, track_from_audio
 from engine.service import Progress, StemResult
-from engine.session import Session, UndoStack, track_from_audio
 
 SR = 48000
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PySide6.QtWidgets import QApplication
 
-from app.controller import DEFAULT_RECIPE, ActionError, SessionController, estimate_tempo
-from engine.session import Region, Session, UndoStack, track_from_audio
+from app.controller import DEFAULT_RECIPE, ActionError, SessionController
+from engine.document.session import Region, Session, UndoStack, track_from_audio
 
 
 def _session(seconds=4.0, sr=48000):
@@ -133,16 +133,6 @@ def test_bars_axis_labels_bars(qtbot):
     assert ax.tickStrings([0.0, 2.0, 3.0], 1, 2) == ["1", "2", ""]
     s.tempo = None
     assert ax.tickValues(0, 16, 800) == []
-
-
-def test_tempo_estimate_of_a_click_track():
-    sr = 48000
-    bpm = 100.0
-    t = np.arange(12 * sr) / sr
-    clicks = np.exp(-((t % (60 / bpm)) * 60)) * np.sin(2 * np.pi * 1000 * t)
-    est = estimate_tempo(clicks[None].astype(np.float32), sr)
-    assert est == pytest.approx(bpm, rel=0.03)
-    assert estimate_tempo(np.zeros((1, 1000), np.float32), sr) is None
 
 
 def test_jobs_follow_loop_region_and_lane_offsets():

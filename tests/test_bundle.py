@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.bundle import find_bundle, init_bundle, load_bundle, read_manifest
+from engine.bundles.bundle import find_bundle, init_bundle, load_bundle, read_manifest
 from engine.errors import BundleError
 from engine.weights import read_checkpoint
 
@@ -132,3 +132,12 @@ def test_assemble_sets_defaults_and_refuses_another_encoder(tiny, tmp_path):
                           str(other / "cae.safetensors")], capture_output=True, text=True)
     assert bad.returncode != 0 and "different encoder" in bad.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_the_shipped_bundle_is_found_in_the_checkout():
+    """resources/ is found from the engine's own location (it moved once, into
+    engine/bundles/, and the default model silently went missing)."""
+    from engine.bundles.bundle import default_bundle_dir, is_bundle, resources_dir
+
+    assert resources_dir() == Path(__file__).resolve().parents[1] / "resources"
+    assert is_bundle(default_bundle_dir())

@@ -1,4 +1,4 @@
-"""engine.cae: shapes and lengths, the consistency boundary condition, seamless chunking,
+"""engine.models.cae: shapes and lengths, the consistency boundary condition, seamless chunking,
 determinism, checkpoints, latent statistics, training, evaluation, Music2Latent backend."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from engine.audio import write_audio
-from engine.cae import ARCHS, cae_from_config, create_cae, latent_stats, load_cae
-from engine.cae.training import CTSchedule, consistency_loss, ct_sigmas, train_step
 from engine.errors import BundleError
 from engine.interfaces import Autoencoder
+from engine.models.cae import ARCHS, cae_from_config, create_cae, latent_stats, load_cae
+from engine.training.cae import CTSchedule, consistency_loss, ct_sigmas, train_step
 from engine.weights import save_module
 
 SR = 48000
@@ -126,7 +126,7 @@ def test_chunked_decode_has_no_seam(cae):
     z = cae.encode(x)
     whole = cae.decode(z, generator=torch.Generator().manual_seed(3), max_chunk_frames=10_000)[0]
     chunked = cae.decode(z, generator=torch.Generator().manual_seed(3), max_chunk_frames=24)[0]
-    # phases are rebuilt from the magnitudes (engine.cae.phase), so the chunked decode's
+    # phases are rebuilt from the magnitudes (engine.models.cae.phase), so the chunked decode's
     # waveform may drift in phase; its spectrogram must match the whole decode's
     mag = lambda y: torch.stft(y, 2048, 512, window=torch.hann_window(2048),  # noqa: E731
                                return_complex=True).abs()
@@ -223,7 +223,7 @@ def test_noise_curriculum_and_loss():
 
 
 def test_multires_stft_loss_is_phase_blind_and_sees_partials():
-    from engine.cae.training import multires_stft_loss
+    from engine.training.cae import multires_stft_loss
 
     t = torch.arange(SR) / SR
     tone = torch.sin(2 * math.pi * 220 * t)[None]
@@ -257,7 +257,7 @@ def test_decode_terms_train_the_one_step_decode(term):
 def test_log_mel_loss_hears_timbre_not_phase():
     """The mel term is zero for the same sound, small for a phase change, large for the same
     notes with a darker timbre, finite on silence, and differentiable."""
-    from engine.cae.training import log_mel_loss
+    from engine.training.cae import log_mel_loss
 
     t = torch.arange(SR) / SR
 
@@ -306,7 +306,7 @@ def test_training_learns_and_silence_stays_silent():
 
 
 def test_train_cae_checkpoints_and_resumes(tmp_path):
-    from engine.cae.training import train_cae
+    from engine.training.cae import train_cae
 
     data = tmp_path / "data"
     for i in range(2):
@@ -325,14 +325,14 @@ def test_train_cae_checkpoints_and_resumes(tmp_path):
     loaded = load_cae(p)
     assert loaded.config["arch"] == "tiny"
     assert load_cae(out / "cae_raw.safetensors").id != loaded.id  # raw and EMA both saved
-    from engine.cae.evaluate import evaluate_cae_on_data
+    from engine.training.cae_eval import evaluate_cae_on_data
 
     r = evaluate_cae_on_data(loaded, data, tmp_path / "ev", max_files=1, seconds=0.5, pngs=0)
     assert r["files"] == 1 and math.isfinite(r["mel"])
 
 
 def test_evaluate_cae_reports_distances_and_pngs(cae, tmp_path):
-    from engine.cae.evaluate import evaluate_cae, mel_distance, mrstft_distance
+    from engine.training.cae_eval import evaluate_cae, mel_distance, mrstft_distance
 
     x = music(1.0)
     assert mrstft_distance(x, x) == pytest.approx(0.0, abs=1e-6)
@@ -393,7 +393,7 @@ def test_sigterm_checkpoints_the_current_step(tmp_path):
     import os
     import signal
 
-    from engine.cae.training import train_cae
+    from engine.training.cae import train_cae
 
     write_audio(tmp_path / "d" / "a.wav", music(1.0).numpy(), SR)
 
@@ -411,7 +411,7 @@ def test_sigterm_checkpoints_the_current_step(tmp_path):
 
 def test_train_cae_with_a_head_and_the_mel_term(tmp_path):
     """`train cae` config keys `head_channels` and `mel_weight` reach the model and the loss."""
-    from engine.cae.training import train_cae
+    from engine.training.cae import train_cae
 
     data = tmp_path / "data"
     write_audio(data / "0.wav", music(1.0).numpy(), SR)
@@ -427,7 +427,7 @@ def test_family_balanced_crops_draw_rare_families_as_often(tmp_path):
 
     import soundfile as sf
 
-    from engine.cae.training import CropSampler, family_balanced_stems
+    from engine.training.cae_data import CropSampler, family_balanced_stems
 
     sr = 48000
     stems, songs = [], []
@@ -459,14 +459,13 @@ def test_family_balanced_crops_draw_rare_families_as_often(tmp_path):
         CropSampler(groups, 4096, sr, weights=[1.0])
 
 
-def test_finetune_decoder_tool_adds_a_head_and_resumes(tmp_path):
-    """tools/finetune_decoder.py: a frozen encoder, a decoder given a wider head, the mel
-    term logged, and a second call continuing the same run."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
+def test_train_cae_freeze_encoder_adds_a_head_and_resumes(tmp_path):
+    """`riffwright train cae --init --freeze-encoder`: the encoder stays as it was, the
+    decoder is given a wider head and trains, the mel term is logged, and a second call
+    continues the same run."""
     import soundfile as sf
+
+    from engine.cli import main
 
     sr = 48000
     stems = []
@@ -478,24 +477,30 @@ def test_finetune_decoder_tool_adds_a_head_and_resumes(tmp_path):
         {"songs": [{"id": "a", "split": "train", "stems": stems}]}))
     start = create_cae("tiny")
     save_module(start, tmp_path / "start.safetensors", start.kind, start.config, torch.float32)
-    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"batch_size": 1, "crop_frames": 2, "checkpoint_every": 2, "threads": 1}))
     out = tmp_path / "run"
 
     def run(steps: int) -> None:
-        subprocess.run(
-            [sys.executable, str(root / "tools" / "finetune_decoder.py"),
-             str(tmp_path / "start.safetensors"), str(tmp_path), str(out), "--steps", str(steps),
-             "--batch-size", "1", "--crop-frames", "2", "--checkpoint-every", "2",
-             "--head-channels", "16", "--mel-weight", "1", "--spectral-weight", "1",
-             "--balance-families"],
-            check=True, cwd=root, capture_output=True, timeout=300)
+        assert main(["train", "cae", "--data", str(tmp_path), "--out", str(out),
+                     "--config", str(tmp_path / "config.json"), "--steps", str(steps),
+                     "--device", "cpu", "--from", str(tmp_path / "start.safetensors"),
+                     "--freeze-encoder", "--head-channels", "16", "--mel-weight", "1",
+                     "--spectral-weight", "1", "--balance-families"]) == 0
 
     run(2)
     tuned = load_cae(out / "cae.safetensors")
     assert tuned.config["head_channels"] == 16
     x = music(1.0)[None]
     assert torch.allclose(tuned.encode(x), start.encode(x), atol=1e-2)  # float16 on disk
+    raw = load_cae(out / "cae_raw.safetensors")
+    enc = start.encoder.state_dict()
+    assert all(torch.equal(v, enc[k].half().float()) for k, v in raw.encoder.state_dict().items())
+    head = [v for k, v in raw.state_dict().items() if k.startswith("decoder.head.")]
+    assert head and any(bool(v.abs().max() > 0) for v in head)  # the new head (zero) trained
     run(10)
     assert json.loads((out / "train_state.json").read_text())["step"] == 10
     logged = [json.loads(line) for line in (out / "train.log").read_text().splitlines()]
-    assert [r["step"] for r in logged] == [10] and logged[0]["mel"] > 0
+    steps = [r for r in logged if "loss" in r]
+    assert [r["step"] for r in steps] == [2, 10] and steps[-1]["mel"] > 0
+    assert [r["frozen_encoder"] for r in logged if r.get("event") == "start"] == [True, True]

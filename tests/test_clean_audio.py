@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from engine.audio import load_audio, resample
-from engine.bundle import default_bundle_dir, is_bundle, load_bundle, read_manifest
-from engine.cae.phase import TEXTURE_KERNEL, rebuild_phase, smooth_texture
+from engine.bundles.bundle import default_bundle_dir, is_bundle, load_bundle, read_manifest
 from engine.gain import CEILING_DBTP, apply_ceiling, guard_full_scale, true_peak
 from engine.generate import GenerationRequest, Generator, run_to_end
+from engine.models.cae.phase import TEXTURE_KERNEL, rebuild_phase, smooth_texture
 from engine.procedures import match_bridge_level
 
 SR = 48000
@@ -99,7 +99,7 @@ def test_silence_and_rests_decode_to_silence(bundle):
 def test_rebuilt_phase_makes_a_steady_partial_one_sinusoid():
     """A partial between two bins keeps its exact frequency: the rebuilt frames of a sine's
     magnitudes overlap-add back to that sine's frequency, not to a bin centre."""
-    from engine.cae.spectral import Spectral
+    from engine.models.cae.spectral import Spectral
 
     sp = Spectral(1024, 256, 0.5, 5.0)
     f = 1000.0 + 46.875 * 0.37  # between bin centres
@@ -159,8 +159,8 @@ def test_a_loud_generation_is_gain_staged_and_says_so(bundle, monkeypatch):
 
 
 def test_mix_export_never_reaches_full_scale(tmp_path):
-    from engine.export import export_stems
-    from engine.session import Session, track_from_audio
+    from engine.document.export import export_stems
+    from engine.document.session import Session, track_from_audio
 
     s = Session(SR)
     t = np.arange(2 * SR) / SR

@@ -14,23 +14,22 @@ import numpy as np
 import pytest
 import torch
 
-from engine.conditioning import (
+from engine.errors import AudioError, BundleError, RequestError
+from engine.interfaces import Conditioner
+from engine.models.conditioning import (
     FAMILY_PROMPTS,
     EmbeddingCache,
     check_conditioner_matches,
     classify_family,
     create_conditioner,
     default_cache_dir,
-    evaluate_encoder,
     interpolate,
     load_conditioner,
     save_conditioner,
-    train_encoder,
 )
-from engine.conditioning.features import WINDOW_SAMPLES, mel_filterbank, split_windows
-from engine.conditioning.text import Tokenizer, build_vocab
-from engine.errors import AudioError, BundleError, RequestError
-from engine.interfaces import Conditioner
+from engine.models.conditioning.features import WINDOW_SAMPLES, mel_filterbank, split_windows
+from engine.models.conditioning.text import Tokenizer, build_vocab
+from engine.training.conditioner import evaluate_encoder, train_encoder
 
 SR = 48_000
 TINY = {"channels": [4, 8], "dim": 16, "text_width": 16, "text_heads": 2, "ngram_buckets": 64}
@@ -58,7 +57,7 @@ def test_mel_filterbank_places_a_tone_in_its_band():
     assert bank.shape == (64, 1025) and (bank >= 0).all()
     peaks = bank.argmax(1)
     assert (np.diff(peaks) >= 0).all()  # bands ascend in frequency
-    from engine.conditioning.features import LogMel
+    from engine.models.conditioning.features import LogMel
 
     mel = LogMel()(torch.from_numpy(tone(1.0, 1000.0)))
     band = int(mel.mean(-1).argmax())
@@ -296,7 +295,7 @@ def test_training_is_resumable_bit_for_bit_and_evaluates(tmp_path):
 
 # -- LAION-CLAP: checks that need no laion_clap -------------------------------------------------
 def test_laion_model_choice_follows_the_checkpoint_name():
-    from engine.conditioning.laion import guess_model
+    from engine.models.conditioning.laion import guess_model
 
     assert guess_model("/x/music_audioset_epoch_15_esc_90.14.pt") == ("HTSAT-base", False)
     assert guess_model("music_speech_epoch_15_esc_89.25.pt") == ("HTSAT-base", False)
@@ -305,7 +304,7 @@ def test_laion_model_choice_follows_the_checkpoint_name():
 
 
 def test_laion_checkpoint_missing_empty_unknown_or_tampered(tmp_path):
-    from engine.conditioning.laion import verify_checkpoint
+    from engine.models.conditioning.laion import verify_checkpoint
     from engine.weights import sha256_file
 
     with pytest.raises(BundleError, match=r"not found: .*music.*huggingface\.co/lukewys"):
@@ -330,7 +329,7 @@ def test_laion_checkpoint_missing_empty_unknown_or_tampered(tmp_path):
 
 
 def test_laion_missing_hub_cache_names_the_file(tmp_path):
-    from engine.conditioning.laion import check_hub_cache
+    from engine.models.conditioning.laion import check_hub_cache
 
     with pytest.raises(BundleError, match=r"bert-base-uncased/vocab\.txt.*huggingface-cli"):
         check_hub_cache(tmp_path)
@@ -345,7 +344,7 @@ def test_laion_missing_hub_cache_names_the_file(tmp_path):
     importlib.util.find_spec("laion_clap") is not None, reason="laion_clap is installed here"
 )
 def test_laion_without_the_extra_says_how_to_get_it(tmp_path):
-    from engine.conditioning import load_laion_clap
+    from engine.models.conditioning import load_laion_clap
 
     with pytest.raises(BundleError, match=r"pip install 'riffwright\[laion\]'"):
         load_laion_clap(tmp_path / "music_audioset_epoch_15_esc_90.14.pt", "cpu")
@@ -398,7 +397,7 @@ def laion_setup(tmp_path_factory):
     ({"state_dict": {"module.<name>": tensor}}), and a hub cache to load it with."""
     import sys
 
-    from engine.conditioning import laion
+    from engine.models.conditioning import laion
 
     root = tmp_path_factory.mktemp("laion")
     hub = root / "hub"
@@ -419,7 +418,7 @@ def laion_setup(tmp_path_factory):
 @needs_laion
 @pytest.mark.slow
 def test_laion_real_code_loads_verified_checkpoint_and_embeds(laion_setup):
-    from engine.conditioning import load_laion_clap
+    from engine.models.conditioning import load_laion_clap
     from engine.weights import sha256_file
 
     ckpt, hub = laion_setup
@@ -444,7 +443,7 @@ def test_laion_real_code_loads_verified_checkpoint_and_embeds(laion_setup):
 @needs_laion
 @pytest.mark.slow
 def test_laion_tampered_wrong_model_and_missing_cache_are_refused(laion_setup, tmp_path):
-    from engine.conditioning import load_laion_clap
+    from engine.models.conditioning import load_laion_clap
     from engine.weights import sha256_file
 
     ckpt, hub = laion_setup

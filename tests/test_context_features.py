@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.context_features import (
+from engine.diffusion.context_features import (
     CHROMA,
     FEATURE_DIM,
     SUBFRAMES,
@@ -12,7 +12,7 @@ from engine.context_features import (
     features_from_spectra,
     spectra,
 )
-from engine.unet import UNet1d, arch_config, warm_start
+from engine.models.unet import UNet1d, arch_config, warm_start
 
 SR, HOP = 48000, 4096
 

@@ -1,4 +1,4 @@
-"""engine.dataset: rendered score songs, multitrack import, splits, training pairs."""
+"""engine.training.dataset: rendered score songs, multitrack import, splits, training pairs."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 
 sf = pytest.importorskip("soundfile")
 
-from engine.dataset import FAMILIES, build_dataset, load_manifest, split_for  # noqa: E402
-from engine.dataset.pairs import iter_pairs  # noqa: E402
+from engine.training.dataset import FAMILIES, build_dataset, load_manifest, split_for  # noqa: E402
+from engine.training.dataset.pairs import iter_pairs  # noqa: E402
 
 SR = 48000
 HAVE_RENDERER = shutil.which("fluidsynth") is not None and any(
@@ -176,7 +176,7 @@ def test_multitrack_import_layouts(tmp_path):
 
 
 def test_slakh_yaml_without_pyyaml(monkeypatch):
-    from engine.dataset.multitrack import read_simple_yaml
+    from engine.training.dataset.multitrack import read_simple_yaml
 
     monkeypatch.setitem(sys.modules, "yaml", None)
     meta = read_simple_yaml("a: 1\nstems:\n  S00:\n    is_drum: false\n    program_num: 33\n"
@@ -256,7 +256,7 @@ def test_latent_pairs_use_encoded_mixes(tmp_path):
     pytest.importorskip("torch")
     import torch
 
-    from engine.dataset.pairs import LatentPairs, encode_dataset_latents
+    from engine.training.dataset.pairs import LatentPairs, encode_dataset_latents
 
     root = _tiny_dataset(tmp_path / "ds", n_songs=2, n_stems=4, seconds=4.0)
     cae = _FakeCAE()
@@ -286,8 +286,8 @@ def test_latent_pairs_use_encoded_mixes(tmp_path):
 
 def test_arrange_corpus_piece_places_voices_in_range():
     pytest.importorskip("music21")
-    from engine.dataset.gm import program_range
-    from engine.dataset.scores import arrange_piece
+    from engine.training.dataset.gm import program_range
+    from engine.training.dataset.scores import arrange_piece
 
     song = arrange_piece(np.random.default_rng(0), 8.0, "bach/bwv66.6", "chorale")
     assert song.piece == "music21:bach/bwv66.6" and len(song.parts) == 4

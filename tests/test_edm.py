@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from engine.edm import (
+from engine.diffusion.edm import (
     EDMLoss,
     EDMPrecond,
     append_dims,
@@ -16,7 +16,7 @@ from engine.edm import (
     sample,
     sigmas_from_strength,
 )
-from engine.unet import UNet1d, arch_config
+from engine.models.unet import UNet1d, arch_config
 
 
 class ZeroNet(nn.Module):

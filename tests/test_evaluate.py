@@ -4,8 +4,8 @@ import json
 
 import numpy as np
 
-from engine.bundle import init_bundle
-from engine.evaluate import evaluate_model, frechet_distance, harmonic_fit, rhythmic_fit
+from engine.bundles.bundle import init_bundle
+from engine.training.evaluate import evaluate_model, frechet_distance, harmonic_fit, rhythmic_fit
 from tests.test_train_ldm import make_dataset
 
 SR = 48000

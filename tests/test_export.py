@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from engine.dawproject import export_dawproject
-from engine.export import export_stems, export_track_for_drag
-from engine.session import Session, track_from_audio
+from engine.document.dawproject import export_dawproject
+from engine.document.export import export_stems, export_track_for_drag
+from engine.document.session import Session, track_from_audio
 
 XSD = Path("/work/shared/data/dawproject/Project.xsd")
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.bundle import init_bundle, load_bundle
+from engine.bundles.bundle import init_bundle, load_bundle
 from engine.errors import Cancelled, RequestError
 from engine.generate import TRANSITION_FADE_S, GenerationRequest, Generator, run_to_end
 
@@ -19,7 +19,7 @@ STEPS = 4
 @pytest.fixture(scope="module", params=["untrained-tiny", "default"])
 def gen(request, tmp_path_factory):
     if request.param == "default":
-        from engine.bundle import default_bundle_dir, is_bundle
+        from engine.bundles.bundle import default_bundle_dir, is_bundle
 
         if not is_bundle(default_bundle_dir()):
             pytest.skip("no default bundle in resources/models/default")
@@ -31,7 +31,7 @@ def gen(request, tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained_gen():
     """The shipped default bundle, for properties that need a trained decoder."""
-    from engine.bundle import default_bundle_dir, is_bundle, read_manifest
+    from engine.bundles.bundle import default_bundle_dir, is_bundle, read_manifest
 
     path = default_bundle_dir()
     if not is_bundle(path) or not read_manifest(path).get("trained", True):

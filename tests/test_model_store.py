@@ -1,12 +1,12 @@
-"""engine.model_store: adding, listing and removing bundles and checkpoints (no Qt, no torch)."""
+"""engine.bundles.model_store: adding, listing and removing bundles and checkpoints (no Qt, no torch)."""
 
 import hashlib
 import json
 
 import pytest
 
-import engine.bundle as bundle_mod
-import engine.model_store as store
+import engine.bundles.bundle as bundle_mod
+import engine.bundles.model_store as store
 from engine.errors import BundleError, RiffwrightError
 
 

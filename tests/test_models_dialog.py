@@ -11,8 +11,8 @@ pytest.importorskip("pytestqt")
 
 from PySide6.QtCore import Qt  # noqa: E402
 
-import engine.bundle as bundle_mod  # noqa: E402
-import engine.model_store as store  # noqa: E402
+import engine.bundles.bundle as bundle_mod  # noqa: E402
+import engine.bundles.model_store as store  # noqa: E402
 from app.models_dialog import ModelsDialog  # noqa: E402
 from tests.test_model_store import fake_bundle  # noqa: E402
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.edm import EDMPrecond, karras_sigmas, sample
+from engine.diffusion.edm import EDMPrecond, karras_sigmas, sample
+from engine.models.unet import UNet1d, arch_config
 from engine.procedures import (
     equal_power_fade,
     guidance_branches,
@@ -17,7 +18,6 @@ from engine.procedures import (
     splice,
     tile_period,
 )
-from engine.unet import UNet1d, arch_config
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +144,7 @@ def test_a_long_take_has_no_burst_at_its_end():
     """A take of 141 latent frames (two windows) keeps its level to the end: the last
     window holds only the overlap (holding 115 of 128 frames made its free tail 10-15 dB
     louder than the rest)."""
-    from engine.bundle import default_bundle_dir, is_bundle, load_bundle
+    from engine.bundles.bundle import default_bundle_dir, is_bundle, load_bundle
     from engine.generate import GenerationRequest, Generator, run_to_end
 
     if not is_bundle(default_bundle_dir()):

@@ -74,7 +74,7 @@ PAYLOADS = ["torch-zip-exec", "torch-zip-nested", "legacy-pickle-system", "proto
 def laion_without_extra(monkeypatch, tmp_path):
     """Let the LAION-CLAP loader run up to the checkpoint read without the optional extra
     and its hub cache (neither is installed here); the model itself is never built."""
-    from engine.conditioning import laion
+    from engine.models.conditioning import laion
 
     monkeypatch.setattr(laion, "_require_extra", lambda: None)
     monkeypatch.setattr(laion, "check_hub_cache", lambda cache=None: tmp_path)
@@ -100,7 +100,7 @@ def _edit_manifest(root: Path, edit) -> None:
 @pytest.mark.parametrize("name", ["my-clap.pt", "music_audioset_epoch_15_esc_90.14.pt"])
 def test_malicious_laion_checkpoint_in_a_bundle_never_runs(
         payload, name, tiny_bundle, tmp_path, laion_without_extra):
-    from engine.bundle import load_bundle
+    from engine.bundles.bundle import load_bundle
     from engine.weights import sha256_file
 
     marker = tmp_path / "marker"
@@ -125,7 +125,7 @@ def test_malicious_laion_checkpoint_in_a_bundle_never_runs(
 
 @pytest.mark.parametrize("payload", PAYLOADS)
 def test_malicious_music2latent_checkpoint_never_runs(payload, tmp_path):
-    from engine.cae.m2l import _read_state_dict
+    from engine.models.cae.m2l import _read_state_dict
 
     marker = tmp_path / "marker"
     ckpt = tmp_path / "music2latent.pt"
@@ -169,7 +169,7 @@ def test_plain_weights_with_numpy_values_still_load(tmp_path):
 
 
 def test_a_bundle_digest_never_replaces_a_published_one(tmp_path):
-    from engine.conditioning.laion import verify_checkpoint
+    from engine.models.conditioning.laion import verify_checkpoint
     from engine.weights import sha256_file
 
     fake = tmp_path / "music_audioset_epoch_15_esc_90.14.pt"
@@ -185,7 +185,7 @@ def test_a_bundle_digest_never_replaces_a_published_one(tmp_path):
 
 
 def _session(n_tracks: int = 2, seconds: float = 0.25):
-    from engine.session import Session, track_from_audio
+    from engine.document.session import Session, track_from_audio
 
     s = Session(48000)
     t = np.arange(int(48000 * seconds)) / 48000
@@ -209,7 +209,7 @@ def _edit_session(folder: Path, edit) -> None:
 @pytest.mark.parametrize("bad_id", ["/tmp/evil", "../../evil", "a/b", "a\\b", "..", "",
                                     "x\x00y", "x\ny", "a" * 65, 7, None])
 def test_track_ids_are_slugs_on_creation_and_load(bad_id, tmp_path):
-    from engine.session import Session, SessionError, Track
+    from engine.document.session import Session, SessionError, Track
 
     with pytest.raises(SessionError, match="not valid"):
         Track(name="x", audio=np.zeros((1, 10), np.float32), id=bad_id)
@@ -223,7 +223,7 @@ def test_track_ids_are_slugs_on_creation_and_load(bad_id, tmp_path):
 
 def test_traversal_ids_never_write_outside_on_save(tmp_path):
     """The issue's case: an id like '../../x' used as a file name on Save and autosave."""
-    from engine.session import SessionError, autosave
+    from engine.document.session import SessionError, autosave
 
     s = _session(1)
     s.tracks[0].id = "../../escaped"  # bypassing the constructor, as a bug or plug-in might
@@ -236,7 +236,7 @@ def test_traversal_ids_never_write_outside_on_save(tmp_path):
 
 @pytest.mark.parametrize("where", ["absolute", "dotdot", "symlink"])
 def test_audio_paths_outside_the_folder_are_refused(where, tmp_path):
-    from engine.session import Session, SessionError
+    from engine.document.session import Session, SessionError
 
     outside = tmp_path / "private.wav"
     sf.write(outside, np.zeros((4800, 1), np.float32), 48000, subtype="FLOAT")
@@ -254,7 +254,7 @@ def test_audio_paths_outside_the_folder_are_refused(where, tmp_path):
 
 
 def test_save_refuses_a_user_folder_and_keeps_its_files(tmp_path):
-    from engine.session import SessionError
+    from engine.document.session import SessionError
 
     vocals = tmp_path / "vocals"
     (vocals / "audio").mkdir(parents=True)
@@ -270,7 +270,7 @@ def test_save_refuses_a_user_folder_and_keeps_its_files(tmp_path):
 
 
 def test_save_removes_only_files_the_session_wrote(tmp_path):
-    from engine.session import Session
+    from engine.document.session import Session
 
     folder = _saved(tmp_path)
     stray = [folder / "audio" / "mine.wav", folder / "peaks" / "mine.npy", folder / "x.txt"]
@@ -292,7 +292,7 @@ def test_save_removes_only_files_the_session_wrote(tmp_path):
 
 
 def test_save_as_from_a_session_writes_its_own_copy(tmp_path):
-    from engine.session import Session
+    from engine.document.session import Session
 
     folder = _saved(tmp_path)
     s = Session.load(folder)
@@ -318,8 +318,8 @@ def _full_disk_after(monkeypatch, module, name: str, allowed: int):
 
 @pytest.mark.parametrize("allowed", [0, 1, 2, 3])
 def test_save_on_a_full_disk_leaves_nothing_partial(allowed, tmp_path, monkeypatch):
-    import engine.session as session_mod
-    from engine.session import SessionError
+    import engine.document.session as session_mod
+    from engine.document.session import SessionError
 
     # the wav writes go through atomic_path, the peaks through _atomic_np_save: fail the
     # `allowed`-th file of the job
@@ -341,8 +341,8 @@ def test_save_on_a_full_disk_leaves_nothing_partial(allowed, tmp_path, monkeypat
 
 
 def test_save_failing_on_the_manifest_keeps_the_previous_session(tmp_path, monkeypatch):
-    import engine.session as session_mod
-    from engine.session import Session, SessionError, track_from_audio
+    import engine.document.session as session_mod
+    from engine.document.session import Session, SessionError, track_from_audio
 
     folder = _saved(tmp_path)
     before = (folder / "session.json").read_bytes()
@@ -377,14 +377,14 @@ def test_stale_temp_files_are_cleaned_and_only_ours(tmp_path):
     assert all(f.exists() for f in keep) and young.exists()
     old[0].write_bytes(b"x")
     os.utime(old[0], (1_000_000, 1_000_000))
-    from engine.session import Session
+    from engine.document.session import Session
 
     Session.load(folder).save(folder)  # a save cleans its own folder's leftovers
     assert not old[0].exists()
 
 
 def test_drag_out_and_export_never_overwrite(tmp_path):
-    from engine.export import export_stems, export_track_for_drag
+    from engine.document.export import export_stems, export_track_for_drag
 
     s = _session()
     s.tempo = 120
@@ -405,7 +405,7 @@ def test_drag_out_and_export_never_overwrite(tmp_path):
 
 
 def test_export_on_a_full_disk_is_one_message_and_no_file(tmp_path, monkeypatch):
-    from engine.export import export_track_for_drag
+    from engine.document.export import export_track_for_drag
 
     def full(path, *a, **k):
         raise sf.LibsndfileError(0, f"Error opening {str(path)!r}: ")  # not an OSError
@@ -422,7 +422,7 @@ def test_dawproject_names_with_control_characters_give_valid_xml(tmp_path):
     import zipfile
     from xml.etree import ElementTree as ET
 
-    from engine.dawproject import export_dawproject
+    from engine.document.dawproject import export_dawproject
 
     s = _session()
     s.tracks[0].name = "Bass\x01\x0b take\x1f"
@@ -546,7 +546,8 @@ def _run_with_timeout(fn, seconds: float = 10.0):
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
 @pytest.mark.parametrize("reader", ["load_audio", "audio_info", "load_input"])
 def test_a_fifo_is_refused_at_once(reader, tmp_path):
-    from engine import audio, inputs
+    from engine import audio
+    from engine.document import inputs
     from engine.errors import AudioError
 
     fifo = tmp_path / "stream.wav"
@@ -723,7 +724,7 @@ def _raw_bundle_json(kind: str):
                                                           ("list", "garbage", "latin1", "deep",
                                                            "empty")])
 def test_tampered_bundle_gives_one_bundle_error(case, tiny_bundle, tmp_path):
-    from engine.bundle import bundle_hash, load_bundle, read_manifest
+    from engine.bundles.bundle import bundle_hash, load_bundle, read_manifest
 
     root = _copy_bundle(tiny_bundle, tmp_path / "b")
     if case.startswith("raw-"):
@@ -742,7 +743,7 @@ def test_tampered_bundle_gives_one_bundle_error(case, tiny_bundle, tmp_path):
 
 @pytest.mark.parametrize("damage", ["truncate-ldm", "garbage-cae", "empty-conditioner"])
 def test_damaged_bundle_weights_give_one_bundle_error(damage, tiny_bundle, tmp_path):
-    from engine.bundle import load_bundle
+    from engine.bundles.bundle import load_bundle
 
     root = _copy_bundle(tiny_bundle, tmp_path / "b")
     if damage == "truncate-ldm":
@@ -757,7 +758,7 @@ def test_damaged_bundle_weights_give_one_bundle_error(damage, tiny_bundle, tmp_p
 
 
 def test_a_link_inside_a_bundle_is_never_copied(tiny_bundle, tmp_path, monkeypatch):
-    from engine import model_store
+    from engine.bundles import model_store
 
     monkeypatch.setattr(model_store, "models_dir", lambda create=True: _mk(tmp_path / "models"))
     monkeypatch.setattr(model_store, "_staging", lambda: _mk(tmp_path / "staging"))
@@ -781,7 +782,7 @@ def _mk(p: Path) -> Path:
 
 
 def test_model_hash_covers_external_checkpoints(tiny_bundle, tmp_path):
-    from engine.bundle import bundle_hash
+    from engine.bundles.bundle import bundle_hash
 
     root = _copy_bundle(tiny_bundle, tmp_path / "b")
     ext = tmp_path / "elsewhere" / "m2l.pt"
@@ -841,7 +842,7 @@ SESSION_CORPUS = {
                                                            "raw-deep", "raw-empty",
                                                            "wav-garbage"])
 def test_malformed_session_gives_one_session_error(case, tmp_path):
-    from engine.session import Session, SessionError
+    from engine.document.session import Session, SessionError
 
     folder = _saved(tmp_path)
     mf = folder / "session.json"
@@ -882,7 +883,7 @@ def test_random_session_mutations_never_raise_anything_else(tmp_path):
     SessionError."""
     import random
 
-    from engine.session import Session, SessionError
+    from engine.document.session import Session, SessionError
 
     folder = _saved(tmp_path)
     original = json.loads((folder / "session.json").read_text())
@@ -900,7 +901,7 @@ def test_random_session_mutations_never_raise_anything_else(tmp_path):
 def test_random_bundle_mutations_never_raise_anything_else(tiny_bundle, tmp_path):
     import random
 
-    from engine.bundle import read_manifest
+    from engine.bundles.bundle import read_manifest
 
     root = _copy_bundle(tiny_bundle, tmp_path / "b")
     original = json.loads((root / "bundle.json").read_text())

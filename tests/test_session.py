@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from engine.session import (
+from engine.document.session import (
     AddTracks,
     PeakPyramid,
     Region,

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from engine.bundle import load_bundle
-from engine.conditioning.prior import load_prior, make_prior
+from engine.bundles.bundle import load_bundle
 from engine.errors import BundleError, RequestError
 from engine.generate import GenerationRequest, Generator, run_to_end
-from engine.train_ldm import build_text_prior
+from engine.models.conditioning.prior import load_prior, make_prior
+from engine.training.ldm import build_text_prior
 
 
 def clusters(n=6, d=16, seed=0):
@@ -213,7 +213,7 @@ def test_assemble_tool_adds_a_prior_from_a_run(tmp_path, tiny_bundle):
 
 
 def test_the_shipped_default_bundle_maps_prompts_through_its_prior():
-    from engine.bundle import default_bundle_dir, is_bundle, read_manifest
+    from engine.bundles.bundle import default_bundle_dir, is_bundle, read_manifest
 
     path = default_bundle_dir()
     if not is_bundle(path) or "prior" not in read_manifest(path):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from engine.bundle import load_bundle, read_manifest, write_manifest
+from engine.bundles.bundle import load_bundle, read_manifest, write_manifest
 from engine.errors import BundleError
 from engine.weights import read_checkpoint
 
@@ -85,7 +85,7 @@ def _assemble(args, src: Path, staging: Path, manifest: dict) -> float:
         old = m["defaults"][key]
         m["defaults"][key] = type(old)(value) if not isinstance(old, bool) else value == "true"
     if args.prior:
-        from engine.train_ldm import PRIOR_FILE, build_text_prior
+        from engine.training.ldm import PRIOR_FILE, build_text_prior
 
         run = Path(args.prior)
         marker = run / "clap" / "conditioner.id"

@@ -28,8 +28,20 @@ LDM3_STEPS=${LDM3_STEPS:-45429}      # round-3 diffusion steps (text conditions 
 DEC4_STEPS=${DEC4_STEPS:-7300}       # decoder steps of the round-4 bundle
 DEC5_MEL_STEPS=${DEC5_MEL_STEPS:-1433}   # round 5: + steps with the mel term
 DEC5_HEAD_STEPS=${DEC5_HEAD_STEPS:-2731} # ... then with the wider output head
-R4=${R4:-runs/timbre}                # round 4's timbre-loss experiment (not shipped)
 mkdir -p "$R1" "$R2"
+
+# The decoder of a frozen encoder trains on: `decoder CAE OUT CONFIG [options]` (resumes).
+decoder() {
+    $PY -m engine.cli train cae --data data/scores --from "$1" --out "$2" --config "$3" \
+        --freeze-encoder "${@:4}"
+}
+decoder_config() {  # OUT LR STAGE_STEPS [STEPS]
+    cat > "$1" <<JSON
+{"batch_size": 8, "crop_frames": 16, "lr": $2, "stage_steps": $3, "checkpoint_every": 50,
+ "threads": 1, "ema_decay": 0.998, "steps": ${4:-100000}}
+JSON
+}
+decoder_config "$R2/decoder.json" 0.0002 1000
 
 # 1. the dataset: 400 songs of FluidSynth-rendered scores and grooves (~35 min, 3.8 GB)
 $PY -m engine.cli dataset build --source scores --songs 400 --seed 0 --jobs 2 --out data/scores
@@ -77,8 +89,7 @@ cp runs/cae_small/cae_raw.safetensors "$R2/cae_snapshot.safetensors"  # raw beat
 # 5. in parallel: the decoder keeps training (spectral loss) against the frozen encoder, and
 #    the diffusion model trains on the new latents, warm-started from round 1's state
 #    (weights, EMA, optimiser, step); the CLAP crop embeddings are reused (same encoder)
-$PY tools/finetune_decoder.py "$R2/cae_snapshot.safetensors" data/scores "$R2/decoder" \
-    --lr 2e-4 --spectral-weight 1.0 --stage-steps 1000 --checkpoint-every 50 &
+decoder "$R2/cae_snapshot.safetensors" "$R2/decoder" "$R2/decoder.json" --spectral-weight 1.0 &
 mkdir -p "$R2/ldm"
 [ -f "$R2/ldm/train_state.json" ] || cp "$R1/ldm/train_state.json" \
     "$R1/ldm/train_state.safetensors" "$R2/ldm/"
@@ -104,8 +115,7 @@ mkdir -p "$R3"
 cp -n "$R2/ldm/latent_stats.json" "$R3/" || true
 [ -f "$R2/decoder_shipped_2550.safetensors" ] || cp "$R2/decoder/cae.safetensors" \
     "$R2/decoder_shipped_2550.safetensors"
-$PY tools/finetune_decoder.py "$R2/cae_snapshot.safetensors" data/scores "$R2/decoder" \
-    --lr 2e-4 --spectral-weight 1.0 --stage-steps 1000 --checkpoint-every 50 &
+decoder "$R2/cae_snapshot.safetensors" "$R2/decoder" "$R2/decoder.json" --spectral-weight 1.0 &
 r3_config() {
     cat > "$R3/config.json" <<JSON
 {"arch": "tiny", "batch_size": 16, "frames": 64, "window_frames": 128, "lr": 0.0003,
@@ -130,38 +140,24 @@ $PY tools/assemble_bundle.py "$R3/bundle" "$R3/assembled" \
 #    Tried and not shipped: round 3's model trained on with a timbre loss (a frozen probe reads
 #    the CLAP audio embedding off the denoised latents, weight 2, lr 2e-4), 8,400 and 20,400
 #    steps: family accuracy 0.66 and 0.60 against 0.64 without it (four takes per context),
-#    harmonic and rhythmic fit a little lower. Its run is kept in $R4 to try again.
-$PY tools/finetune_decoder.py "$R2/cae_snapshot.safetensors" data/scores "$R2/decoder" \
-    --steps "$DEC4_STEPS" --lr 2e-4 --spectral-weight 1.0 --stage-steps 1000 --checkpoint-every 50
+#    harmonic and rhythmic fit a little lower; the loss has since been removed from the code.
+decoder "$R2/cae_snapshot.safetensors" "$R2/decoder" "$R2/decoder.json" --spectral-weight 1.0 \
+    --steps "$DEC4_STEPS"
 
 # 9. round 5: the round-4 decoder (step $DEC4_STEPS) trained on family-balanced single stems
 #    with the log-mel term, then with a 1,024-unit output head added (it starts at zero);
 #    bundled with round 3's diffusion model and the text prior (round 4 was that with the
 #    decoder of step 8 itself).
 cp "$R2/decoder/cae.safetensors" "$R2/dec_$DEC4_STEPS.safetensors"
-$PY tools/finetune_decoder.py "$R2/dec_$DEC4_STEPS.safetensors" data/scores "$R2/decoder_mel" \
-    --steps "$DEC5_MEL_STEPS" --lr 1e-4 --spectral-weight 1.0 --mel-weight 1.0 \
-    --stage-steps 1 --checkpoint-every 50 --balance-families
+decoder_config "$R2/decoder_mel.json" 0.0001 1 "$DEC5_MEL_STEPS"
+decoder "$R2/dec_$DEC4_STEPS.safetensors" "$R2/decoder_mel" "$R2/decoder_mel.json" \
+    --spectral-weight 1.0 --mel-weight 1.0 --balance-families
 cp "$R2/decoder_mel/cae.safetensors" "$R2/dec_mel.safetensors"
-$PY tools/finetune_decoder.py "$R2/dec_mel.safetensors" data/scores "$R2/decoder_head" \
-    --steps "$DEC5_HEAD_STEPS" --lr 2e-4 --spectral-weight 1.0 --mel-weight 1.0 \
-    --stage-steps 1 --checkpoint-every 50 --balance-families --head-channels 1024
+decoder_config "$R2/decoder_head.json" 0.0002 1 "$DEC5_HEAD_STEPS"
+decoder "$R2/dec_mel.safetensors" "$R2/decoder_head" "$R2/decoder_head.json" \
+    --spectral-weight 1.0 --mel-weight 1.0 --balance-families --head-channels 1024
 $PY tools/assemble_bundle.py "$R3/assembled" resources/models/default \
     --cae "$R2/decoder_head/cae.safetensors" --prior "$R2/ldm" \
     --card resources/models/default/MODEL_CARD.md \
     --name riffwright-default --default cfg_context=8 --default cfg_clap=6 \
     --description "Riffwright's default model: a tiny diffusion U-Net (45.4k steps) that hears the context's latents, chroma and onsets, a text prior that maps prompts onto the training stems' sounds, over a small CAE trained with a spectral loss and the built-in text/audio encoder, all trained on a 2-core CPU over synthetic FluidSynth renders. A starting point, not a finished model: see MODEL_CARD.md."
-if [ -n "${WITH_TIMBRE_RUN:-}" ]; then  # the experiment above
-    mkdir -p "$R4"
-    for d in latents clap; do [ -e "$R4/$d" ] || ln -s "$(realpath "$R2/ldm/$d")" "$R4/$d"; done
-    [ -e "$R4/features" ] || ln -s "$(realpath "$R3/features")" "$R4/features"
-    cp -n "$R2/ldm/latent_stats.json" "$R3/probe.safetensors" "$R4/" || true
-    cat > "$R4/config.json" <<JSON
-{"arch": "tiny", "batch_size": 16, "frames": 64, "window_frames": 128, "lr": 0.0002,
- "warmup": 200, "ema_decay": 0.998, "checkpoint_every": 200, "sample_every": 0,
- "log_every": 25, "threads": 1, "steps": 20400, "p_mean": -0.4, "context_features": true,
- "feature_loss": 5.0, "timbre_loss": 2.0, "p_text_clap": 0.0, "init_from": "$R3/bundle"}
-JSON
-    $PY -m engine.cli train ldm --data data/scores --bundle "$R2/start" --out "$R4" \
-        --config "$R4/config.json" --device cpu
-fi

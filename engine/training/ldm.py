@@ -1,0 +1,673 @@
+"""Training the latent diffusion model: `riffwright train ldm`.
+
+1. The dataset's stems and context mixes are encoded once with the bundle's CAE
+   (`engine.training.dataset.pairs.encode_dataset_latents`, resumable) and the per-channel latent
+   statistics of the target stems are measured, so the network sees unit-scale data
+   (σ_data = 1 after normalisation).
+2. CLAP embeddings of overlapping 5 s crops of every stem are computed once with the bundle's
+   conditioner; a training pair uses a crop that lies inside its target window (a random
+   sub-segment of the target, as in Diff-A-Riff).
+3. Pairs (`LatentPairs`): context = the CAE latent of a random subset of the other stems,
+   summed as audio; target = one stem; context and CLAP dropped at random. With
+   `context_features` the context also carries its chroma and onsets (precomputed per stem
+   and mix in `OUT/features`; `docs/context.md`); with `feature_loss` a frozen probe
+   (`OUT/probe.safetensors`, fitted first) compares those of the denoised latents with the
+   target's; `p_text_clap` swaps some audio-crop conditions for the caption's text embedding.
+4. EDM loss, AdamW with warm-up, gradient clipping, EMA; bfloat16 autocast on CUDA.
+   Checkpoints (safetensors + JSON, atomic) every `checkpoint_every` steps and on interrupt;
+   a run resumes from its last checkpoint. Progress with ETA on stdout and in `train.log`.
+5. Every `checkpoint_every` steps the EMA weights are exported as a complete bundle in
+   `OUT/bundle` (float16), and every `sample_every` steps a sample is rendered to
+   `OUT/samples/`.
+
+Distributed: launched with `torchrun --nproc_per_node N riffwright train ldm ...` each process
+trains on its own pair stream and DDP averages gradients (NCCL on CUDA, gloo on the CPU);
+rank 0 alone encodes, logs and writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.audio import write_audio
+from engine.bundles.bundle import (
+    DEFAULT_PARAMETERS,
+    FORMAT_VERSION,
+    find_bundle,
+    load_bundle,
+    read_manifest,
+    save_ldm,
+)
+from engine.bundles.bundle import write_manifest as write_bundle_manifest
+from engine.diffusion.context_features import FEATURE_DIM, features_from_spectra, spectra
+from engine.diffusion.edm import EDMLoss, EDMPrecond
+from engine.errors import RiffwrightError
+from engine.fsutil import atomic_path
+from engine.generate import GenerationRequest, Generator, pick_device, run_to_end
+from engine.models.cae import latent_stats
+from engine.models.conditioning.prior import DEFAULT_K, make_prior
+from engine.models.unet import UNet1d, arch_config, param_count, warm_start
+from engine.train_state import has_state, load_state, save_state, state_paths, stop_on_sigterm
+from engine.training.dataset.pairs import LatentPairs, encode_dataset_latents
+from engine.weights import load_into, read_checkpoint, save_module
+
+CLAP_CROP_S = 5.0
+CLAP_HOP_S = 2.5
+PRIOR_FILE = "prior.safetensors"
+
+
+@dataclass
+class LDMTrainConfig:
+    arch: str = "tiny"
+    steps: int = 20000
+    batch_size: int = 16
+    frames: int = 128
+    window_frames: int | None = None  # inference window written to the bundle (default: frames)
+    lr: float = 2e-4
+    warmup: int = 500
+    weight_decay: float = 0.0
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    p_mean: float = -1.2
+    p_std: float = 1.2
+    p_drop_context: float = 0.2
+    p_drop_clap: float = 0.2
+    p_empty_context: float = 0.1
+    # share of pairs whose CLAP condition is the text embedding of the target's caption
+    # instead of an audio crop's: generation is steered by text prompts, and text and audio
+    # embeddings do not coincide (the modality gap)
+    p_text_clap: float = 0.0
+    # give the model the context's chroma and onsets too (engine.diffusion.context_features)
+    context_features: bool = False
+    # start from this bundle's diffusion weights when the run has no checkpoint yet (a model
+    # without features can be extended with them)
+    init_from: str | None = None
+    # weight of a loss on what the denoised latents *sound* like: a frozen probe reads chroma
+    # and onsets off D(x; σ), compared with the target stem's own (0: off)
+    feature_loss: float = 0.0
+    probe_steps: int = 1500
+    # neighbours averaged by the bundle's text prior (engine.models.conditioning.prior; 0: no prior)
+    text_prior_k: int = 8
+    checkpoint_every: int = 500
+    sample_every: int = 2000
+    log_every: int = 25
+    seed: int = 0
+    threads: int | None = None
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike | None, **overrides) -> LDMTrainConfig:
+        data = {}
+        if path:
+            try:
+                data = json.loads(Path(path).read_text())
+            except (OSError, json.JSONDecodeError) as e:
+                raise RiffwrightError(f"cannot read config {path}: {e}") from None
+            unknown = set(data) - set(cls.__dataclass_fields__)
+            if unknown:
+                raise RiffwrightError(f"{path}: unknown settings {', '.join(sorted(unknown))}")
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**data)
+
+
+# ----------------------------------------------------------------------------- distributed
+
+
+def _dist_info() -> tuple[int, int, int]:
+    return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+            int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def _init_dist(device: torch.device) -> tuple[int, int]:
+    rank, world, _ = _dist_info()
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        torch.distributed.init_process_group(backend=backend)
+    return rank, world
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        torch.distributed.barrier()
+
+
+# ----------------------------------------------------------------------------- CLAP crops
+
+
+def clap_crop_embeddings(index_path: Path, conditioner, out: Path, log=print) -> Path:
+    """Embed overlapping 5 s crops of every stem in the latent index (resumable per song).
+
+    Writes `out/<song>.npz` with `emb` (stems, crops, D) float16 and `starts` (crops,) in
+    samples, plus a marker of the conditioner id so a different encoder recomputes.
+    """
+    import soundfile as sf
+
+    index = json.loads(Path(index_path).read_text())
+    root = Path(index["dataset"])
+    sr = index["sample_rate"]
+    out.mkdir(parents=True, exist_ok=True)
+    marker = out / "conditioner.id"
+    if marker.exists() and marker.read_text() != conditioner.id:
+        shutil.rmtree(out)
+        out.mkdir(parents=True)
+    marker.write_text(conditioner.id)
+    crop, hop = int(CLAP_CROP_S * sr), int(CLAP_HOP_S * sr)
+    for k, song in enumerate(index["songs"]):
+        path = out / f"{song['id']}.npz"
+        if path.exists():
+            continue
+        embs = []
+        starts = None
+        for st in song["stems"]:
+            x, _ = sf.read(str(root / st["audio"]), dtype="float32", always_2d=True)
+            x = x.mean(axis=1)
+            if len(x) < crop:
+                x = np.pad(x, (0, crop - len(x)))
+            s = np.arange(0, len(x) - crop + 1, hop)
+            starts = s if starts is None or len(s) < len(starts) else starts
+            crops = np.stack([x[i:i + crop] for i in s])
+            with torch.inference_mode():
+                e = torch.cat([conditioner.embed_audio(c, sr) for c in crops])
+            embs.append(e.float().cpu().numpy())
+        n = min(len(e) for e in embs)
+        with atomic_path(path) as tmp:
+            np.savez(tmp, emb=np.stack([e[:n] for e in embs]).astype(np.float16),
+                     starts=starts[:n])
+        if (k + 1) % 25 == 0:
+            log(f"clap crops: {k + 1}/{len(index['songs'])} songs")
+    return out
+
+
+class ClapCrops:
+    def __init__(self, folder: Path, sample_rate: int):
+        self.folder = folder
+        self.crop = int(CLAP_CROP_S * sample_rate)
+        self._songs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def pick(self, song: str, stem: int, start: int, stop: int, rng) -> np.ndarray:
+        """A crop embedding of `stem` lying inside samples [start, stop) (nearest if none)."""
+        if song not in self._songs:
+            z = np.load(self.folder / f"{song}.npz")
+            self._songs[song] = (z["emb"].astype(np.float32), z["starts"])
+        emb, starts = self._songs[song]
+        inside = np.nonzero((starts >= start) & (starts + self.crop <= stop))[0]
+        if len(inside) == 0:
+            inside = [int(np.argmin(np.abs(starts - start)))]
+        return emb[stem, int(inside[int(rng.integers(len(inside)))])]
+
+
+def build_text_prior(latent_dir: Path, clap_dir: Path, conditioner_id: str,
+                     k: int | None = None, split: str = "train"):
+    """The bundle's text prior (engine.models.conditioning.prior) from a run's crop embeddings.
+
+    One embedding per `split` stem: the mean of its crops weighted by how much of each crop
+    the stem plays (its latent activity), so silent stretches do not pull it towards the
+    embedding of silence. Stems that never play are left out.
+    """
+    index = json.loads((latent_dir / "index.json").read_text())
+    sr, hop = index["sample_rate"], index["hop"]
+    crop = int(CLAP_CROP_S * sr)
+    rows = []
+    for song in index["songs"]:
+        if song["split"] != split or not (clap_dir / f"{song['id']}.npz").exists():
+            continue
+        z = np.load(clap_dir / f"{song['id']}.npz")
+        emb, starts = z["emb"].astype(np.float32), z["starts"]
+        for j, st in enumerate(song["stems"][: len(emb)]):
+            act = np.load(latent_dir / st["activity"]).astype(np.float32)
+            w = np.array([act[s // hop : max(s // hop + 1, (s + crop) // hop)].mean()
+                          if s // hop < len(act) else 0.0 for s in starts])
+            w = np.nan_to_num(w)
+            if w.sum() <= 0:
+                continue
+            e = emb[j] / np.linalg.norm(emb[j], axis=1, keepdims=True).clip(1e-8)
+            rows.append((w[:, None] * e).sum(0) / w.sum())
+    if not rows:
+        raise RiffwrightError(f"no {split} stems with crop embeddings in {clap_dir}")
+    return make_prior(np.stack(rows), conditioner_id, DEFAULT_K if k is None else k)
+
+
+class CaptionEmbeddings:
+    """Text embeddings of captions, computed once each."""
+
+    def __init__(self, conditioner):
+        self.conditioner = conditioner
+        self._cache: dict[str, np.ndarray] = {}
+
+    def get(self, caption: str) -> np.ndarray:
+        e = self._cache.get(caption)
+        if e is None:
+            with torch.inference_mode():
+                e = self.conditioner.embed_text([caption]).float().cpu().numpy()[0]
+            self._cache[caption] = e
+        return e
+
+
+# ----------------------------------------------------------------------------- context features
+
+def context_feature_files(index_path: Path, out: Path, log=print) -> Path:
+    """Features (`engine.diffusion.context_features`) of every stem and context mix in the latent index.
+
+    Writes `out/<song>.npz` holding one (FEATURE_DIM, frames) float16 array per latent file,
+    keyed by its name (`00-bass`, `mix-03`). Each stem is transformed once; a mix's spectra
+    are the sums of its members'. Resumable per song.
+    """
+    import soundfile as sf
+
+    index = json.loads(Path(index_path).read_text())
+    root, sr, hop = Path(index["dataset"]), int(index["sample_rate"]), int(index["hop"])
+    out.mkdir(parents=True, exist_ok=True)
+    for k, song in enumerate(index["songs"]):
+        dest = out / f"{song['id']}.npz"
+        if dest.exists():
+            continue
+        frames = int(song["frames"])
+        specs = []
+        for st in song["stems"]:
+            x = sf.read(str(root / st["audio"]), dtype="float32", always_2d=True)[0].mean(axis=1)
+            specs.append(spectra(x, sr, hop, frames))
+        arrays = {}
+        for st, (lo, sh) in zip(song["stems"], specs):
+            arrays[Path(st["latent"]).stem] = features_from_spectra(lo, sh, sr)
+        for mix in song["mixes"]:
+            lo = sum(specs[i][0] for i in mix["members"])
+            sh = sum(specs[i][1] for i in mix["members"])
+            arrays[Path(mix["latent"]).stem] = features_from_spectra(lo, sh, sr)
+        with atomic_path(dest) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **{name: a.astype(np.float16) for name, a in arrays.items()})
+        if (k + 1) % 25 == 0 or k + 1 == len(index["songs"]):
+            log(f"context features: {k + 1}/{len(index['songs'])} songs")
+    return out
+
+
+class ContextFeatureWindows:
+    """Windows of the precomputed context features matching `LatentPairs` samples."""
+
+    def __init__(self, folder: Path, dim: int):
+        self.folder, self.dim = folder, dim
+        self._songs: dict[str, dict[str, np.ndarray]] = {}
+
+    def window(self, sample: dict, frames: int, of: str = "context") -> np.ndarray:
+        """Features of the sample's context (zeros when empty) or, with `of="target"`, of its
+        target stem, for the sample's frames."""
+        out = np.zeros((self.dim, frames), np.float32)
+        rel = sample.get(f"{of}_latent")
+        if rel is None:  # the empty context: silence has no features
+            return out
+        song = sample["song"]
+        if song not in self._songs:
+            with np.load(self.folder / f"{song}.npz") as z:
+                self._songs[song] = {k: z[k] for k in z.files}
+        f = self._songs[song][Path(rel).stem]
+        off = int(sample["frame_offset"])
+        w = f[:, off:off + frames]
+        out[:, :w.shape[1]] = w
+        return out
+
+
+class FeatureProbe(torch.nn.Module):
+    """Reads a stem's chroma and onsets (`engine.diffusion.context_features`) off its
+    normalised latents, per frame, for `feature_loss`: a small conv net, frozen once fitted."""
+
+    kind = "riffwright-feature-probe"
+
+    def __init__(self, latent_dim: int, feature_dim: int, width: int = 128):
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.Conv1d(latent_dim, width, 3, padding=1), torch.nn.SiLU(),
+            torch.nn.Conv1d(width, width, 3, padding=1), torch.nn.SiLU(),
+            torch.nn.Conv1d(width, feature_dim, 1))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+def _fit_probe(path: Path, probe: FeatureProbe, out: Path, frames: int, draw, loss_fn,
+               score, steps: int, batch: int, seed: int, config: dict) -> tuple:
+    """Fit `probe` on training pairs (or load it from `path`); (frozen probe, held-out score).
+
+    A saved probe whose config differs from `config` (another conditioner, other sizes) is
+    refitted; with `steps` 0 (the other ranks of a distributed run) that is an error."""
+
+    if path.exists():
+        tensors, _, saved = read_checkpoint(path)
+        if all(saved.get(k) == v for k, v in config.items()):
+            load_into(probe, tensors, str(path))
+            return probe.requires_grad_(False).eval(), saved.get("heldout_score",
+                                                                 saved.get("heldout_r2"))
+        if not steps:
+            raise RiffwrightError(f"{path} was fitted for another setting; delete it to refit")
+    index = out / "latents" / "index.json"
+    torch.manual_seed(seed)
+    train = LatentPairs(index, "train", frames, seed=seed, load_clap_audio=False)
+    rng = np.random.default_rng(seed)
+    opt = torch.optim.Adam(probe.parameters(), lr=1e-3)
+    for _ in range(steps):
+        z, f = draw(train, batch, rng)
+        loss = loss_fn(probe(z), f)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    try:
+        held = LatentPairs(index, "test", frames, seed=seed + 1, load_clap_audio=False)
+    except RiffwrightError:
+        held = LatentPairs(index, "train", frames, seed=seed + 1, load_clap_audio=False)
+    with torch.no_grad():
+        z, f = draw(held, 256, rng)
+        value = float(score(probe(z), f))
+    save_module(probe, path, probe.kind, {**config, "heldout_score": value})
+    return probe.requires_grad_(False).eval(), value
+
+
+def _target_latents(pairs, n, mean, std):
+    ps = [pairs.sample() for _ in range(n)]
+    return ps, (torch.from_numpy(np.stack([p["target"] for p in ps])) - mean.cpu()) / std.cpu()
+
+
+def train_feature_probe(out: Path, mean: torch.Tensor, std: torch.Tensor, dim: int,
+                        steps: int, frames: int = 64, batch: int = 32, seed: int = 0,
+                        log=print) -> FeatureProbe:
+    """Fit (or load) `out/probe.safetensors`: features of a stem from its clean latents.
+
+    Reports the share of held-out feature variance it explains (R²)."""
+    windows = ContextFeatureWindows(out / "features", dim)
+
+    def draw(pairs, n, rng):
+        ps, z = _target_latents(pairs, n, mean, std)
+        return z, torch.from_numpy(np.stack([windows.window(p, frames, "target") for p in ps]))
+
+    def r2(pred, f):
+        return 1 - ((pred - f) ** 2).sum() / ((f - f.mean((0, 2), keepdim=True)) ** 2).sum()
+
+    probe, value = _fit_probe(out / "probe.safetensors", FeatureProbe(int(mean.shape[1]), dim),
+                              out, frames, draw, torch.nn.functional.mse_loss, r2, steps, batch,
+                              seed, {"latent_dim": int(mean.shape[1]), "feature_dim": dim})
+    if steps and value is not None:
+        log(f"feature probe: {steps} steps, explains {value:.0%} of held-out feature variance")
+    return probe
+
+
+# ----------------------------------------------------------------------------- trainer
+
+
+def _log_line(out: Path | None, record: dict, text: str, rank: int) -> None:
+    if rank != 0:
+        return
+    print(text, flush=True)
+    if out is not None:
+        with open(out / "train.log", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def _export_bundle(src_bundle: Path, out: Path, ema: torch.nn.Module, stats: dict, cfg,
+                   step: int, info: dict) -> Path:
+    """Write OUT/bundle: the source bundle's CAE and conditioner with the trained LDM."""
+
+    src = read_manifest(src_bundle)
+    dest = out / "bundle"
+    staging = out / ".bundle-staging"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    for section in ("cae", "conditioner"):
+        f = src[section].get("file")
+        if f:
+            shutil.copy2(src_bundle / f, staging / f)
+    save_ldm(ema, staging / "ldm.safetensors", dtype=torch.float16)
+    prior = out / PRIOR_FILE if cfg.text_prior_k and (out / PRIOR_FILE).exists() else None
+    if prior is not None:
+        shutil.copy2(prior, staging / PRIOR_FILE)
+    card = src_bundle / "MODEL_CARD.md"
+    if card.exists():
+        shutil.copy2(card, staging / "MODEL_CARD.md")
+    manifest = {
+        "format": FORMAT_VERSION,
+        "name": info.get("name") or f"riffwright-{cfg.arch}",
+        "description": info.get("description", "Trained with `riffwright train ldm`."),
+        "trained": True,
+        "sample_rate": src["sample_rate"],
+        "latent": {"dim": src["latent"]["dim"], "hop": src["latent"]["hop"],
+                   "mean": stats["mean"], "std": stats["std"]},
+        "sigma_data": 1.0,
+        "window_frames": cfg.window_frames or cfg.frames,
+        "overlap_frames": max(8, (cfg.window_frames or cfg.frames) // 4),
+        "cae": src["cae"],
+        "conditioner": src["conditioner"],
+        "ldm": {"file": "ldm.safetensors", "arch": cfg.arch},
+        **({"prior": {"file": PRIOR_FILE}} if prior is not None else {}),
+        "defaults": {**DEFAULT_PARAMETERS, **src.get("defaults", {})},
+        "training": {"steps": step, "config": asdict(cfg), **info.get("training", {})},
+    }
+    write_bundle_manifest(staging, manifest)
+    if dest.exists():
+        shutil.rmtree(dest)
+    os.replace(staging, dest)
+    return dest
+
+
+def _render_sample(bundle_dir: Path, out: Path, step: int, index: dict) -> None:
+    """Render one accompaniment for a held-out song's context (a listening check)."""
+
+    songs = [s for s in index["songs"] if s["split"] != "train"] or index["songs"]
+    song = songs[0]
+    import soundfile as sf
+
+    root = Path(index["dataset"])
+    stems = [sf.read(str(root / st["audio"]), dtype="float32", frames=48000 * 8)[0]
+             for st in song["stems"][1:]]
+    if not stems:
+        return
+    n = min(len(s) for s in stems)
+    ctx = np.sum([s[:n] if s.ndim == 1 else s[:n].mean(axis=1) for s in stems], axis=0)
+    gen = Generator(load_bundle(bundle_dir, device="cpu"))
+    stem = run_to_end(gen.run(GenerationRequest(context=ctx[None].astype(np.float32),
+                                                prompt=song["stems"][0]["caption"],
+                                                steps=20, seed=0)))[0]
+    (out / "samples").mkdir(exist_ok=True)
+    write_audio(out / "samples" / f"step{step:07d}.wav", stem.audio, stem.sample_rate)
+
+
+def _init_from(net: torch.nn.Module, bundle: str | os.PathLike, rank: int) -> None:
+
+    root = find_bundle(bundle)
+    tensors, _, _ = read_checkpoint(root / read_manifest(root)["ldm"]["file"],
+                                    expected_kind=UNet1d.kind)
+    try:
+        fresh = warm_start(net, {k: v.float() for k, v in tensors.items()})
+    except ValueError as e:
+        raise RiffwrightError(f"cannot start from {root}: {e}") from None
+    if rank == 0:
+        print(f"starting from {root}'s diffusion model"
+              + (f" ({len(fresh)} new tensors)" if fresh else ""), flush=True)
+
+
+def train_ldm(data: str | os.PathLike, out: str | os.PathLike, bundle: str | os.PathLike,
+              cfg: LDMTrainConfig, device: str = "auto", name: str | None = None,
+              stop_after: int | None = None) -> Path:
+    """Train (or resume) the diffusion model on `data` with `bundle`'s CAE and conditioner.
+
+    Returns the exported bundle folder. `stop_after` ends this call after that many steps
+    (with a checkpoint), as an interruption would; a later call resumes.
+    """
+
+    out = Path(out)
+    dev = pick_device(device)
+    rank, world = _init_dist(dev)
+    if dev.type == "cuda" and world > 1:
+        dev = torch.device("cuda", _dist_info()[2])
+        torch.cuda.set_device(dev)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    src_bundle = find_bundle(bundle)
+    b = load_bundle(src_bundle, device=dev)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        encode_dataset_latents(
+            data, b.cae, out / "latents",
+            progress=lambda k, n, s: print(f"encoding latents {k}/{n}", flush=True)
+            if k % 25 == 0 or k == n else None)
+        clap_crop_embeddings(out / "latents" / "index.json", b.conditioner, out / "clap")
+        if cfg.text_prior_k:
+            build_text_prior(out / "latents", out / "clap", b.conditioner.id,
+                             cfg.text_prior_k).save(out / PRIOR_FILE)
+        if cfg.context_features or cfg.feature_loss:
+            context_feature_files(out / "latents" / "index.json", out / "features")
+        stats_path = out / "latent_stats.json"
+        if not stats_path.exists():
+            index = json.loads((out / "latents" / "index.json").read_text())
+            lat = [np.load(out / "latents" / st["latent"]).astype(np.float32)
+                   for s in index["songs"] if s["split"] == "train" for st in s["stems"]]
+            mean, std = latent_stats(lat)
+            stats = {"mean": [round(float(v), 6) for v in mean],
+                     "std": [round(max(float(v), 1e-3), 6) for v in std]}
+            stats_path.write_text(json.dumps(stats))
+    _barrier(world)
+    stats = json.loads((out / "latent_stats.json").read_text())
+    index = json.loads((out / "latents" / "index.json").read_text())
+    mean = torch.tensor(stats["mean"]).reshape(1, -1, 1).to(dev)
+    std = torch.tensor(stats["std"]).reshape(1, -1, 1).to(dev)
+
+    torch.manual_seed(cfg.seed)
+    n_feat = FEATURE_DIM if cfg.context_features else 0
+    net = UNet1d(arch_config(cfg.arch, latent_dim=b.cae.latent_dim, clap_dim=b.conditioner.dim,
+                             feature_dim=n_feat))
+    if cfg.init_from and not has_state(out):
+        _init_from(net, cfg.init_from, rank)
+    net.to(dev)
+    ema = UNet1d(net.config).to(dev)
+    ema.load_state_dict(net.state_dict())
+    ema.requires_grad_(False)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, betas=(0.9, 0.99),
+                            weight_decay=cfg.weight_decay)
+    step = 0
+    if has_state(out):
+        saved = json.loads(state_paths(out)[1].read_text())
+        if saved.get("arch") != cfg.arch:
+            raise RiffwrightError(f"{out} holds a {saved.get('arch')} run; use a new --out for "
+                                  f"{cfg.arch}")
+        had = bool(saved.get("config", {}).get("context_features", False))
+        if had != cfg.context_features:
+            raise RiffwrightError(f"{out} holds a run {'with' if had else 'without'} context "
+                                  f"features; use a new --out to change that")
+        step = int(load_state(out, {"model": net, "ema": ema}, opt)["step"])
+    train_net = net
+    if world > 1:
+        train_net = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[dev.index] if dev.type == "cuda" else None)
+    precond = EDMPrecond(train_net, sigma_data=1.0)
+    loss_fn = EDMLoss(cfg.p_mean, cfg.p_std, 1.0)
+    pairs = LatentPairs(out / "latents" / "index.json", "train", cfg.frames,
+                        seed=cfg.seed * 1000 + step * world + rank,
+                        p_drop_context=cfg.p_drop_context, p_drop_clap=cfg.p_drop_clap,
+                        p_empty_context=cfg.p_empty_context, load_clap_audio=False)
+    crops = ClapCrops(out / "clap", index["sample_rate"])
+    texts = CaptionEmbeddings(b.conditioner)
+    feats = (ContextFeatureWindows(out / "features", FEATURE_DIM)
+             if n_feat or cfg.feature_loss else None)
+    probe = None
+    if cfg.feature_loss:
+        if rank == 0:
+            train_feature_probe(out, mean, std, FEATURE_DIM, cfg.probe_steps, cfg.frames,
+                                seed=cfg.seed)
+        _barrier(world)
+        probe = train_feature_probe(out, mean, std, FEATURE_DIM, 0).to(dev)
+    rng = np.random.default_rng([cfg.seed, step, rank])
+    gen = torch.Generator().manual_seed(cfg.seed * 7919 + step * world + rank)
+    if rank == 0:
+        _log_line(out, {"event": "start", "step": step, "params": param_count(net),
+                        "songs": len(pairs.songs), "world": world, "device": str(dev),
+                        "config": asdict(cfg), "time": time.time()},
+                  f"training {cfg.arch} LDM ({param_count(net) / 1e6:.1f} M params) on "
+                  f"{len(pairs.songs)} songs, {world} process(es) on {dev}, from step {step}",
+                  rank)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else None
+    t0, first, losses = time.time(), step, []
+    local_stop = None if stop_after is None else step + stop_after
+
+    def checkpoint():
+        if rank == 0:
+            save_state(out, {"model": net, "ema": ema}, opt,
+                       {"step": step, "arch": cfg.arch, "config": asdict(cfg)})
+            _export_bundle(src_bundle, out, ema, stats, cfg, step,
+                           {"name": name, "training": {"data": str(data)}})
+
+    restore = stop_on_sigterm()  # `kill PID` checkpoints like Ctrl-C
+    try:
+        while step < cfg.steps and (local_stop is None or step < local_stop):
+            batch = [pairs.sample() for _ in range(cfg.batch_size)]
+            y = torch.from_numpy(np.stack([p["target"] for p in batch])).to(dev)
+            c = torch.from_numpy(np.stack([p["context"] for p in batch])).to(dev)
+            heard = [crops.pick(p["song"], p["target_stem"], *p["clap_range"], rng)
+                     for p in batch]
+            e = torch.from_numpy(np.stack([
+                texts.get(p["caption"])
+                if cfg.p_text_clap > 0 and p["caption"] and rng.random() < cfg.p_text_clap
+                else a for p, a in zip(batch, heard)])).to(dev)
+            cmask = torch.tensor([not p["drop_context"] for p in batch], device=dev)
+            emask = torch.tensor([not p["drop_clap"] for p in batch], device=dev)
+            y, c = (y - mean) / std, (c - mean) / std
+            if n_feat:
+                f = np.stack([feats.window(p, cfg.frames) for p in batch])
+                c = torch.cat([c, torch.from_numpy(f).to(dev)], dim=1)
+            want = None
+            if probe is not None:
+                want = torch.from_numpy(np.stack([feats.window(p, cfg.frames, "target")
+                                                  for p in batch])).to(dev)
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
+            with autocast if autocast is not None else contextlib.nullcontext():
+                loss, d = loss_fn(precond, y, context=c, clap=e, context_mask=cmask,
+                                  clap_mask=emask, generator=gen, return_denoised=True)
+                if probe is not None:
+                    loss = loss + cfg.feature_loss * torch.nn.functional.mse_loss(
+                        probe(d.float()), want)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+            opt.step()
+            with torch.no_grad():
+                decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+                for pe, pn in zip(ema.parameters(), net.parameters()):
+                    pe.lerp_(pn, 1 - decay)
+            step += 1
+            losses.append(float(loss.detach()))
+            if step % cfg.log_every == 0 and rank == 0:
+                rate = (step - first) / (time.time() - t0)
+                eta = (cfg.steps - step) / max(rate, 1e-9)
+                avg = float(np.mean(losses))
+                losses.clear()
+                _log_line(out, {"step": step, "loss": avg, "lr": opt.param_groups[0]["lr"],
+                                "steps_per_s": rate, "eta_s": eta, "time": time.time()},
+                          f"step {step}/{cfg.steps}  loss {avg:.4f}  {rate:.2f} it/s  "
+                          f"ETA {_hms(eta)}", rank)
+            if step % cfg.checkpoint_every == 0:
+                checkpoint()
+            if rank == 0 and cfg.sample_every and step % cfg.sample_every == 0:
+                _render_sample(out / "bundle", out, step, index)
+    except KeyboardInterrupt:
+        print("\ninterrupted: saving a checkpoint", file=sys.stderr)
+        checkpoint()
+        raise
+    finally:
+        restore()
+    checkpoint()
+    _barrier(world)
+    return out / "bundle"
+
+
+def _hms(s: float) -> str:
+    if not math.isfinite(s):
+        return "?"
+    s = int(s)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
