@@ -296,10 +296,12 @@ def build_dataset(
         total = n_songs
     else:
         from .multitrack import find_songs
+        from .render import check_training_source
 
         root = Path(src)
         if not root.is_dir():
             raise RiffwrightError(f"dataset source {src!r} is neither 'scores' nor a folder")
+        check_training_source(root)
         found = find_songs(root)
         if not found:
             raise RiffwrightError(f"no multitrack songs found under {root}")
