@@ -27,6 +27,7 @@ MIN_NOTE_S = 0.06
 
 ONSET_N_FFT = 2048
 ONSET_HOP = 480      # 10 ms at 48 kHz
+ONSET_FLOOR = 20.0   # flux (summed log-magnitude rise) below which nothing is scaled up
 
 
 def _resample(x: np.ndarray, sr: int, to: int) -> np.ndarray:
@@ -152,15 +153,17 @@ def onset_strength(x: np.ndarray, sr: int) -> tuple[np.ndarray, float]:
 def onsets(x: np.ndarray, sr: int, delta: float = 0.1) -> np.ndarray:
     """Onset times (s): peaks of the flux that top their neighbourhood's mean by `delta`.
 
-    The envelope is scaled to its 99th percentile (one huge hit does not hide the rest); a peak
+    The envelope is scaled to its 99th percentile (one huge hit does not hide the rest), or to
+    `ONSET_FLOOR` when that is lower (a steady tone has no onsets to scale up); a peak
     must be the maximum within ±30 ms, exceed the mean over -100..+70 ms by `delta`, and follow
     the previous onset by at least 30 ms.
     """
     env, rate = onset_strength(x, sr)
-    top = np.percentile(env, 99) if len(env) else 0.0
-    if top <= 1e-9:
+    if not len(env) or env.max() <= 1e-9:
         return np.zeros(0)
-    env = np.minimum(env / top, 1.5)
+    # the floor: a steady tone's frame-to-frame wobble is a flux of about 2, a soft sine note's
+    # start about 15 and a real part's onsets hundreds; without it the wobble would be scaled up
+    env = np.minimum(env / max(float(np.percentile(env, 99)), ONSET_FLOOR), 1.5)
     w_max, w_pre, w_post = (max(1, int(round(s * rate))) for s in (0.03, 0.10, 0.07))
     pad = np.pad(env, (w_pre, w_pre), constant_values=0.0)
     out, last = [], -np.inf
@@ -202,12 +205,15 @@ def onset_f(est: np.ndarray, ref: np.ndarray, tol: float = 0.05) -> float:
     return 2.0 * match_count(est, ref, tol) / (len(est) + len(ref))
 
 
-def estimate_tempo(x: np.ndarray, sr: int, lo: float = 70.0, hi: float = 180.0) -> float:
+def estimate_tempo(x: np.ndarray, sr: int, lo: float = 60.0, hi: float = 200.0) -> float:
     """The tempo (BPM) whose beat period best explains the flux's autocorrelation.
 
-    Each candidate lag scores its autocorrelation plus half that at twice and at half the lag,
-    so a piece whose eighths are strong is not read at double speed; the winner is refined with
-    a parabola through its neighbours. 120 when the clip has no onsets.
+    Each candidate lag scores its autocorrelation plus half that at twice and at half the lag
+    (peaks widened by ±20 ms, as onsets are not frame-exact), weighted by a log-normal
+    preference for about 120 BPM, half an octave wide, which settles the tie between a beat and
+    two. On the dev set it finds the written tempo for two pieces in three and is an octave off
+    for most of the rest; pieces with a dotted feel read 1.5 beats long. 120 when the clip has
+    no onsets. Prefer a known tempo (`midi_tempo`, the dataset's) when there is one.
     """
     env, rate = onset_strength(x, sr)
     env = env - env.mean()
@@ -216,33 +222,80 @@ def estimate_tempo(x: np.ndarray, sr: int, lo: float = 70.0, hi: float = 180.0) 
     n = len(env)
     nfft = 1 << int(np.ceil(np.log2(2 * n)))
     spec = np.fft.rfft(env, nfft)
-    ac = np.fft.irfft(spec * np.conj(spec), nfft)[:n]
-    ac = ac / max(ac[0], 1e-12) * n / np.maximum(n - np.arange(n), 1)  # unbiased
+    ac = np.fft.irfft(spec * np.conj(spec), nfft)[:n] / max(float(np.sum(env ** 2)), 1e-12)
+    ac = np.array([ac[max(0, i - 2):i + 3].max() for i in range(n)])
     lags = np.arange(int(rate * 60 / hi), min(n // 2, int(rate * 60 / lo) + 1))
     if len(lags) < 3:
         return 120.0
     score = ac[lags] + 0.5 * ac[np.minimum(2 * lags, n - 1)] + 0.5 * ac[lags // 2]
-    k = int(np.argmax(score))
-    lag = float(lags[k])
-    if 0 < k < len(lags) - 1:
-        a, b, c = score[k - 1], score[k], score[k + 1]
-        den = a - 2 * b + c
-        if abs(den) > 1e-12:
-            lag += float(np.clip(0.5 * (a - c) / den, -0.5, 0.5))
-    return 60.0 * rate / lag
+    bpm = 60.0 * rate / lags
+    score = np.maximum(score, 0.0) * np.exp(-0.5 * (np.log2(bpm / 120.0) / 0.5) ** 2)
+    return float(bpm[int(np.argmax(score))])
+
+
+def _varlen(data: bytes, i: int) -> tuple[int, int]:
+    v = 0
+    while True:
+        c = data[i]
+        i += 1
+        v = (v << 7) | (c & 0x7F)
+        if not c & 0x80:
+            return v, i
+
+
+def midi_tempo(data: bytes) -> tuple[float | None, int | None]:
+    """The first tempo (BPM) and time-signature numerator in a Standard MIDI File, or None.
+
+    Only what the evaluation needs to lay a beat grid over a case whose MIDI is known: the
+    first Set Tempo (FF 51) and Time Signature (FF 58) events of any track. Malformed data
+    gives (None, None).
+    """
+    tempo = num = None
+    try:
+        if data[:4] != b"MThd":
+            return None, None
+        i = 8 + int.from_bytes(data[4:8], "big")
+        while i + 8 <= len(data) and (tempo is None or num is None):
+            size = int.from_bytes(data[i + 4:i + 8], "big")
+            j, end, status = i + 8, i + 8 + size, 0
+            if data[i:i + 4] == b"MTrk":
+                while j < end:
+                    _, j = _varlen(data, j)
+                    if data[j] & 0x80:
+                        status, j = data[j], j + 1
+                    if status == 0xFF:
+                        kind = data[j]
+                        length, j = _varlen(data, j + 1)
+                        if kind == 0x51 and tempo is None and length == 3:
+                            tempo = 60e6 / int.from_bytes(data[j:j + 3], "big")
+                        elif kind == 0x58 and num is None and length >= 1:
+                            num = int(data[j])
+                        j += length
+                        status = 0  # meta and sysex events cancel running status
+                    elif status in (0xF0, 0xF7):
+                        length, j = _varlen(data, j)
+                        j += length
+                        status = 0
+                    else:
+                        j += 1 if 0xC0 <= status < 0xE0 else 2
+            i = end
+    except IndexError:
+        return None, None
+    return tempo, num
 
 
 def beat_times(x: np.ndarray, sr: int, tempo: float, seconds: float | None = None) -> np.ndarray:
     """Beats (s) at `tempo`, phase chosen where the clip's onset strength is highest."""
     env, rate = onset_strength(x, sr)
+    # widened by ±20 ms (a piece's onsets are not frame-exact) but still peaked at the onset
+    env = np.convolve(env, [0.25, 0.5, 1.0, 0.5, 0.25], mode="same")
     seconds = len(x) / sr if seconds is None else seconds
     period = 60.0 / tempo
     best, phase = -1.0, 0.0
-    for p in np.arange(0.0, period, 0.01):
+    for p in np.arange(0.0, period, 1.0 / rate):
         idx = np.round((np.arange(p, seconds, period)) * rate).astype(int)
         idx = idx[idx < len(env)]
-        # a beat's strength is the envelope's max within ±20 ms (onsets are not sample-exact)
-        s = np.mean([env[max(0, i - 2):i + 3].max() for i in idx]) if len(idx) else 0.0
+        s = float(env[idx].mean()) if len(idx) else 0.0
         if s > best:
             best, phase = s, p
     return np.arange(phase, seconds, period)
@@ -271,6 +324,40 @@ def _half_beat_grid(beats: np.ndarray) -> np.ndarray:
     period = float(np.median(np.diff(beats)))
     ext = np.concatenate([[beats[0] - period], beats, [beats[-1] + period]])
     return np.sort(np.concatenate([ext, ext[:-1] + np.diff(ext) / 2]))
+
+
+PCP_N_FFT = 8192  # 5.9 Hz bins at 48 kHz: neighbouring semitones resolve from about 100 Hz
+PCP_HOP = 2048
+
+
+def pitch_class_profile(x: np.ndarray, sr: int, fmin: float = 50.0,
+                        fmax: float = 5000.0) -> tuple[np.ndarray, float]:
+    """(12, frames) pitch-class magnitude from spectral peaks, and its frame rate (frames/s).
+
+    Only local maxima of each frame's spectrum count, each at its parabola-refined frequency
+    and only when within a third of a semitone of a note: a chroma that sums every bin smears
+    a note's window leakage over its neighbouring classes and reads a triad as five classes.
+    Peaks more than 50 dB below the frame's strongest are ignored.
+    """
+    n_fft = max(1024, int(round(PCP_N_FFT * sr / 48000)))
+    hop = max(1, int(round(PCP_HOP * sr / 48000)))
+    frames = _frames(np.pad(np.asarray(x, np.float64), (n_fft // 2, 0)), n_fft, hop)
+    mag = np.abs(np.fft.rfft(frames * np.hanning(n_fft), axis=1))
+    out = np.zeros((12, len(mag)))
+    lo, hi = int(fmin * n_fft / sr), min(mag.shape[1] - 2, int(fmax * n_fft / sr))
+    m = mag[:, lo - 1:hi + 2]
+    peak = (m[:, 1:-1] > m[:, :-2]) & (m[:, 1:-1] >= m[:, 2:])
+    peak &= m[:, 1:-1] >= m.max(axis=1, keepdims=True) * 10 ** (-50 / 20)
+    fi, bi = np.nonzero(peak)
+    if len(fi):
+        la, lb, lc = (np.log(m[fi, bi + k] + 1e-12) for k in (0, 1, 2))
+        den = la - 2 * lb + lc
+        shift = np.where(np.abs(den) > 1e-12, 0.5 * (la - lc) / np.where(den == 0, 1, den), 0)
+        freq = (lo + bi + np.clip(shift, -0.5, 0.5)) * sr / n_fft
+        midi = 69 + 12 * np.log2(freq / 440.0)
+        near = np.abs(midi - np.round(midi)) <= 1 / 3
+        np.add.at(out, (np.round(midi[near]).astype(int) % 12, fi[near]), m[fi, bi + 1][near])
+    return out, sr / hop
 
 
 def pitch_classes_per_segment(chroma: np.ndarray, frame_rate: float, bounds: np.ndarray,

@@ -9,7 +9,7 @@
 #   generate  $TAKES takes per chosen case with `riffwright generate` into $GEN/<case>/
 #             (resumable: a case whose folder is complete is skipped)
 #   judge     run the judge on the generated cases; summary in $OUT/summary.md
-#   eval      run `riffwright eval model` on the same chosen cases (its own note-level figures)
+#   eval      run `riffwright eval model` on the same takes (its own note-level figures)
 #
 # Settings (environment variables; paths may be relative to where you run it):
 #   JUDGE_DIR   the judge's folder (judge.py, build_cases.py)    default: ../shared/judge
@@ -119,17 +119,15 @@ stage_judge() {
 }
 
 stage_eval() {
-    # `riffwright eval model` reads the judge's case layout; it takes its contexts from a folder
-    # of case folders, so link the chosen ones into one
-    local sel="$EVAL_OUT/cases" c opts=()
-    [ -n "$STEPS" ] && opts+=(--steps "$STEPS")
+    # Riffwright's own note-level figures on the same takes: `eval model` reads the judge's
+    # case layout and, with --generated, measures the takes in $GEN (only the cases that have
+    # them) instead of generating again
+    local opts=()
     [ -n "$MODEL" ] && opts+=(--model "$MODEL")
-    rm -rf "$sel"
-    mkdir -p "$sel"
-    for c in $(chosen_cases); do ln -s "$(cd "$CASES/$c" && pwd)" "$sel/$c"; done
-    # shellcheck disable=SC2086
-    nice -n "$NICE" $RIFFWRIGHT eval model --contexts "$sel" --takes "$TAKES" --limit 100000 \
-        --seconds 20 "${opts[@]}" --out "$EVAL_OUT"
+    # shellcheck disable=SC2086  # RIFFWRIGHT may be a command with arguments
+    nice -n "$NICE" $RIFFWRIGHT eval model --contexts "$CASES" --generated "$GEN" \
+        --seconds 20 --limit 100000 "${opts[@]}" --out "$EVAL_OUT"
+    echo "riffwright eval report: $EVAL_OUT/report.md"
 }
 
 [ $# -gt 0 ] || { sed -n '2,14p' "$0"; exit 2; }
