@@ -273,14 +273,17 @@ def summarise_figure(rows: list[dict], key: str) -> dict | None:
         if abs(d) > 1e-9 and len(gaps):
             out["gap_closed"] = {"value": float((g[ok].mean() - m[ok].mean()) / d),
                                  "lo": float(np.percentile(gaps, 2.5)),
-                                 "hi": float(np.percentile(gaps, 97.5))}
+                                 "hi": float(np.percentile(gaps, 97.5)),
+                                 # the truth does not clearly beat the mismatched stem: the
+                                 # ratio divides by noise and means nothing
+                                 "bounds_separated": bool(np.percentile(den, 2.5) > 0)}
         out["gen_above_mismatched"] = int((g[ok] > m[ok]).sum())
     return out
 
 
 def _tempo_source(known: list[bool]) -> str:
     if all(known):
-        return "on the data's tempo"
+        return "on the known tempo (manifest or MIDI)"
     if not any(known):
         return "on a tempo estimated from the context"
     return f"on the data's tempo for {sum(known)} of {len(known)}, else an estimate"
@@ -555,7 +558,8 @@ def _markdown(s: dict) -> str:
              "Means over contexts with 95 % bootstrap intervals. `gap closed` = (generated − "
              "mismatched) / (ground truth − mismatched): 0 is no better than a real part of "
              "another piece, 1 is as good as the real part; an interval that includes 0 is no "
-             "evidence of fit."]
+             "evidence of fit. Where the ground truth does not clearly beat the mismatched stem "
+             "(its bootstrap interval of the difference includes 0) the gap is n/a."]
     labels = {key: label for key, label, _ in FIGURES}
     for role, r in s.get("note_level", {}).items():
         lines += ["", f"## {role} ({r['contexts']} contexts; beats {r['tempo']})", "",
@@ -563,7 +567,12 @@ def _markdown(s: dict) -> str:
                   "| n (gen. undefined) |", "|---|---|---|---|---|---|---|"]
         for key, f in r["figures"].items():
             gap = f.get("gap_closed")
-            gap_s = "–" if not gap else f"{gap['value']:.2f} [{gap['lo']:.2f}, {gap['hi']:.2f}]"
+            if not gap:
+                gap_s = "–"
+            elif not gap["bounds_separated"]:
+                gap_s = "n/a (truth ≯ mismatched)"
+            else:
+                gap_s = f"{gap['value']:.2f} [{gap['lo']:.2f}, {gap['hi']:.2f}]"
             lines.append(f"| {labels[key]} | {' | '.join(_cell(f.get(x)) for x in STEMS)} | "
                          f"{gap_s} | {f['n']} ({f['gen_undefined']}) |")
         if "grid_hit" in r["figures"]:

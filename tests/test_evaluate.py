@@ -170,12 +170,17 @@ def test_summary_intervals_and_gap_closed():
         assert s[stem]["hi"] - s[stem]["lo"] < 0.05
     gap = s["gap_closed"]
     assert abs(gap["value"] - 0.5) < 0.06 and gap["lo"] < gap["value"] < gap["hi"]
+    assert gap["bounds_separated"]
     assert s["gen_above_mismatched"] == 30
     # a context whose generated figure is undefined is left out of every column, and counted
     rows[0]["x_generated"] = float("nan")
     rows[0]["x_ground_truth"] = 100.0
     s2 = summarise_figure(rows, "x")
     assert s2["n"] == 29 and s2["gen_undefined"] == 1 and s2["ground_truth"]["mean"] < 1
+    # a truth no better than the mismatched stem: the gap divides by noise and is flagged
+    flat = [{**r, "x_ground_truth": r["x_mismatched"] + d}
+            for r, d in zip(rows[1:], rng.normal(0, 0.05, 29))]
+    assert not summarise_figure(flat, "x")["gap_closed"]["bounds_separated"]
     # no generated figure anywhere: the bounds are still reported, the gap is not
     none = summarise_figure([{**r, "x_generated": float("nan")} for r in rows], "x")
     assert none["n"] == 0 and none["gen_undefined"] == 30 and "generated" not in none
@@ -258,7 +263,7 @@ def test_eval_model_end_to_end(tmp_path):
               "beat_onset_strength_mismatched"):
         assert k in summary["secondary"]
     for role in summary["note_level"].values():  # the dataset knows the tempo
-        assert role["tempo"] == "on the data's tempo"
+        assert role["tempo"].startswith("on the known tempo")
         assert "onset_f" in role["figures"]
     assert (tmp_path / "ev" / "report.md").read_text().startswith("# Evaluation")
     # several takes per context: averaged per row, every take's embedding in the Fréchet set
