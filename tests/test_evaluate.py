@@ -239,13 +239,20 @@ def test_eval_model_reads_the_judges_case_layout(tmp_path):
         (gen / case).mkdir(parents=True)
         x, _ = sf.read(tmp_path / "cases" / case / "target.flac", dtype="float32")
         sf.write(gen / case / "take1.wav", x, SR)
-    s2 = evaluate_model(bundle, contexts=tmp_path / "cases", out=tmp_path / "ev2",
-                        generated=gen, seconds=3.0, progress=lambda *_: None)
+    from engine.cli import main  # through the command line, as tools/dev_eval.sh calls it
+
+    assert main(["eval", "model", "--model", str(bundle), "--contexts", str(tmp_path / "cases"),
+                 "--generated", str(gen), "--seconds", "3", "--out", str(tmp_path / "ev2")]) == 0
+    s2 = json.loads((tmp_path / "ev2" / "report.json").read_text())["summary"]
     assert s2["items"] == 2 and set(s2["note_level"]) == {"bass"}
     harm = s2["note_level"]["bass"]["figures"]["harm_beat"]
     assert harm["generated"]["mean"] == harm["ground_truth"]["mean"]
     assert abs(harm["gap_closed"]["value"] - 1.0) < 1e-9
     assert "takes read from" in (tmp_path / "ev2" / "report.md").read_text()
+    # a folder without takes for any case is a one-line error, not a crash
+    (tmp_path / "empty").mkdir()
+    assert main(["eval", "model", "--model", str(bundle), "--contexts", str(tmp_path / "cases"),
+                 "--generated", str(tmp_path / "empty"), "--out", str(tmp_path / "ev3")]) == 2
 
 
 def test_eval_model_end_to_end(tmp_path):
