@@ -318,9 +318,11 @@ def _is_case_folder(d: Path) -> bool:
     return d.is_dir() and any(d.glob("context.*"))
 
 
-def _case_items(root: Path, n: int, limit: int) -> list[dict]:
+def _case_items(root: Path, n: int, limit: int, only=None) -> list[dict]:
     """Items from the judge's case layout: <case>/context.*, target.*, role.txt, and an
-    optional cases.json naming each case's source piece (for the mismatched stem)."""
+    optional cases.json naming each case's source piece (for the mismatched stem). `only`: a
+    test on the case name (the audio of other cases is not read, but they can still lend the
+    mismatched stem)."""
     dirs = sorted(d for d in root.iterdir() if _is_case_folder(d))
     sources = {}
     meta = root / "cases.json"
@@ -340,7 +342,9 @@ def _case_items(root: Path, n: int, limit: int) -> list[dict]:
         cases.append({"dir": d, "role": role, "target": target, "source": src,
                       "tempo": tempo, "beats_per_bar": beats_per_bar or 4})
     items = []
-    for k, c in enumerate(cases[:limit]):
+    chosen = [k for k, c in enumerate(cases) if only is None or only(c["dir"].name)][:limit]
+    for k in chosen:
+        c = cases[k]
         # mismatched: the next case (in name order, wrapping) of the same role from another piece
         others = [o for o in cases[k + 1:] + cases[:k]
                   if o["role"] == c["role"] and o["source"] != c["source"] and o["target"]]
@@ -443,16 +447,13 @@ def evaluate_model(bundle_dir=None, data=None, out="eval-model", limit: int = 16
         root = Path(contexts)
         if not root.is_dir():
             raise RiffwrightError(f"--contexts {root} is not a folder")
-        if gen_dir is not None:  # only the cases that have takes, then the limit
-            limit_all = 1 << 30
-        else:
-            limit_all = limit
+        only = (lambda name: (gen_dir / name).is_dir()) if gen_dir is not None else None
         if any(_is_case_folder(d) for d in root.iterdir()):
-            items = _case_items(root, n, limit_all)
+            items = _case_items(root, n, limit, only)
         else:
-            items = _file_items(root, targets, n, limit_all)
-        if gen_dir is not None:
-            items = [it for it in items if (gen_dir / it["id"]).is_dir()][:limit]
+            items = [it for it in _file_items(root, targets, n,
+                                              limit if only is None else 1 << 30)
+                     if only is None or only(it["id"])][:limit]
     else:
         raise RiffwrightError("eval model needs --data DIR or --contexts DIR")
     if not items:

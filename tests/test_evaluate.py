@@ -249,6 +249,20 @@ def test_eval_model_reads_the_judges_case_layout(tmp_path):
     assert harm["generated"]["mean"] == harm["ground_truth"]["mean"]
     assert abs(harm["gap_closed"]["value"] - 1.0) < 1e-9
     assert "takes read from" in (tmp_path / "ev2" / "report.md").read_text()
+    # plain context files with their targets: role unknown, so rhythm figures only; the
+    # mismatched stem is another file's target
+    for d in ("ctx", "tgt"):
+        (tmp_path / d).mkdir()
+    for case in ("alpha_bass_20", "beta_bass_20"):
+        for d, f in (("ctx", "context"), ("tgt", "target")):
+            x, _ = sf.read(tmp_path / "cases" / case / f"{f}.flac", dtype="float32")
+            sf.write(tmp_path / d / f"{case}.wav", x, SR)
+    s3 = evaluate_model(bundle, contexts=tmp_path / "ctx", targets=tmp_path / "tgt",
+                        generated=gen, out=tmp_path / "ev4", seconds=3.0,
+                        progress=lambda *_: None)
+    assert s3["items"] == 2 and set(s3["note_level"]) == {"other"}
+    assert set(s3["note_level"]["other"]["figures"]) == {"onset_f", "grid_hit"}
+    assert "mismatched" in s3["note_level"]["other"]["figures"]["onset_f"]
     # a folder without takes for any case is a one-line error, not a crash
     (tmp_path / "empty").mkdir()
     assert main(["eval", "model", "--model", str(bundle), "--contexts", str(tmp_path / "cases"),
