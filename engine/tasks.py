@@ -51,8 +51,12 @@ def add_parsers(sub, parser_class) -> None:
     ee.add_argument("--model", metavar="DIR")
     em = esub.add_parser("model")
     em.add_argument("--data", help="dataset folder; its test split is used")
-    em.add_argument("--contexts", help="a folder of context clips")
-    em.add_argument("--targets", help="ground-truth stems for --contexts")
+    em.add_argument("--contexts", help="a folder of context clips, or of case folders "
+                    "(context.flac, target.flac, role.txt: the judge's layout)")
+    em.add_argument("--targets", help="ground-truth stems for --contexts (plain clips)")
+    em.add_argument("--generated", metavar="DIR",
+                    help="measure takes already made (DIR/<case>/*.wav) instead of generating")
+    em.add_argument("--seconds", type=float, default=10.0, help="length judged per context")
     em.add_argument("--model", metavar="DIR")
     em.add_argument("--out", default="eval-model")
     em.add_argument("--limit", type=int, default=16)
@@ -162,7 +166,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         summary = evaluate_model(args.model, data=args.data, out=args.out, limit=args.limit,
                                  steps=args.steps, contexts=args.contexts, targets=args.targets,
                                  takes=args.takes, cfg_context=args.cfg_context,
-                                 cfg_clap=args.cfg_clap,
+                                 cfg_clap=args.cfg_clap, seconds=args.seconds,
+                                 generated=args.generated,
                                  text_prior=False if args.no_text_prior else None)
         print(json.dumps(summary, indent=1))
     return 0

@@ -175,6 +175,50 @@ def test_multitrack_import_layouts(tmp_path):
     assert any(msg.endswith(": exists") for msg in msgs)
 
 
+def test_training_refuses_the_evaluation_sources(tmp_path, monkeypatch):
+    """The dev set's SoundFont and MIDI tunes, and the judge's case folders, never feed
+    training: they are refused by name, by symlink, by SoundFont header, and inside a folder."""
+    from engine.errors import RiffwrightError
+    from engine.training.dataset.render import find_soundfont, reserved_source
+
+    header = b"RIFF\x00\x00\x00\x00sfbkLIST\x00\x00\x00\x00INFOINAM\x0e\x00\x00\x00"
+    tim = tmp_path / "TimGM6mb.sf2"
+    tim.write_bytes(header + b"Other.sf2\x00")
+    renamed = tmp_path / "mybank.sf2"
+    renamed.write_bytes(header + b"TimGM6mb1.sf2\x00")
+    linked = tmp_path / "default-GM.sf2"
+    linked.symlink_to(tim)
+    fine = tmp_path / "FluidR3_GM.sf2"
+    fine.write_bytes(header + b"Fluid R3 GM\x00")
+    for bad in (tim, renamed, linked):
+        with pytest.raises(RiffwrightError, match="reserved for evaluation.*TimGM6mb"):
+            find_soundfont(bad)
+    monkeypatch.setenv("RIFFWRIGHT_SOUNDFONT", str(renamed))
+    with pytest.raises(RiffwrightError, match="reserved for evaluation"):
+        find_soundfont()
+    assert find_soundfont(fine) == fine
+
+    tunes = tmp_path / "baseset" / "openmsx"
+    tunes.mkdir(parents=True)
+    (tunes / "tune.mid").write_bytes(b"MThd")
+    holder = tmp_path / "mixed"  # a folder that merely contains the tunes somewhere below
+    (holder / "x").mkdir(parents=True)
+    (holder / "x" / "openmsx.obm").write_text("[metadata]")
+    case = tmp_path / "cases" / "piece_bass_20"
+    case.mkdir(parents=True)
+    sf.write(case / "context.flac", _tone(110, 5.0, sr=SR), SR)
+    sf.write(case / "target.flac", _tone(55, 5.0, sr=SR), SR)
+    (case / "role.txt").write_text("bass")
+    for src, what in ((tunes, "openttd-openmsx"), (holder, "openttd-openmsx"),
+                      (tmp_path / "cases", "evaluation case folder")):
+        assert what in reserved_source(src)
+        with pytest.raises(RiffwrightError, match="reserved for evaluation"):
+            build_dataset(str(src), tmp_path / "ds", seconds=5.0, jobs=1)
+    assert not (tmp_path / "ds").exists()  # refused before anything was written
+    _fake_multitracks(tmp_path / "ok")
+    assert reserved_source(tmp_path / "ok") is None
+
+
 def test_slakh_yaml_without_pyyaml(monkeypatch):
     from engine.training.dataset.multitrack import read_simple_yaml
 

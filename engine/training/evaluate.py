@@ -1,24 +1,30 @@
-"""`riffwright eval model`: how well generated stems fit their context, on held-out pieces.
+"""`riffwright eval model`: how well generated stems fit their context, judged note by note.
 
-Every figure is reported for three stems per context, so it can be read between bounds:
-- `generated`: what the model makes for the context (context + CLAP of the ground truth's
-  caption, default settings);
+Every figure is reported for four stems per context, so it can be read between bounds:
+- `generated`: what the model makes for the context (each take analysed, averaged per context);
 - `ground_truth`: the real stem of that piece (the upper bound);
-- `mismatched`: a stem of the same family from a *different* piece (the lower bound).
+- `mismatched`: a real stem of the same role from a *different* piece (the lower bound: right
+  sound, wrong music);
+- `naive`: a DSP baseline made from the context alone, with no model: for a bass, a saw on the
+  context's strongest pitch class in each beat; otherwise a noise click on every beat.
 
-Figures (brief §5):
-- harmonic fit: mean correlation of the stem's and the context's 12-bin chroma, bar by bar
-  (bars from the piece's tempo and meter; 2 s segments when unknown); centred, so a stem
-  without pitch scores 0;
-- rhythmic fit: mean onset strength of the stem at the context's beats, relative to its mean
-  onset strength (1 = no alignment; higher = onsets on the beat); beats from the piece's
-  tempo, phase found on the context's onset envelope;
-- distribution: Fréchet distance between conditioner audio embeddings of the stems and of
-  real held-out stems;
-- prompt adherence: cosine similarity of a stem's audio embedding with its prompt's text
-  embedding;
-- family accuracy: the conditioner's zero-shot family of the stem equals the prompt's family.
-`gap_closed` = (generated − mismatched) / (ground_truth − mismatched) per figure.
+Headline figures (engine/notes.py does the analysis, in plain numpy):
+- `harm_beat`, `harm_bar` (bass only): share of the bass's transcribed note-time (YIN pitch
+  track, segmented into notes) on the pitch classes the context plays in that beat / bar (its
+  chroma classes at >= half the strongest); undefined for a stem with under 1 s of notes;
+- `onset_f`: F-measure of the stem's onsets against the context's onsets (±50 ms);
+- `grid_hit`: share of the stem's onsets within ±70 ms of a beat or half-beat, against
+  `grid_chance`, what onsets at random times would score.
+Beats come from the piece's tempo when the data knows it, else from the context's tempo
+estimate; the phase is where the context's onsets are strongest. Each figure's mean comes with a
+95 % bootstrap interval over contexts, as does `gap_closed` = (generated − mismatched) /
+(ground_truth − mismatched): 0 is no better than a real part of another piece, 1 is as good as
+the real one.
+
+Secondary figures, kept in report.json under `secondary` and out of the headline table: the
+chroma correlation (the feature loss optimises it directly, and any stem whose energy spreads
+over the context's pitch classes scores well) and the beat onset strength. Prompt adherence,
+family accuracy and the Fréchet distance use Riffwright's own encoder, so they are listed apart.
 """
 
 from __future__ import annotations
@@ -29,9 +35,11 @@ from pathlib import Path
 
 import numpy as np
 
+from engine import notes
 from engine.audio import write_audio
 from engine.bundles.bundle import load_bundle
 from engine.errors import RiffwrightError
+from engine.fsutil import atomic_write_json, atomic_write_text
 from engine.models.conditioning import classify_family
 from engine.training.dataset.build import load_manifest
 
@@ -143,15 +151,283 @@ def _read(path: Path, frames: int) -> np.ndarray:
     return np.pad(x, (0, max(0, frames - len(x))))
 
 
+# --- note-level figures -----------------------------------------------------------------------
+
+STEMS = ("generated", "ground_truth", "mismatched", "naive")
+FIGURES = (  # (key, label, roles it applies to: None = every role)
+    ("harm_beat", "bass note-time on the context's pitch classes, per beat", {"bass"}),
+    ("harm_bar", "bass note-time on the context's pitch classes, per bar", {"bass"}),
+    ("onset_f", "onset F-measure vs the context's onsets (±50 ms)", None),
+    ("grid_hit", "onsets within ±70 ms of a beat or half-beat", None),
+)
+MIN_NOTE_TIME_S = 1.0  # a bass with less transcribed note-time has no harmonic figure
+BOOTSTRAP = 2000
+
+
+class ContextAnalysis:
+    """What every stem of one context is measured against: beats, bars, pitch classes, onsets."""
+
+    def __init__(self, context: np.ndarray, sr: int, tempo: float | None = None,
+                 beats_per_bar: int = 4):
+        self.seconds = len(context) / sr
+        self.tempo_known = bool(tempo)
+        self.tempo = float(tempo) if tempo else notes.estimate_tempo(context, sr)
+        self.beats = notes.beat_times(context, sr, self.tempo, self.seconds)
+        period = 60.0 / self.tempo
+        self.beat_bounds = np.append(self.beats, self.beats[-1] + period)
+        self.bar_bounds = self.beat_bounds[::max(1, beats_per_bar)]
+        if self.bar_bounds[-1] < self.beat_bounds[-1]:
+            self.bar_bounds = np.append(self.bar_bounds, self.bar_bounds[-1]
+                                        + beats_per_bar * period)
+        ch, rate = notes.pitch_class_profile(context, sr)
+        self.classes_beat = notes.pitch_classes_per_segment(ch, rate, self.beat_bounds)
+        self.classes_bar = notes.pitch_classes_per_segment(ch, rate, self.bar_bounds)
+        self.strongest = [notes.pitch_classes_per_segment(ch, rate, self.beat_bounds[i:i + 2],
+                                                          rel=1.0)[0]
+                          for i in range(len(self.beats))]
+        self.onsets = notes.onsets(context, sr)
+        self.grid_chance = notes.grid_chance(self.beats, self.seconds)
+
+
+def stem_figures(x: np.ndarray, sr: int, ca: ContextAnalysis, role: str | None) -> dict:
+    """The headline figures of one stem against its context's analysis (NaN = undefined)."""
+    ons = notes.onsets(x, sr)
+    out = {"onset_f": notes.onset_f(ons, ca.onsets), "grid_hit": notes.grid_hits(ons, ca.beats)}
+    if role == "bass":
+        line = notes.bass_notes(x, sr)
+        for key, bounds, classes in (("harm_beat", ca.beat_bounds, ca.classes_beat),
+                                     ("harm_bar", ca.bar_bounds, ca.classes_bar)):
+            on, total = notes.note_time_on_classes(line, bounds, classes)
+            out[key] = on / total if total >= MIN_NOTE_TIME_S else float("nan")
+    return out
+
+
+def naive_stem(ca: ContextAnalysis, sr: int, role: str | None, n: int) -> np.ndarray:
+    """The no-model baseline: what plain DSP makes of the context alone.
+
+    Bass: a band-limited saw (8 partials) on the context's strongest pitch class in each beat,
+    in the octave from C2. Anything else: a 30 ms noise click on every beat.
+    """
+    out = np.zeros(n, np.float32)
+    fade = int(0.01 * sr)
+    rng = np.random.default_rng(0)
+    for k, t0 in enumerate(ca.beats):
+        a, b = int(t0 * sr), min(n, int(ca.beat_bounds[k + 1] * sr))
+        if a >= b:
+            continue
+        if role == "bass":
+            if not ca.strongest[k]:
+                continue
+            f = 440.0 * 2 ** ((36 + min(ca.strongest[k]) - 69) / 12)
+            t = np.arange(b - a) / sr
+            note = sum(np.sin(2 * np.pi * f * h * t) / h for h in range(1, 9)) * 0.25
+            env = np.minimum(1.0, np.minimum(np.arange(b - a), np.arange(b - a)[::-1]) / fade)
+            out[a:b] = note * env
+        else:
+            m = min(b - a, int(0.03 * sr))
+            out[a:a + m] = rng.standard_normal(m) * np.exp(-np.arange(m) / (0.005 * sr)) * 0.5
+    return out
+
+
+def _bootstrap_draws(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, n, size=(BOOTSTRAP, n))
+
+
+def _interval(vals: np.ndarray, draws: np.ndarray) -> dict:
+    means = vals[draws].mean(axis=1)
+    return {"mean": float(vals.mean()), "lo": float(np.percentile(means, 2.5)),
+            "hi": float(np.percentile(means, 97.5))}
+
+
+def summarise_figure(rows: list[dict], key: str) -> dict | None:
+    """Means with 95 % bootstrap intervals over contexts, and the gap closed with its interval.
+
+    Like the judge: the means are over the contexts where generated, ground truth and
+    mismatched are all defined (so the columns compare like with like); without ground truth
+    and mismatched stems, over the contexts where the generated figure is defined. When no
+    context has all three (`n` 0), each stem is averaged over its own contexts and there is no
+    gap closed. None when no stem has a value.
+    """
+    def col(stem):
+        return np.array([r.get(f"{key}_{stem}", np.nan) for r in rows], dtype=float)
+
+    g, t, m, nv = (col(s) for s in STEMS)
+    paired = not np.isnan(t).all() and not np.isnan(m).all()
+    ok = ~np.isnan(g) & ~np.isnan(t) & ~np.isnan(m) if paired else ~np.isnan(g)
+    out: dict = {"n": int(ok.sum()), "gen_undefined": int(np.isnan(g).sum())}
+    if not ok.any():  # nothing to compare like with like: each stem over its own contexts
+        ok = np.ones(len(rows), bool)
+        paired = False
+    draws = _bootstrap_draws(int(ok.sum()))
+    for stem, v in zip(STEMS, (g, t, m, nv)):
+        v = v[ok]
+        if np.isnan(v).all():
+            continue
+        if np.isnan(v).any():  # the naive stem can be undefined where the others are not
+            fin = ~np.isnan(v)
+            out[stem] = _interval(v[fin], _bootstrap_draws(int(fin.sum())))
+        else:
+            out[stem] = _interval(v, draws)
+    if len(out) == 2:
+        return None
+    if paired:
+        gm, tm, mm = (v[ok][draws].mean(axis=1) for v in (g, t, m))
+        den = tm - mm
+        gaps = np.where(np.abs(den) > 1e-9, (gm - mm) / np.where(den == 0, 1, den), np.nan)
+        gaps = gaps[~np.isnan(gaps)]
+        d = t[ok].mean() - m[ok].mean()
+        if abs(d) > 1e-9 and len(gaps):
+            out["gap_closed"] = {"value": float((g[ok].mean() - m[ok].mean()) / d),
+                                 "lo": float(np.percentile(gaps, 2.5)),
+                                 "hi": float(np.percentile(gaps, 97.5)),
+                                 # the truth does not clearly beat the mismatched stem: the
+                                 # ratio divides by noise and means nothing
+                                 "bounds_separated": bool(np.percentile(den, 2.5) > 0)}
+        out["gen_above_mismatched"] = int((g[ok] > m[ok]).sum())
+    return out
+
+
+def _tempo_source(known: list[bool]) -> str:
+    if all(known):
+        return "on the known tempo (manifest or MIDI)"
+    if not any(known):
+        return "on a tempo estimated from the context"
+    return f"on the data's tempo for {sum(known)} of {len(known)}, else an estimate"
+
+
+def summarise_note_level(rows: list[dict]) -> dict:
+    """Per role: every headline figure's summary, and the grid's chance level."""
+    out = {}
+    for role in sorted({r["role"] for r in rows}):
+        rr = [r for r in rows if r["role"] == role]
+        figs = {}
+        for key, _, roles in FIGURES:
+            if roles is None or role in roles:
+                s = summarise_figure(rr, key)
+                if s:
+                    figs[key] = s
+        chance = np.array([r["grid_chance"] for r in rr], dtype=float)
+        chance = chance[~np.isnan(chance)]
+        out[role] = {"contexts": len(rr), "figures": figs,
+                     "grid_chance": float(chance.mean()) if len(chance) else float("nan"),
+                     "tempo": _tempo_source([r["tempo_known"] for r in rr])}
+    return out
+
+
+# --- the evaluation run -----------------------------------------------------------------------
+
+def _role_of(family: str | None) -> str:
+    return family if family in ("bass", "drums") else (family or "other")
+
+
+def _is_case_folder(d: Path) -> bool:
+    return d.is_dir() and any(d.glob("context.*"))
+
+
+def _case_items(root: Path, n: int, limit: int, only=None) -> list[dict]:
+    """Items from the judge's case layout: <case>/context.*, target.*, role.txt, and an
+    optional cases.json naming each case's source piece (for the mismatched stem). `only`: a
+    test on the case name (the audio of other cases is not read, but they can still lend the
+    mismatched stem)."""
+    dirs = sorted(d for d in root.iterdir() if _is_case_folder(d))
+    sources = {}
+    meta = root / "cases.json"
+    if meta.is_file():
+        try:
+            sources = {c["case"]: c.get("source") for c in json.loads(meta.read_text())["cases"]}
+        except (ValueError, KeyError, TypeError):
+            sources = {}
+    cases = []
+    for d in dirs:
+        role_file = d / "role.txt"
+        role = role_file.read_text().strip() if role_file.is_file() else "other"
+        target = next(iter(sorted(d.glob("target.*"))), None)
+        src = sources.get(d.name) or d.name.split(f"_{role}_")[0]
+        tempo, beats_per_bar = (notes.midi_tempo((d / "context.mid").read_bytes())
+                                if (d / "context.mid").is_file() else (None, None))
+        cases.append({"dir": d, "role": role, "target": target, "source": src,
+                      "tempo": tempo, "beats_per_bar": beats_per_bar or 4})
+    items = []
+    chosen = [k for k, c in enumerate(cases) if only is None or only(c["dir"].name)][:limit]
+    for k in chosen:
+        c = cases[k]
+        # mismatched: the next case (in name order, wrapping) of the same role from another piece
+        others = [o for o in cases[k + 1:] + cases[:k]
+                  if o["role"] == c["role"] and o["source"] != c["source"] and o["target"]]
+        items.append({
+            "id": c["dir"].name, "context": _read(next(iter(sorted(c["dir"].glob("context.*")))),
+                                                  n),
+            "truth": _read(c["target"], n) if c["target"] else None,
+            "mismatched": _read(others[0]["target"], n) if others else None,
+            "prompt": c["role"] if c["role"] != "other" else None, "family": None,
+            "role": c["role"], "tempo": c["tempo"], "beats_per_bar": c["beats_per_bar"],
+            "bar_s": c["beats_per_bar"] * 60.0 / c["tempo"] if c["tempo"] else 2.0})
+    return items
+
+
+def _file_items(root: Path, targets, n: int, limit: int) -> list[dict]:
+    """Items from a folder of context files (targets: same names in another folder)."""
+    files = sorted(p for p in root.iterdir() if p.is_file())[:limit]
+    truths = [Path(targets) / f.name if targets else None for f in files]
+    have = [t if t is not None and t.exists() else None for t in truths]
+    items = []
+    for k, f in enumerate(files):
+        mis = next((t for t in have[k + 1:] + have[:k] if t is not None), None)
+        items.append({"id": f.stem, "context": _read(f, n),
+                      "truth": _read(have[k], n) if have[k] else None,
+                      "mismatched": _read(mis, n) if mis and have[k] else None,
+                      "prompt": None, "family": None, "role": "other", "tempo": None,
+                      "beats_per_bar": 4, "bar_s": 2.0})
+    return items
+
+
+def _dataset_items(data, n: int, limit: int) -> list[dict]:
+    from engine.errors import RiffwrightError
+
+    m = load_manifest(data)
+    root = Path(m["_root"])
+    songs = [s for s in m["songs"] if s["split"] == "test" and len(s["stems"]) >= 2]
+    if not songs:
+        raise RiffwrightError(f"{data} has no test songs with two or more stems")
+    items = []
+    for k, song in enumerate(songs[:limit]):
+        ti = k % len(song["stems"])
+        target = song["stems"][ti]
+        ctx = sum(_read(root / st["path"], n) for i, st in enumerate(song["stems"]) if i != ti)
+        others = [(s2, st) for s2 in songs if s2["id"] != song["id"] for st in s2["stems"]]
+        same = [o for o in others if o[1].get("family") == target.get("family")] or others
+        mis = same[k % len(same)] if same else None
+        items.append({
+            "id": song["id"], "context": ctx, "truth": _read(root / target["path"], n),
+            "mismatched": _read(root / mis[1]["path"], n) if mis else None,
+            "prompt": target.get("caption") or target.get("instrument"),
+            "family": target.get("family"), "role": _role_of(target.get("family")),
+            "tempo": float(song.get("tempo") or 0) or None,
+            "beats_per_bar": int(str(song.get("meter") or "4/4").split("/")[0]),
+            "bar_s": _bar_seconds(song)})
+    return items
+
+
+def _generated_takes(folder: Path, sr: int, n: int) -> list[np.ndarray]:
+    from engine.audio import load_audio
+
+    return [np.pad(a := load_audio(p, sample_rate=sr)[0].mean(axis=0)[:n],
+                   (0, max(0, n - len(a))))
+            for p in sorted(folder.glob("*.wav"))]
+
+
 def evaluate_model(bundle_dir=None, data=None, out="eval-model", limit: int = 16,
                    steps: int | None = None, seconds: float = 10.0, contexts=None,
                    targets=None, device: str = "cpu", progress=print, takes: int = 1,
                    cfg_context: float | None = None, cfg_clap: float | None = None,
-                   text_prior: bool | None = None) -> dict:
-    """Evaluate a bundle on a dataset's test split (or a folder of contexts).
+                   text_prior: bool | None = None, generated=None) -> dict:
+    """Evaluate a bundle on a dataset's test split, a folder of cases, or a folder of contexts.
 
-    `takes` generations per context (figures averaged per context: one take per context
-    leaves the averages noisy by about ±0.1 over 40 contexts); `cfg_context`/`cfg_clap`
+    `contexts` is either the judge's case layout (one folder per case with context.*, target.*,
+    role.txt; cases.json for the source pieces) or plain context files (`targets`: the ground
+    truths, same names). `takes` generations per context (figures averaged per context);
+    `generated`: a folder of takes already made (<id>/*.wav, as the judge reads them) to
+    measure instead of generating; contexts without one are skipped. `cfg_context`/`cfg_clap`
     override the bundle's default guidance; `text_prior=False` prompts with the raw text
     embedding even when the bundle has a text prior."""
     import torch
@@ -164,61 +440,63 @@ def evaluate_model(bundle_dir=None, data=None, out="eval-model", limit: int = 16
     n = int(seconds * sr)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    items = []
+    gen_dir = Path(generated) if generated else None
     if data:
-        m = load_manifest(data)
-        root = Path(m["_root"])
-        songs = [s for s in m["songs"] if s["split"] == "test" and len(s["stems"]) >= 2]
-        if not songs:
-            raise RiffwrightError(f"{data} has no test songs with two or more stems")
-        for k, song in enumerate(songs[:limit]):
-            ti = k % len(song["stems"])
-            target = song["stems"][ti]
-            ctx = sum(_read(root / st["path"], n) for i, st in enumerate(song["stems"]) if i != ti)
-            others = [(s2, st) for s2 in songs if s2["id"] != song["id"] for st in s2["stems"]]
-            same = [o for o in others if o[1].get("family") == target.get("family")] or others
-            mis = same[k % len(same)] if same else None
-            items.append({
-                "id": song["id"], "context": ctx, "truth": _read(root / target["path"], n),
-                "mismatched": _read(root / mis[1]["path"], n) if mis else None,
-                "prompt": target.get("caption") or target.get("instrument"),
-                "family": target.get("family"), "tempo": float(song.get("tempo") or 120),
-                "bar_s": _bar_seconds(song)})
+        items = _dataset_items(data, n, limit)
     elif contexts:
-        files = sorted(p for p in Path(contexts).iterdir() if p.is_file())
-        for f in files[:limit]:
-            truth = Path(targets) / f.name if targets else None
-            items.append({"id": f.stem, "context": _read(f, n),
-                          "truth": _read(truth, n) if truth and truth.exists() else None,
-                          "mismatched": None, "prompt": None, "family": None,
-                          "tempo": 120.0, "bar_s": 2.0})
+        root = Path(contexts)
+        if not root.is_dir():
+            raise RiffwrightError(f"--contexts {root} is not a folder")
+        only = (lambda name: (gen_dir / name).is_dir()) if gen_dir is not None else None
+        if any(_is_case_folder(d) for d in root.iterdir()):
+            items = _case_items(root, n, limit, only)
+        else:
+            items = [it for it in _file_items(root, targets, n,
+                                              limit if only is None else 1 << 30)
+                     if only is None or only(it["id"])][:limit]
     else:
         raise RiffwrightError("eval model needs --data DIR or --contexts DIR")
+    if not items:
+        raise RiffwrightError("nothing to evaluate: no contexts"
+                              + (f" with takes in {gen_dir}" if gen_dir else ""))
     rows = []
     embs = {"generated": [], "ground_truth": [], "mismatched": []}
     cond = b.conditioner
     for k, it in enumerate(items):
-        req = GenerationRequest(context=it["context"][None], sample_rate=sr, prompt=it["prompt"],
-                                steps=steps, seed=k, takes=takes, cfg_context=cfg_context,
-                                cfg_clap=cfg_clap, text_prior=text_prior)
-        stems = [s.audio[0] for s in run_to_end(gen.run(req))]
-
-        write_audio(out / f"{it['id']}_generated.wav", stems[0], sr)
-        row = {"id": it["id"], "prompt": it["prompt"], "family": it["family"]}
+        if gen_dir is not None:
+            stems = _generated_takes(gen_dir / it["id"], sr, n)
+            if not stems:
+                raise RiffwrightError(f"{gen_dir / it['id']} has no .wav takes")
+        else:
+            req = GenerationRequest(context=it["context"][None], sample_rate=sr,
+                                    prompt=it["prompt"], steps=steps, seed=k, takes=takes,
+                                    cfg_context=cfg_context, cfg_clap=cfg_clap,
+                                    text_prior=text_prior)
+            stems = [s.audio[0] for s in run_to_end(gen.run(req))]
+            write_audio(out / f"{it['id']}_generated.wav", stems[0], sr)
+        ca = ContextAnalysis(it["context"], sr, it["tempo"], it["beats_per_bar"])
+        row = {"id": it["id"], "prompt": it["prompt"], "family": it["family"],
+               "role": it["role"], "tempo": ca.tempo, "tempo_known": ca.tempo_known,
+               "grid_chance": ca.grid_chance}
         text = None
         if it["prompt"]:
             with torch.inference_mode():
                 text = cond.embed_text([it["prompt"]]).float().cpu().numpy()[0]
+        naive = naive_stem(ca, sr, it["role"], n)
         for name, xs in (("generated", stems), ("ground_truth", [it["truth"]]),
-                         ("mismatched", [it["mismatched"]])):
+                         ("mismatched", [it["mismatched"]]), ("naive", [naive])):
             if xs[0] is None:
                 continue
             per: dict[str, list] = {}
             for x in xs:  # figures of several takes are averaged per context
-                per.setdefault("harmonic", []).append(
+                for key, v in stem_figures(x, sr, ca, it["role"]).items():
+                    per.setdefault(key, []).append(v)
+                per.setdefault("chroma_correlation", []).append(
                     harmonic_fit(x, it["context"], sr, it["bar_s"]))
-                per.setdefault("rhythmic", []).append(
-                    rhythmic_fit(x, it["context"], sr, it["tempo"]))
+                per.setdefault("beat_onset_strength", []).append(
+                    rhythmic_fit(x, it["context"], sr, ca.tempo))
+                if name == "naive":
+                    continue
                 with torch.inference_mode():
                     e = cond.embed_audio(x, sr).float().cpu().numpy()[0]
                 embs[name].append(e)
@@ -237,45 +515,87 @@ def evaluate_model(bundle_dir=None, data=None, out="eval-model", limit: int = 16
     used = gen.resolve(GenerationRequest(steps=steps, cfg_context=cfg_context, cfg_clap=cfg_clap,
                                          prompt="-" if prompted else None, text_prior=text_prior))
     summary: dict = {"bundle": str(b.path), "model_hash": b.hash, "items": len(rows),
-                     "seconds": seconds, "takes": takes,
+                     "seconds": seconds, "takes": len(stems) if gen_dir else takes,
+                     "generated_from": str(gen_dir) if gen_dir else None,
                      **{k: used[k] for k in ("steps", "cfg_context", "cfg_clap", "text_prior")}}
-    for metric in ("harmonic", "rhythmic", "prompt", "family_ok"):
+    summary["note_level"] = summarise_note_level(rows)
+    secondary: dict = {}
+    for metric in ("prompt", "family_ok", "chroma_correlation", "beat_onset_strength"):
+        dest = secondary if metric in ("chroma_correlation", "beat_onset_strength") else summary
         for name in embs:
             vals = [float(r[f"{metric}_{name}"]) for r in rows if f"{metric}_{name}" in r
                     and not math.isnan(float(r[f"{metric}_{name}"]))]
             if vals:
-                summary[f"{metric}_{name}"] = float(np.mean(vals))
-        g, t, mm = (summary.get(f"{metric}_{x}") for x in embs)
+                dest[f"{metric}_{name}"] = float(np.mean(vals))
+        g, t, mm = (dest.get(f"{metric}_{x}") for x in embs)
         if None not in (g, t, mm) and abs(t - mm) > 1e-9:
-            summary[f"{metric}_gap_closed"] = (g - mm) / (t - mm)
+            dest[f"{metric}_gap_closed"] = (g - mm) / (t - mm)
+    summary["secondary"] = secondary
     if len(embs["ground_truth"]) >= 3:
         real = np.stack(embs["ground_truth"])
         for name in ("generated", "mismatched"):
             if len(embs[name]) >= 3:
                 summary[f"frechet_{name}"] = frechet_distance(np.stack(embs[name]), real)
-    (out / "report.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1,
-                                                default=float))
-    (out / "report.md").write_text(_markdown(summary))
+    atomic_write_json(out / "report.json", json.loads(json.dumps(
+        {"summary": summary, "rows": rows}, default=float)))
+    atomic_write_text(out / "report.md", _markdown(summary))
     return summary
 
 
+def _cell(d: dict | None) -> str:
+    if not d:
+        return "–"
+    return f"{d['mean']:.3f} [{d['lo']:.2f}, {d['hi']:.2f}]"
+
+
 def _markdown(s: dict) -> str:
-    lines = ["# Evaluation", "", f"Bundle `{s['bundle']}` ({s['items']} held-out contexts, "
-             f"{s['seconds']:g} s each, {s['takes']} take(s) per context, {s['steps']} steps, "
-             f"guidance {s['cfg_context']:g} context / {s['cfg_clap']:g} CLAP, text prior "
-             f"{'on' if s.get('text_prior') else 'off'})", "",
-             "| figure | generated | ground truth | mismatched | gap closed |",
-             "|---|---|---|---|---|"]
-    for metric, label in (("harmonic", "harmonic fit"), ("rhythmic", "rhythmic fit"),
-                          ("prompt", "prompt adherence"), ("family_ok", "family accuracy")):
-        if f"{metric}_generated" not in s:
-            continue
-        cells = [f"{s[k]:.3f}" if (k := f'{metric}_{n}') in s else "–"
-                 for n in ("generated", "ground_truth", "mismatched")]
-        gap = s.get(f"{metric}_gap_closed")
-        lines.append(f"| {label} | {' | '.join(cells)} | "
-                     f"{'–' if gap is None else f'{gap:.2f}'} |")
+    if s.get("generated_from"):
+        how = f"takes read from `{s['generated_from']}`"
+    else:
+        how = (f"{s['steps']} steps, guidance {s['cfg_context']:g} context / "
+               f"{s['cfg_clap']:g} CLAP, text prior {'on' if s.get('text_prior') else 'off'}")
+    lines = ["# Evaluation", "", f"Bundle `{s['bundle']}` ({s['items']} contexts, "
+             f"{s['seconds']:g} s each, {s['takes']} take(s) per context, {how})", "",
+             "Means over contexts with 95 % bootstrap intervals. `gap closed` = (generated − "
+             "mismatched) / (ground truth − mismatched): 0 is no better than a real part of "
+             "another piece, 1 is as good as the real part; an interval that includes 0 is no "
+             "evidence of fit. Where the ground truth does not clearly beat the mismatched stem "
+             "(its bootstrap interval of the difference includes 0) the gap is n/a."]
+    labels = {key: label for key, label, _ in FIGURES}
+    for role, r in s.get("note_level", {}).items():
+        lines += ["", f"## {role} ({r['contexts']} contexts; beats {r['tempo']})", "",
+                  "| figure | generated | ground truth | mismatched | naive DSP | gap closed "
+                  "| n (gen. undefined) |", "|---|---|---|---|---|---|---|"]
+        for key, f in r["figures"].items():
+            gap = f.get("gap_closed")
+            if not gap:
+                gap_s = "–"
+            elif not gap["bounds_separated"]:
+                gap_s = "n/a (truth ≯ mismatched)"
+            else:
+                gap_s = f"{gap['value']:.2f} [{gap['lo']:.2f}, {gap['hi']:.2f}]"
+            lines.append(f"| {labels[key]} | {' | '.join(_cell(f.get(x)) for x in STEMS)} | "
+                         f"{gap_s} | {f['n']} ({f['gen_undefined']}) |")
+        if "grid_hit" in r["figures"]:
+            lines += ["", f"Chance level of the grid hits (onsets at random times): "
+                      f"{r['grid_chance']:.3f}."]
+    extra = []
+    for metric, label in (("prompt", "prompt adherence"), ("family_ok", "family accuracy")):
+        if f"{metric}_generated" in s:
+            cells = [f"{s[k]:.3f}" if (k := f'{metric}_{n}') in s else "–"
+                     for n in ("generated", "ground_truth", "mismatched")]
+            gap = s.get(f"{metric}_gap_closed")
+            extra.append(f"| {label} | {' | '.join(cells)} | "
+                         f"{'–' if gap is None else f'{gap:.2f}'} |")
     if "frechet_generated" in s:
-        lines.append(f"| Fréchet distance to real stems | {s['frechet_generated']:.3f} | 0 | "
+        extra.append(f"| Fréchet distance to real stems | {s['frechet_generated']:.3f} | 0 | "
                      f"{s.get('frechet_mismatched', float('nan')):.3f} | |")
+    if extra:
+        lines += ["", "## Judged by Riffwright's own encoder", "",
+                  "Optimistic: the encoder was trained on the same data as the model.", "",
+                  "| figure | generated | ground truth | mismatched | gap closed |",
+                  "|---|---|---|---|---|", *extra]
+    lines += ["", "The chroma correlation (which the training's feature loss optimises) and the "
+              "beat onset strength are in report.json under `secondary`; they are not "
+              "measures of fit."]
     return "\n".join(lines) + "\n"

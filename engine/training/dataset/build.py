@@ -26,6 +26,7 @@ from .multitrack import find_songs, import_song
 from .render import (
     SAMPLE_RATE,
     balance_stems,
+    check_training_source,
     fade_edges,
     find_fluidsynth,
     find_soundfont,
@@ -258,6 +259,7 @@ def build_dataset(
         root = Path(src)
         if not root.is_dir():
             raise RiffwrightError(f"dataset source {src!r} is neither 'scores' nor a folder")
+        check_training_source(root)
         found = find_songs(root)
         if not found:
             raise RiffwrightError(f"no multitrack songs found under {root}")

@@ -24,10 +24,54 @@ SOUNDFONT_CANDIDATES = (
 )
 
 
+# Sources the dev evaluation set is built from (docs/evaluation.md): training must never see
+# them, or the evaluation measures memory instead of fit. (label, token): a path is reserved when
+# the token appears in its resolved path or file names, or (for a SoundFont) in its header,
+# which names the bank even when the file was renamed.
+RESERVED_SOURCES = (
+    ("the TimGM6mb SoundFont (Debian timgm6mb-soundfont)", "timgm6mb"),
+    ("the openttd-openmsx MIDI tunes (Debian openttd-openmsx)", "openmsx"),
+)
+JUDGE_CASE_FILES = {"role.txt", "context.flac"}  # a case folder of the evaluation judge
+
+
+def reserved_source(path: str | os.PathLike) -> str | None:
+    """What evaluation source `path` is (or holds), or None when training may use it.
+
+    Checks the resolved path (so a symlink such as default-GM.sf2 counts as its target), a
+    SoundFont's header, and for a folder every file name under it, including the judge's case
+    folders (context.flac + role.txt), which look like multitrack songs to the importer.
+    """
+    p = Path(path).resolve()
+    names = [p.as_posix().lower()]
+    if p.is_file() and p.suffix.lower() == ".sf2":
+        with open(p, "rb") as f:
+            names.append(f.read(4096).decode("latin-1").lower())
+    elif p.is_dir():
+        for d, _, files in os.walk(p):
+            if JUDGE_CASE_FILES <= set(files):
+                return f"an evaluation case folder ({d} holds context.flac and role.txt)"
+            names.extend(f.lower() for f in files)
+    for label, token in RESERVED_SOURCES:
+        if any(token in n for n in names):
+            return label
+    return None
+
+
+def check_training_source(path: str | os.PathLike) -> None:
+    """Refuse a SoundFont or data folder that the dev evaluation set is built from."""
+    what = reserved_source(path)
+    if what:
+        raise RiffwrightError(
+            f"{path} is reserved for evaluation: it is or holds {what}, which the dev set is "
+            "built from; training data must not come from it (docs/evaluation.md)")
+
+
 def find_soundfont(explicit: str | os.PathLike | None = None) -> Path:
     cands = [explicit] if explicit else [os.environ.get("RIFFWRIGHT_SOUNDFONT"), *SOUNDFONT_CANDIDATES]
     for c in cands:
         if c and Path(c).is_file():
+            check_training_source(c)
             return Path(c)
     raise RiffwrightError(
         "no General MIDI SoundFont found: install fluid-soundfont-gm "
@@ -57,7 +101,7 @@ def render_notes(
     """Render one part to mono float32 audio of exactly `n_samples` at 48 kHz."""
     import soundfile as sf
 
-    sf2 = soundfont or find_soundfont()
+    sf2 = find_soundfont(soundfont)
     exe = find_fluidsynth()
     with tempfile.TemporaryDirectory(prefix="rw-fs-") as tmp:
         mid = Path(tmp) / "part.mid"
