@@ -237,7 +237,8 @@ def evaluate_model(bundle_dir=None, data=None, out="eval-model", limit: int = 16
                                          prompt="-" if prompted else None, text_prior=text_prior))
     summary: dict = {"bundle": str(b.path), "model_hash": b.hash, "items": len(rows),
                      "seconds": seconds, "takes": takes,
-                     **{k: used[k] for k in ("steps", "cfg_context", "cfg_clap", "text_prior")}}
+                     **{k: getattr(used, k) for k in ("steps", "cfg_context", "cfg_clap",
+                                                        "text_prior")}}
     for metric in ("harmonic", "rhythmic", "prompt", "family_ok"):
         for name in embs:
             vals = [float(r[f"{metric}_{name}"]) for r in rows if f"{metric}_{name}" in r
