@@ -39,6 +39,8 @@ class Param:
     def range_text(self) -> str:
         if self.choices:
             return ", ".join(self.choices)
+        if self.kind is int:
+            return f"{int(self.low)}-{int(self.high)}"
         return f"{self.low:g}-{self.high:g}"
 
     def check(self, value: Any) -> Any:
@@ -128,5 +130,5 @@ def cli_help(name: str, default_text: str | None = None) -> str:
     """A flag's help: the table's text, its range and its default."""
     p = PARAMS[name]
     if default_text is None:
-        default_text = (f"the bundle's, {p.default}" if p.bundle else f"{p.default}")
+        default_text = f"the bundle's, else {p.default}" if p.bundle else f"{p.default}"
     return f"{p.help} ({p.range_text}; default: {default_text})"
