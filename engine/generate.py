@@ -416,6 +416,33 @@ def _check_mode_inputs(req: GenerationRequest) -> None:
             raise RequestError("loop needs repetitions >= 1 and a fraction between 0 and 1")
 
 
+@dataclass
+class Ticker:
+    """Counts one sampling pass's steps into Progress events and checks for a cancel."""
+
+    stage: str  # "sample" or "stereo"
+    t0: float
+    cancel: threading.Event | None = None
+    previews: bool = False
+    total: int = 0
+    done: int = 0
+
+    def tick(self, denoised: torch.Tensor) -> Progress:
+        self.done += 1
+        if self.cancel is not None and self.cancel.is_set():
+            raise Cancelled("generation cancelled")
+        eta = (time.perf_counter() - self.t0) / self.done * (self.total - self.done)
+        word = "step" if self.stage == "sample" else "stereo"
+        return Progress(self.stage, self.done, self.total, eta,
+                        f"{word} {self.done}/{self.total}",
+                        denoised if self.previews else None)
+
+
+def _optional(name: str, value):
+    """None stays None (the parameter does not apply); anything else is checked."""
+    return None if value is None else pick(name, value)
+
+
 class Generator:
     """Runs requests against one loaded bundle on one device."""
 
@@ -426,14 +453,8 @@ class Generator:
     # ------------------------------------------------------------------ validation
     def resolve(self, req: GenerationRequest) -> ResolvedRequest:
         """The request's parameters with bundle defaults filled in, validated."""
+        self._check(req)
         d = self.bundle.defaults
-        if req.prompt is not None and not req.prompt.strip():
-            raise RequestError("the prompt is empty")
-        if req.text_prior and self.bundle.prior is None:
-            raise RequestError(f"the model {self.bundle.name} has no text prior")
-        if req.sample_rate < 8000 or req.sample_rate > 384000:
-            raise RequestError(f"unsupported sample rate {req.sample_rate} Hz")
-        _check_mode_inputs(req)
         both = req.prompt is not None and req.reference is not None
         return ResolvedRequest(
             mode=req.mode,
@@ -446,17 +467,31 @@ class Generator:
             takes=pick("takes", req.takes),
             stereo_width=pick("stereo_width", req.stereo_width),
             strength=pick("strength", req.strength, d),
-            mix=pick("mix", req.mix) if req.mix is not None or both else None,
+            mix=_optional("mix", 0.5 if both and req.mix is None else req.mix),
             prompt=req.prompt,
-            # only where a text embedding reaches the model (mix r = 0 is the reference alone)
-            text_prior=(self.bundle.prior is not None and req.text_prior is not False
-                        and req.prompt is not None
-                        and not (req.reference is not None and req.mix == 0)),
-            duration=None if req.duration is None else pick("duration", req.duration),
+            text_prior=self._uses_text_prior(req),
+            duration=_optional("duration", req.duration),
             inpaint=tuple(req.inpaint) if req.inpaint else None,
             loop=(int(req.loop[0]), float(req.loop[1])) if req.loop else None,
-            gap=pick("gap", req.gap) if req.transition is not None else None,
+            gap=_optional("gap", req.gap if req.transition is not None else None),
         )
+
+    def _check(self, req: GenerationRequest) -> None:
+        """What the table cannot say: the prompt, the prior, the rate and the mode's inputs."""
+        if req.prompt is not None and not req.prompt.strip():
+            raise RequestError("the prompt is empty")
+        if req.text_prior and self.bundle.prior is None:
+            raise RequestError(f"the model {self.bundle.name} has no text prior")
+        if req.sample_rate < 8000 or req.sample_rate > 384000:
+            raise RequestError(f"unsupported sample rate {req.sample_rate} Hz")
+        _check_mode_inputs(req)
+
+    def _uses_text_prior(self, req: GenerationRequest) -> bool:
+        """Whether the prompt goes through the bundle's text prior: only where a text
+        embedding reaches the model (mix r = 0 is the reference alone)."""
+        return (self.bundle.prior is not None and req.text_prior is not False
+                and req.prompt is not None
+                and not (req.reference is not None and req.mix == 0))
 
     # ------------------------------------------------------------------ helpers
     def _encode(self, mono: np.ndarray) -> torch.Tensor:
@@ -484,54 +519,46 @@ class Generator:
     # ------------------------------------------------------------------ the latent routine
     def _sample_latents(self, job: Sampling, seeds: list[int], stream: int,
                         init: torch.Tensor | None = None, strength: float = 1.0,
-                        cancel=None, stage: str = "sample", t0: float | None = None,
-                        previews: bool = False):
+                        ticker: Ticker | None = None):
         """Sample (takes, C, frames) normalised latents, window by window; yields Progress.
 
         `job.known`/`job.keep`: frames held fixed by inpainting. `init` with `strength` < 1:
         start from that latent noised to the matching level (variations, stereo).
         """
-        b, dev, r = self.bundle, self.device, job.r
-        c, k, frames = b.manifest["latent"]["dim"], len(seeds), job.frames
+        b, dev = self.bundle, self.device
+        c, k = b.manifest["latent"]["dim"], len(seeds)
         gens = [take_generator(s, stream) for s in seeds]
-        sigmas = karras_sigmas(r.steps)
+        sigmas = karras_sigmas(job.r.steps)
         if init is not None:
             sigmas = sigmas_from_strength(sigmas, strength)
-        n_steps = len(sigmas) - 1
-        windows = plan_windows(frames, int(b.manifest["window_frames"]),
+        windows = plan_windows(job.frames, int(b.manifest["window_frames"]),
                                int(b.manifest["overlap_frames"]))
-        loop = job.loop
-        if loop is not None and len(windows) > 1:
+        if job.loop is not None and len(windows) > 1:
             span = b.manifest["window_frames"] * b.hop / b.sample_rate
             raise RequestError(f"loop sampling works on up to {span:.1f} s at a time")
-        out = torch.zeros(k, c, frames, device=dev) if init is None \
+        out = torch.zeros(k, c, job.frames, device=dev) if init is None \
             else init.expand(k, -1, -1).clone().to(dev)
+        n_steps = len(sigmas) - 1
         if n_steps == 0:
             return out
-        total, done = n_steps * len(windows), 0
-        t0 = time.perf_counter() if t0 is None else t0
+        ticker = ticker or Ticker("sample", time.perf_counter())
+        ticker.total = n_steps * len(windows)
         for w in windows:
             sl = slice(w.start, w.end)
-            w_known, w_keep = self._window_known(job, out, w, k, c)
             noise = randn_per_take(gens, (c, w.end - w.start), dev)
-            x = out[..., sl] + sigmas[0].item() * noise if init is not None \
-                else noise * sigmas[0].item()
-            ctx = None if job.context is None else job.context[..., sl]
-            denoiser = guided(b.precond, ctx, job.clap, r.cfg_context, r.cfg_clap)
+            x = noise * sigmas[0].item() if init is None else out[..., sl] + sigmas[0].item() * noise
+            w_known, w_keep = self._window_known(job, out, w, k, c)
             hook = chain_hooks(
                 inpaint_hook(w_known, w_keep, gens) if bool(w_keep.any()) else None,
-                loop_hook(loop[0], loop[1], n_steps) if loop else None)
+                loop_hook(job.loop[0], job.loop[1], n_steps) if job.loop else None)
+            ctx = None if job.context is None else job.context[..., sl]
+            denoiser = guided(b.precond, ctx, job.clap, job.r.cfg_context, job.r.cfg_clap)
             with torch.inference_mode():
-                for step in SAMPLERS[r.sampler](denoiser, x, sigmas.to(dev), step_hook=hook,
-                                                s_churn=r.s_churn, generator=gens):
+                for step in SAMPLERS[job.r.sampler](denoiser, x, sigmas.to(dev),
+                                                    step_hook=hook, s_churn=job.r.s_churn,
+                                                    generator=gens):
                     x = step.x
-                    done += 1
-                    if cancel is not None and cancel.is_set():
-                        raise Cancelled("generation cancelled")
-                    eta = (time.perf_counter() - t0) / done * (total - done)
-                    word = "step" if stage == "sample" else "stereo"
-                    yield Progress(stage, done, total, eta, f"{word} {done}/{total}",
-                                   step.denoised if previews else None)
+                    yield ticker.tick(step.denoised)
             out[..., sl] = x if hook is None else hook.finish(x)
         return out
 
@@ -580,13 +607,13 @@ class Generator:
 
         job = Sampling(r, plan.lengths.frames, context, clap, known, plan.keep, r.loop)
         z = yield from self._sample_latents(job, r.seeds, STREAM_NOISE, init, plan.strength,
-                                            cancel, "sample", t0, previews)
+                                            Ticker("sample", t0, cancel, previews))
         channels = [z]
         if r.stereo_width > 0:
             # the second channel: a variation of the first, not a loop of its own
             right = yield from self._sample_latents(replace(job, loop=None), r.seeds,
-                                                    STREAM_STEREO, z,
-                                                    r.stereo_width, cancel, "stereo", t0)
+                                                    STREAM_STEREO, z, r.stereo_width,
+                                                    Ticker("stereo", t0, cancel))
             channels.append(right)
         stems = yield from self._decode(req, r, plan, channels, cancel)
         yield Progress("done", 1, 1, 0.0, f"{len(stems)} take(s) in "
