@@ -30,6 +30,13 @@ from PySide6.QtWidgets import (
 )
 
 from app.controller import DEFAULT_RECIPE
+from engine.params import PARAMS
+
+
+def _set_range(spin: QSpinBox | QDoubleSpinBox, name: str) -> None:
+    """A spin box over the range engine.params gives `name`."""
+    p = PARAMS[name]
+    spin.setRange(p.kind(p.low), p.kind(p.high))
 
 
 class ValueSlider(QWidget):
@@ -138,7 +145,7 @@ class GuidancePanel(QWidget):
         ref.addWidget(QLabel("Reference"))
         ref.addWidget(self.reference, 1)
         f.addLayout(ref)
-        self.mix = self._slider(f, "r (audio ↔ text)", 0, 1, 0.05, DEFAULT_RECIPE["mix"], "mix",
+        self.mix = self._slider(f, "r (audio ↔ text)", 0.05, DEFAULT_RECIPE["mix"], "mix",
                                 "Interpolation r between the audio reference (0) and the text "
                                 "prompt (1)")
         outer.addWidget(gp)
@@ -147,23 +154,23 @@ class GuidancePanel(QWidget):
         gg = QGroupBox("Guidance")
         g = QVBoxLayout(gg)
         # the loaded model's own defaults replace these (see MainWindow._adopt_model_defaults)
-        self.cfg_context = self._slider(g, "CFG context", 0, 12, 0.05,
+        self.cfg_context = self._slider(g, "CFG context", 0.05,
                                         DEFAULT_RECIPE["cfg_context"], "cfg_context",
                                         "How strongly to follow the context (w_ctx)")
-        self.cfg_clap = self._slider(g, "CFG CLAP", 0, 12, 0.05, DEFAULT_RECIPE["cfg_clap"],
+        self.cfg_clap = self._slider(g, "CFG CLAP", 0.05, DEFAULT_RECIPE["cfg_clap"],
                                      "cfg_clap",
                                      "How strongly to follow the prompt/reference (w_clap)")
         form = QFormLayout()
         form.setLabelAlignment(Qt.AlignLeft)
         self.steps = QSpinBox()
-        self.steps.setRange(1, 200)
-        self.steps.setValue(30)
+        _set_range(self.steps, "steps")
+        self.steps.setValue(PARAMS["steps"].default)
         self.steps.setToolTip("Sampling steps (more: slower, cleaner)")
         self.steps.valueChanged.connect(lambda v: self._emit("steps", v, True))
         form.addRow("Steps", self.steps)
         seed_row = QHBoxLayout()
         self.seed = QSpinBox()
-        self.seed.setRange(0, 2**31 - 1)
+        _set_range(self.seed, "seed")
         self.seed.setValue(DEFAULT_RECIPE["seed"])
         self.seed.setToolTip("Random seed: the same seed and settings give the same take")
         self.seed.valueChanged.connect(lambda v: self._emit("seed", v, True))
@@ -181,13 +188,13 @@ class GuidancePanel(QWidget):
         seed_row.addWidget(self.dice)
         form.addRow("Seed", seed_row)
         self.takes = QSpinBox()
-        self.takes.setRange(1, 8)
+        _set_range(self.takes, "takes")
         self.takes.setValue(DEFAULT_RECIPE["takes"])
-        self.takes.setToolTip("How many takes to generate at once (1–8)")
+        self.takes.setToolTip(f"How many takes to generate at once ({PARAMS['takes'].range_text})")
         self.takes.valueChanged.connect(lambda v: self._emit("takes", v, True))
         form.addRow("Takes", self.takes)
         self.duration = QDoubleSpinBox()
-        self.duration.setRange(1, 600)
+        _set_range(self.duration, "duration")
         self.duration.setSuffix(" s")
         self.duration.setValue(DEFAULT_RECIPE["duration"])
         self.duration.setToolTip("Length when there is no context or loop region; "
@@ -199,7 +206,8 @@ class GuidancePanel(QWidget):
         self.length_rule.setWordWrap(True)
         form.addRow("", self.length_rule)
         g.addLayout(form)
-        self.stereo_width = self._slider(g, "Stereo width", 0, 1, 0.05, 0.4, "stereo_width",
+        self.stereo_width = self._slider(g, "Stereo width", 0.05, PARAMS["stereo_width"].default,
+                                         "stereo_width",
                                          "Pseudo-stereo: strength of the variation used as the "
                                          "second channel (0 = mono)")
         outer.addWidget(gg)
@@ -209,15 +217,16 @@ class GuidancePanel(QWidget):
         lv = QVBoxLayout(gl)
         lf = QFormLayout()
         self.loop_n = QSpinBox()
-        self.loop_n.setRange(1, 16)
-        self.loop_n.setValue(1)
+        _set_range(self.loop_n, "loop_n")
+        self.loop_n.setValue(PARAMS["loop_n"].default)
         self.loop_n.setToolTip("Loop repetitions n: the output repeats n times (1 = off)")
         self.loop_n.valueChanged.connect(lambda v: self._emit("loop_n", v, True))
         lf.addRow("Loop repetitions", self.loop_n)
         lv.addLayout(lf)
-        self.loop_frac = self._slider(lv, "s_loop", 0, 1, 0.05, 0.5, "loop_frac",
+        self.loop_frac = self._slider(lv, "s_loop", 0.05, PARAMS["loop_frac"].default, "loop_frac",
                                       "Fraction of the steps that are forced periodic")
-        self.strength = self._slider(lv, "Variation strength", 0, 1, 0.05, 0.5, "strength",
+        self.strength = self._slider(lv, "Variation strength", 0.05, PARAMS["strength"].default,
+                                     "strength",
                                      "How far a variation may move from its source "
                                      "(1 = from scratch)")
         outer.addWidget(gl)
@@ -255,7 +264,9 @@ class GuidancePanel(QWidget):
         outer.addStretch(1)
         self._quiet = False
 
-    def _slider(self, layout, label, lo, hi, step, value, key, tip) -> ValueSlider:
+    def _slider(self, layout, label, step, value, key, tip) -> ValueSlider:
+        """A slider over the range engine.params gives the parameter `key`."""
+        lo, hi = PARAMS[key].low, PARAMS[key].high
         row = QHBoxLayout()
         lab = QLabel(label)
         lab.setFixedWidth(110)
@@ -273,7 +284,7 @@ class GuidancePanel(QWidget):
             self.sig_recipe_changed.emit(key, value, merge)
 
     def roll_seed(self) -> None:
-        self.seed.setValue(random.randint(0, 2**31 - 1))
+        self.seed.setValue(random.randint(int(PARAMS["seed"].low), int(PARAMS["seed"].high)))
         self.sig_merge_closed.emit()
 
     # ---- recipe

@@ -101,7 +101,14 @@ def run_bench(arch: str | None = None, model: str | None = None, device: str = "
               steps: int = 30, repeat: int = 1) -> dict:
     import torch
 
-    from engine.generate import GenerationRequest, Generator, pick_device, run_to_end
+    from engine.generate import (
+        STREAM_NOISE,
+        GenerationRequest,
+        Generator,
+        Sampling,
+        pick_device,
+        run_to_end,
+    )
 
     dev = pick_device(device)
     with tempfile.TemporaryDirectory() as tmp:
@@ -129,11 +136,11 @@ def run_bench(arch: str | None = None, model: str | None = None, device: str = "
 
     ctx = bundle.context_condition(bundle.normalize(lat), audio[0])
     clap = bundle.embed_prompt("warm upright bass, walking line").to(dev)
-    p = gen.resolve(GenerationRequest(steps=steps))
+    job = Sampling(gen.resolve(GenerationRequest(steps=steps)), frames, ctx, clap, None, None,
+                   None)
 
     def sample():
-        run_to_end(gen._sample_latents(frames=frames, context=ctx, clap=clap, p=p, seeds=[0],
-                                       salt=0))
+        run_to_end(gen._sample_latents(job, [0], STREAM_NOISE))
 
     req = GenerationRequest(context=audio, sample_rate=sr, prompt="warm upright bass",
                             steps=steps, stereo_width=0.4, seed=0)

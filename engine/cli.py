@@ -16,9 +16,11 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from engine.errors import RiffwrightError
+from engine.params import PARAMS, cli_help, pick
 
 OUT_RATE = 48000
 
@@ -61,32 +63,23 @@ def _add_gen_args(p: argparse.ArgumentParser, arrange: bool = False) -> None:
                                         "(default: none)")
         p.add_argument("--reference", metavar="FILE",
                        help="audio reference: the stem should sound like it (default: none)")
-    p.add_argument("--mix", type=float, metavar="R",
-                   help="with both --prompt and --reference: 0 = the reference, 1 = the "
-                        "prompt (default: 0.5)")
-    p.add_argument("--cfg-context", type=float, metavar="W",
-                   help="how strongly to follow the context (default: the bundle's)")
-    p.add_argument("--cfg-clap", type=float, metavar="W",
-                   help="how strongly to follow the prompt or reference (default: the "
-                        "bundle's)")
+    p.add_argument("--mix", type=float, metavar="R", help=cli_help("mix"))
+    p.add_argument("--cfg-context", type=float, metavar="W", help=cli_help("cfg_context"))
+    p.add_argument("--cfg-clap", type=float, metavar="W", help=cli_help("cfg_clap"))
     p.add_argument("--no-text-prior", action="store_true",
                    help="give the model the prompt's raw text embedding, not the text "
                         "prior's (default: the text prior when the bundle has one)")
-    p.add_argument("--steps", type=int, metavar="N",
-                   help="diffusion steps: more is slower and cleaner (default: the bundle's)")
+    p.add_argument("--steps", type=int, metavar="N", help=cli_help("steps"))
     p.add_argument("--seed", type=int, metavar="S",
-                   help="random seed; take k uses S + k, the same seed gives the same take "
-                        "(default: a fresh random seed, printed and kept in the sidecar)")
-    p.add_argument("--takes", type=int, default=1, metavar="K",
-                   help="how many takes to generate, 1-8 (default: 1)")
+                   help=cli_help("seed", "a fresh random seed, printed and kept in the "
+                                         "sidecar"))
+    p.add_argument("--takes", type=int, default=PARAMS["takes"].default, metavar="K",
+                   help=cli_help("takes"))
     p.add_argument("--duration", type=float, metavar="SEC",
                    help="length in seconds; with --continue: how much to add (default: the "
                         "context's length, else 10)")
-    p.add_argument("--stereo-width", type=float, metavar="S",
-                   help="pseudo-stereo width, 0 = mono, 1 = widest (default: the bundle's, "
-                        "0.4 for the default bundle)")
-    p.add_argument("--sampler", choices=["heun", "euler"],
-                   help="ODE sampler (default: the bundle's, heun)")
+    p.add_argument("--stereo-width", type=float, metavar="S", help=cli_help("stereo_width"))
+    p.add_argument("--sampler", choices=PARAMS["sampler"].choices, help=cli_help("sampler"))
     p.add_argument("--model", metavar="DIR",
                    help="model bundle folder (default: RIFFWRIGHT_MODEL, the user data dir, "
                         "else the built-in one)")
@@ -114,9 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_gen_args(g)
     g.add_argument("--variation-of", metavar="FILE",
                    help="make a variation of this stem (default: none)")
-    g.add_argument("--strength", type=float, metavar="S",
-                   help="variation / regeneration strength in [0, 1]: how far the result may "
-                        "move from its source (default: the bundle's, 0.5)")
+    g.add_argument("--strength", type=float, metavar="S", help=cli_help("strength"))
     g.add_argument("--inpaint", type=_region, metavar="START:END",
                    help="redraw START-END seconds of --source; outside it the file is "
                         "unchanged (default: none)")
@@ -132,8 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extend this clip past its end by --duration seconds (default: none)")
     g.add_argument("--transition", nargs=2, metavar=("FILE_A", "FILE_B"),
                    help="bridge FILE_A into FILE_B (default: none)")
-    g.add_argument("--gap", type=float, default=4.0, metavar="SEC",
-                   help="length of the transition between FILE_A and FILE_B (default: 4)")
+    g.add_argument("--gap", type=float, default=PARAMS["gap"].default, metavar="SEC",
+                   help=cli_help("gap"))
 
     a = sub.add_parser("arrange", help="iterative arrangement: one stem per prompt/reference, "
                        "each summed into the context of the next")
@@ -376,11 +367,12 @@ def _save_stems(stems, out: Path, mode: str, label: str, index=None,
     return rows
 
 
-def _bundle_defaults(req, args, bundle) -> None:
-    """Fill what the bundle decides: the stereo width (stereo, like the app, unless the
-    bundle says otherwise or --stereo-width 0)."""
-    if args.stereo_width is None:
-        req.stereo_width = float(bundle.defaults.get("stereo_width", 0.0))
+def _bundle_defaults(req, args, bundle):
+    """The request with what the bundle decides: the stereo width (stereo, like the app,
+    unless the bundle says otherwise or --stereo-width 0)."""
+    if args.stereo_width is not None:
+        return req
+    return replace(req, stereo_width=pick("stereo_width", None, bundle.defaults))
 
 
 def cmd_generate(args) -> int:
@@ -392,7 +384,7 @@ def cmd_generate(args) -> int:
     device = pick_device(args.device)
     bundle = load_bundle(args.model, device=device)
     gen = Generator(bundle)
-    _bundle_defaults(req, args, bundle)
+    req = _bundle_defaults(req, args, bundle)
     gen.resolve(req)  # validate before any work
     stems = _drive(gen.run(req), _progress_printer(args.quiet or args.json))
     with _staged(Path(args.out)) as stage:
@@ -402,50 +394,29 @@ def cmd_generate(args) -> int:
 
 
 def cmd_arrange(args) -> int:
-
+    from engine.arrange import Part, arrange, arrangement_mix
+    from engine.audio import write_audio
     from engine.bundles.bundle import load_bundle
-    from engine.document.inputs import mix_down
     from engine.generate import GenerationRequest, Generator, pick_device
 
     if not args.parts:
         raise RiffwrightError("arrange needs at least one --prompt or --reference")
     _check_out(Path(args.out))
     base = _request_from_args(args, GenerationRequest)
-    refs = {v: _load(v, "reference") for k, v in args.parts if k == "reference"}
+    parts = [Part(kind, value, _load(value, "reference") if kind == "reference" else None)
+             for kind, value in args.parts]
     device = pick_device(args.device)
     bundle = load_bundle(args.model, device=device)
-    gen = Generator(bundle)
-    _bundle_defaults(base, args, bundle)
-    show = _progress_printer(args.quiet or args.json)
-    context = base.context
-    rows = []
-    stems_all = []
-    for i, (kind, value) in enumerate(args.parts):
-        req = GenerationRequest(**{**base.__dict__, "takes": 1, "seed": base.seed + i,
-                                   "context": context,
-                                   "prompt": value if kind == "prompt" else None,
-                                   "reference": refs.get(value) if kind == "reference" else None,
-                                   "labels": {**base.labels, "reference": Path(value).name}
-                                   if kind == "reference" else base.labels})
-        gen.resolve(req)
-        stem = _drive(gen.run(req), show)[0]
-        stem.provenance["arrangement"] = {"part": i + 1, "of": len(args.parts),
-                                          "kind": kind, "value": value}
-        stems_all.append(stem)
-        mono = stem.audio.mean(axis=0, keepdims=True)
-        context = mono if context is None else mix_down([context, mono])
+    base = _bundle_defaults(base, args, bundle)
+    stems = _drive(arrange(Generator(bundle), base, parts),
+                   _progress_printer(args.quiet or args.json))
+    mix = arrangement_mix(stems, base.context, OUT_RATE)
     out = Path(args.out)
-    from engine.audio import write_audio
-
-    mix = mix_down([s.audio for s in stems_all] + ([base.context] if base.context is not None
-                                                   else []))
-    from engine.gain import apply_ceiling
-
-    mix, _ = apply_ceiling(mix, OUT_RATE)
+    rows = []
     with _staged(out) as stage:
-        for i, s in enumerate(stems_all):
-            kind, value = args.parts[i]
-            label = _slug(value) if kind == "prompt" else _slug(Path(value).stem) or "reference"
+        for i, (s, part) in enumerate(zip(stems, parts)):
+            label = _slug(part.value) if part.kind == "prompt" \
+                else _slug(Path(part.value).stem) or "reference"
             rows += _save_stems([s], out, "arrange", label, index=i, stage=stage)
         mix_path = unique_path(out, f"arrangement_mix_seed{base.seed}")
         write_audio(stage / mix_path.name, mix, OUT_RATE)

@@ -19,7 +19,7 @@ import math
 import threading
 import time
 from collections.abc import Generator as PyGenerator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from engine import __version__
 from engine.diffusion.edm import SAMPLERS, karras_sigmas, sigmas_from_strength
 from engine.errors import Cancelled, RequestError
 from engine.gain import apply_ceiling, ceiling_gain
+from engine.params import PARAMS, pick
 from engine.procedures import (
     chain_hooks,
     guided,
@@ -41,21 +42,31 @@ from engine.procedures import (
     randn_per_take,
     region_frames,
     splice,
-    tile_period,
 )
 
 OUTPUT_RATE = 48000
 DEFAULT_SECONDS = 10.0
 SPLICE_FADE_S = 0.03
 TRANSITION_FADE_S = 0.08  # a bridge's fades: long, and inside the parts around it
-MAX_TAKES = 8
-MAX_STEPS = 500
-MAX_SECONDS = 600.0
+MAX_TAKES = int(PARAMS["takes"].high)
+MAX_STEPS = int(PARAMS["steps"].high)
+MAX_SECONDS = float(PARAMS["duration"].high)
+
+# the random streams of a take: every draw comes from take_generator(seed, stream)
+STREAM_NOISE = 0  # the sampler's start noise, inpainting's noise and churn
+STREAM_STEREO = 1  # the second channel's variation
+STREAM_DECODE = 17  # the decoder; channel j uses STREAM_DECODE + j
+
+
+def take_generator(seed: int, stream: int) -> torch.Generator:
+    """The CPU generator of one take's random stream: a take depends on its own seed only,
+    and a seed gives the same take on every device."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + stream) % (2**63))
 
 Audio = np.ndarray  # (channels, T) or (T,) float32
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class GenerationRequest:
     """Everything that determines a take. All audio is float32 at `sample_rate`.
 
@@ -203,6 +214,235 @@ def _check_audio(name: str, audio: Audio | None, sr: int) -> None:
         raise RequestError(f"{name}: the audio is too short ({a.shape[-1] / sr:.3f} s)")
 
 
+@dataclass(frozen=True)
+class ResolvedRequest:
+    """A request's parameters with the bundle's defaults filled in, validated; what the
+    provenance records under "parameters" (all but seed and takes)."""
+
+    mode: str
+    steps: int
+    cfg_context: float
+    cfg_clap: float
+    sampler: str
+    s_churn: float
+    seed: int
+    takes: int
+    stereo_width: float
+    strength: float
+    mix: float | None
+    prompt: str | None
+    text_prior: bool
+    duration: float | None
+    inpaint: tuple[float, float] | None
+    loop: tuple[int, float] | None
+    gap: float | None
+
+    @property
+    def seeds(self) -> list[int]:
+        return [self.seed + i for i in range(self.takes)]
+
+    def parameters(self) -> dict:
+        """The provenance's "parameters": JSON-ready, without seed and takes."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)
+               if f.name not in {"seed", "takes"}}
+        for k in ("inpaint", "loop"):
+            out[k] = list(out[k]) if out[k] is not None else None
+        return out
+
+
+@dataclass(frozen=True)
+class Lengths:
+    """One result's length at the three rates, and in latent frames."""
+
+    seconds: float
+    t_model: int
+    t_out: int
+    frames: int
+
+
+@dataclass(frozen=True)
+class Rates:
+    """The request's, the model's and the output's sample rates, and the latent hop."""
+
+    sr_in: int
+    sr_model: int
+    sr_out: int
+    hop: int
+
+    def lengths(self, samples_in: int) -> Lengths:
+        seconds = samples_in / self.sr_in
+        if seconds > MAX_SECONDS:
+            raise RequestError(f"{seconds:.0f} s is longer than the {MAX_SECONDS:g} s limit")
+        t_model = int(round(seconds * self.sr_model))
+        return Lengths(seconds, t_model, int(round(seconds * self.sr_out)),
+                       math.ceil(t_model / self.hop))
+
+    def to_model(self, audio: Audio) -> np.ndarray:
+        """Mono at the model's rate."""
+        from engine.audio import resample
+
+        mono = _mono(audio)
+        return resample(mono, self.sr_in, self.sr_model) if self.sr_in != self.sr_model \
+            else mono
+
+    def at_out(self, audio: Audio) -> np.ndarray:
+        """(channels, T) at the output rate."""
+        from engine.audio import resample
+
+        a = _channels(audio)
+        return a if self.sr_in == self.sr_out else resample(a, self.sr_in, self.sr_out)
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """What a mode asks of the driver: the length, the latents to hold (`known_audio` where
+    `keep` is True), where to start (`init_audio` noised to `strength`, or the known latents
+    with `init_known`), and the user's audio the result is spliced into (`base`, `region`)."""
+
+    lengths: Lengths
+    known_audio: np.ndarray | None = None  # model-rate mono audio whose latents are kept
+    keep: torch.Tensor | None = None  # (frames,) bool
+    init_audio: np.ndarray | None = None  # model-rate mono audio to start from
+    init_known: bool = False
+    strength: float = 1.0
+    base: np.ndarray | None = None  # output-rate audio the result is spliced into
+    region: tuple[int, int] | None = None  # samples of `base` that are generated
+
+
+def _plan_new(req: GenerationRequest, r: ResolvedRequest, io: Rates) -> Plan:
+    """Plain generation, over a context or not: the duration, else the context's length."""
+    if req.duration is not None:
+        n = int(round(req.duration * io.sr_in))
+    elif req.context is not None:
+        n = np.asarray(req.context).shape[-1]
+    else:
+        n = int(round(DEFAULT_SECONDS * io.sr_in))
+    return Plan(io.lengths(n))
+
+
+def _plan_variation(req: GenerationRequest, r: ResolvedRequest, io: Rates) -> Plan:
+    """Start from the clip's latents noised to `strength`."""
+    ln = io.lengths(np.asarray(req.variation_of).shape[-1])
+    return Plan(ln, init_audio=_fit(io.to_model(req.variation_of), ln.t_model),
+                strength=r.strength)
+
+
+def _plan_inpaint(req: GenerationRequest, r: ResolvedRequest, io: Rates) -> Plan:
+    """Redraw a region of the source, holding the rest; regenerate also starts from the
+    source's own latents noised to `strength`."""
+    ln = io.lengths(np.asarray(req.source).shape[-1])
+    start, end = req.inpaint
+    regenerate = r.mode == "regenerate"
+    return Plan(ln, known_audio=_fit(io.to_model(req.source), ln.t_model),
+                keep=~region_frames(start, end, io.sr_model, io.hop, ln.frames),
+                init_known=regenerate, strength=r.strength if regenerate else 1.0,
+                base=_fit(io.at_out(req.source), ln.t_out),
+                region=(int(round(start * io.sr_out)), int(round(end * io.sr_out))))
+
+
+def _plan_continue(req: GenerationRequest, r: ResolvedRequest, io: Rates) -> Plan:
+    """Hold the clip, generate `duration` seconds after it."""
+    extra = req.duration if req.duration is not None else DEFAULT_SECONDS
+    clip_in = np.asarray(req.continue_from).shape[-1]
+    ln = io.lengths(clip_in + int(round(extra * io.sr_in)))
+    clip = io.at_out(req.continue_from)
+    clip_s = clip.shape[-1] / io.sr_out
+    return Plan(ln, known_audio=_fit(io.to_model(req.continue_from), ln.t_model),
+                keep=~region_frames(clip_s, ln.seconds, io.sr_model, io.hop, ln.frames,
+                                    margin=1),
+                base=_fit(clip, ln.t_out), region=(clip.shape[-1], ln.t_out))
+
+
+def _plan_transition(req: GenerationRequest, r: ResolvedRequest, io: Rates) -> Plan:
+    """Hold both clips with `gap` seconds of silence between them and generate the gap."""
+    a_in, z_in = (np.asarray(t) for t in req.transition)
+    ln = io.lengths(a_in.shape[-1] + int(round(req.gap * io.sr_in)) + z_in.shape[-1])
+    a_out, z_out = io.at_out(req.transition[0]), io.at_out(req.transition[1])
+    gap_out = ln.t_out - a_out.shape[-1] - z_out.shape[-1]
+    ch = max(a_out.shape[0], z_out.shape[0])
+    base = np.concatenate([np.broadcast_to(a_out, (ch, a_out.shape[-1])),
+                           np.zeros((ch, gap_out), np.float32),
+                           np.broadcast_to(z_out, (ch, z_out.shape[-1]))], axis=-1)
+    a_m, z_m = io.to_model(req.transition[0]), io.to_model(req.transition[1])
+    gap_m = ln.t_model - len(a_m) - len(z_m)
+    known = _fit(np.concatenate([a_m, np.zeros(max(gap_m, 0), np.float32), z_m]), ln.t_model)
+    a_s = a_out.shape[-1] / io.sr_out
+    return Plan(ln, known_audio=known,
+                keep=~region_frames(a_s, a_s + req.gap, io.sr_model, io.hop, ln.frames),
+                base=base, region=(a_out.shape[-1], a_out.shape[-1] + gap_out))
+
+
+PLANS = {"single": _plan_new, "accompaniment": _plan_new, "variation": _plan_variation,
+         "inpaint": _plan_inpaint, "regenerate": _plan_inpaint, "continue": _plan_continue,
+         "transition": _plan_transition}
+
+
+@dataclass(frozen=True, eq=False)
+class Sampling:
+    """Everything the latent routine needs besides the seeds: the resolved parameters, the
+    encoded conditions and the latents held fixed."""
+
+    r: ResolvedRequest
+    frames: int
+    context: torch.Tensor | None
+    clap: torch.Tensor | None
+    known: torch.Tensor | None
+    keep: torch.Tensor | None
+    loop: tuple[int, float] | None  # repetitions and fraction of the steps forced periodic
+
+
+def _check_mode_inputs(req: GenerationRequest) -> None:
+    """The audio inputs and the regions of a request's mode."""
+    modes = [req.variation_of is not None, req.inpaint is not None,
+             req.continue_from is not None, req.transition is not None]
+    if sum(modes) > 1:
+        raise RequestError("choose one of variation, inpaint, continue and transition")
+    for name in ("context", "reference", "variation_of", "source", "continue_from"):
+        _check_audio(name.replace("_", " "), getattr(req, name), req.sample_rate)
+    if req.transition is not None:
+        for i, clip in enumerate(req.transition):
+            _check_audio(f"transition clip {i + 1}", clip, req.sample_rate)
+    if req.inpaint is not None:
+        if req.source is None:
+            raise RequestError("inpainting needs the source audio to repair (--source)")
+        start, end = req.inpaint
+        length = np.asarray(req.source).shape[-1] / req.sample_rate
+        if not (0 <= start < end <= length + 1e-6):
+            raise RequestError(f"the region {start:g}-{end:g} s lies outside the source "
+                               f"clip (0-{length:.2f} s)")
+    if req.loop is not None:
+        n, frac = req.loop
+        if int(n) < 1 or not 0 <= float(frac) <= 1:
+            raise RequestError("loop needs repetitions >= 1 and a fraction between 0 and 1")
+
+
+@dataclass
+class Ticker:
+    """Counts one sampling pass's steps into Progress events and checks for a cancel."""
+
+    stage: str  # "sample" or "stereo"
+    t0: float
+    cancel: threading.Event | None = None
+    previews: bool = False
+    total: int = 0
+    done: int = 0
+
+    def tick(self, denoised: torch.Tensor) -> Progress:
+        self.done += 1
+        if self.cancel is not None and self.cancel.is_set():
+            raise Cancelled("generation cancelled")
+        eta = (time.perf_counter() - self.t0) / self.done * (self.total - self.done)
+        word = "step" if self.stage == "sample" else "stereo"
+        return Progress(self.stage, self.done, self.total, eta,
+                        f"{word} {self.done}/{self.total}",
+                        denoised if self.previews else None)
+
+
+def _optional(name: str, value):
+    """None stays None (the parameter does not apply); anything else is checked."""
+    return None if value is None else pick(name, value)
+
+
 class Generator:
     """Runs requests against one loaded bundle on one device."""
 
@@ -211,334 +451,206 @@ class Generator:
         self.device = bundle.device if device is None else torch.device(device)
 
     # ------------------------------------------------------------------ validation
-    def resolve(self, req: GenerationRequest) -> dict:
+    def resolve(self, req: GenerationRequest) -> ResolvedRequest:
         """The request's parameters with bundle defaults filled in, validated."""
+        self._check(req)
         d = self.bundle.defaults
-        p = {
-            "mode": req.mode,
-            "steps": int(req.steps if req.steps is not None else d["steps"]),
-            "cfg_context": float(req.cfg_context if req.cfg_context is not None
-                                 else d["cfg_context"]),
-            "cfg_clap": float(req.cfg_clap if req.cfg_clap is not None else d["cfg_clap"]),
-            "sampler": req.sampler or d.get("sampler", "heun"),
-            "s_churn": float(req.s_churn),
-            "seed": int(req.seed),
-            "takes": int(req.takes),
-            "stereo_width": float(req.stereo_width),
-            "strength": float(req.strength if req.strength is not None
-                              else d.get("variation_strength", 0.5)),
-            "mix": req.mix,
-            "prompt": req.prompt,
-            # only where a text embedding reaches the model (mix r = 0 is the reference alone)
-            "text_prior": (self.bundle.prior is not None and req.text_prior is not False
-                           and req.prompt is not None
-                           and not (req.reference is not None and req.mix == 0)),
-            "duration": req.duration,
-            "inpaint": list(req.inpaint) if req.inpaint else None,
-            "loop": list(req.loop) if req.loop else None,
-            "gap": float(req.gap) if req.transition is not None else None,
-        }
-        if not 1 <= p["steps"] <= MAX_STEPS:
-            raise RequestError(f"steps must be between 1 and {MAX_STEPS}")
-        if not 1 <= p["takes"] <= MAX_TAKES:
-            raise RequestError(f"takes must be between 1 and {MAX_TAKES}")
-        if p["sampler"] not in SAMPLERS:
-            raise RequestError(f"unknown sampler {p['sampler']!r}")
-        for k in ("cfg_context", "cfg_clap"):
-            if not (math.isfinite(p[k]) and -1 <= p[k] <= 20):
-                raise RequestError(f"{k} must be a number between -1 and 20")
-        if not 0 <= p["stereo_width"] <= 1:
-            raise RequestError("stereo width must be between 0 and 1")
-        if not 0 <= p["strength"] <= 1:
-            raise RequestError("strength must be between 0 and 1")
-        if req.mix is not None and not 0 <= req.mix <= 1:
-            raise RequestError("mix (interpolation ratio r) must be between 0 and 1")
-        if req.duration is not None and not 0 < req.duration <= MAX_SECONDS:
-            raise RequestError(f"duration must be between 0 and {MAX_SECONDS:g} seconds")
+        both = req.prompt is not None and req.reference is not None
+        return ResolvedRequest(
+            mode=req.mode,
+            steps=pick("steps", req.steps, d),
+            cfg_context=pick("cfg_context", req.cfg_context, d),
+            cfg_clap=pick("cfg_clap", req.cfg_clap, d),
+            sampler=pick("sampler", req.sampler or None, d),
+            s_churn=pick("s_churn", req.s_churn),
+            seed=int(req.seed),
+            takes=pick("takes", req.takes),
+            stereo_width=pick("stereo_width", req.stereo_width),
+            strength=pick("strength", req.strength, d),
+            mix=_optional("mix", 0.5 if both and req.mix is None else req.mix),
+            prompt=req.prompt,
+            text_prior=self._uses_text_prior(req),
+            duration=_optional("duration", req.duration),
+            inpaint=tuple(req.inpaint) if req.inpaint else None,
+            loop=(int(req.loop[0]), float(req.loop[1])) if req.loop else None,
+            gap=_optional("gap", req.gap if req.transition is not None else None),
+        )
+
+    def _check(self, req: GenerationRequest) -> None:
+        """What the table cannot say: the prompt, the prior, the rate and the mode's inputs."""
         if req.prompt is not None and not req.prompt.strip():
             raise RequestError("the prompt is empty")
         if req.text_prior and self.bundle.prior is None:
             raise RequestError(f"the model {self.bundle.name} has no text prior")
         if req.sample_rate < 8000 or req.sample_rate > 384000:
             raise RequestError(f"unsupported sample rate {req.sample_rate} Hz")
-        modes = [req.variation_of is not None, req.inpaint is not None,
-                 req.continue_from is not None, req.transition is not None]
-        if sum(modes) > 1:
-            raise RequestError("choose one of variation, inpaint, continue and transition")
-        for name in ("context", "reference", "variation_of", "source", "continue_from"):
-            _check_audio(name.replace("_", " "), getattr(req, name), req.sample_rate)
-        if req.transition is not None:
-            for i, clip in enumerate(req.transition):
-                _check_audio(f"transition clip {i + 1}", clip, req.sample_rate)
-            if not 0 < req.gap <= 60:
-                raise RequestError("the transition gap must be between 0 and 60 seconds")
-        if req.inpaint is not None:
-            if req.source is None:
-                raise RequestError("inpainting needs the source audio to repair (--source)")
-            start, end = req.inpaint
-            length = np.asarray(req.source).shape[-1] / req.sample_rate
-            if not (0 <= start < end <= length + 1e-6):
-                raise RequestError(f"the region {start:g}-{end:g} s lies outside the source "
-                                   f"clip (0-{length:.2f} s)")
-        if req.loop is not None:
-            n, frac = req.loop
-            if int(n) < 1 or not 0 <= float(frac) <= 1:
-                raise RequestError("loop needs repetitions >= 1 and a fraction between 0 and 1")
-        return p
+        _check_mode_inputs(req)
+
+    def _uses_text_prior(self, req: GenerationRequest) -> bool:
+        """Whether the prompt goes through the bundle's text prior: only where a text
+        embedding reaches the model (mix r = 0 is the reference alone)."""
+        return (self.bundle.prior is not None and req.text_prior is not False
+                and req.prompt is not None
+                and not (req.reference is not None and req.mix == 0))
 
     # ------------------------------------------------------------------ helpers
-    def _to_model(self, audio: Audio, sr: int) -> np.ndarray:
-        from engine.audio import resample
-
-        mono = _mono(audio)
-        return resample(mono, sr, self.bundle.sample_rate) if sr != self.bundle.sample_rate \
-            else mono
-
     def _encode(self, mono: np.ndarray) -> torch.Tensor:
         """Mono model-rate audio -> normalised latents (1, C, F)."""
         wave = torch.from_numpy(np.ascontiguousarray(mono)).to(self.device)[None]
         with torch.inference_mode():
             return self.bundle.normalize(self.bundle.cae.encode(wave).to(torch.float32))
 
-    def _generators(self, seeds: list[int], salt: int = 0) -> list[torch.Generator]:
-        return [torch.Generator().manual_seed((s * 1_000_003 + salt) % (2**63)) for s in seeds]
+    def _condition(self, req: GenerationRequest, r: ResolvedRequest) -> torch.Tensor | None:
+        """The CLAP embedding: the prompt's, the reference's, or both interpolated by mix."""
+        emb_t = emb_a = None
+        with torch.inference_mode():
+            if req.prompt is not None:
+                emb_t = self.bundle.embed_prompt(req.prompt, r.text_prior)
+            if req.reference is not None:
+                emb_a = self.bundle.conditioner.embed_audio(
+                    _mono(req.reference), req.sample_rate).to(torch.float32)
+        if emb_a is not None and emb_t is not None:
+            from engine.models.conditioning import interpolate
+
+            return interpolate(emb_a, emb_t, r.mix).to(self.device)
+        clap = emb_a if emb_a is not None else emb_t
+        return None if clap is None else clap.to(self.device)
 
     # ------------------------------------------------------------------ the latent routine
-    def _sample_latents(self, *, frames: int, context: torch.Tensor | None,
-                        clap: torch.Tensor | None, p: dict, seeds: list[int], salt: int,
-                        known: torch.Tensor | None = None, keep: torch.Tensor | None = None,
+    def _sample_latents(self, job: Sampling, seeds: list[int], stream: int,
                         init: torch.Tensor | None = None, strength: float = 1.0,
-                        loop: tuple[int, float] | None = None, cancel=None, stage="sample",
-                        clock: list | None = None, previews: bool = False):
-        """Sample (takes, C, frames) normalised latents, window by window.
+                        ticker: Ticker | None = None):
+        """Sample (takes, C, frames) normalised latents, window by window; yields Progress.
 
-        `known`/`keep`: frames held fixed by inpainting. `init` with `strength` < 1: start
-        from that latent noised to the matching level (variations). Yields Progress.
+        `job.known`/`job.keep`: frames held fixed by inpainting. `init` with `strength` < 1:
+        start from that latent noised to the matching level (variations, stereo).
         """
-        b = self.bundle
-        dev = self.device
-        c = b.manifest["latent"]["dim"]
-        k = len(seeds)
-        gens = self._generators(seeds, salt)
-        sigmas = karras_sigmas(p["steps"])
+        b, dev = self.bundle, self.device
+        c, k = b.manifest["latent"]["dim"], len(seeds)
+        gens = [take_generator(s, stream) for s in seeds]
+        sigmas = karras_sigmas(job.r.steps)
         if init is not None:
             sigmas = sigmas_from_strength(sigmas, strength)
-        n_steps = len(sigmas) - 1
-        windows = plan_windows(frames, int(b.manifest["window_frames"]),
+        windows = plan_windows(job.frames, int(b.manifest["window_frames"]),
                                int(b.manifest["overlap_frames"]))
-        if loop is not None and len(windows) > 1:
+        if job.loop is not None and len(windows) > 1:
             span = b.manifest["window_frames"] * b.hop / b.sample_rate
             raise RequestError(f"loop sampling works on up to {span:.1f} s at a time")
-        out = torch.zeros(k, c, frames, device=dev)
-        if init is not None:
-            out = init.expand(k, -1, -1).clone().to(dev)
+        out = torch.zeros(k, c, job.frames, device=dev) if init is None \
+            else init.expand(k, -1, -1).clone().to(dev)
+        n_steps = len(sigmas) - 1
         if n_steps == 0:
             return out
-        total = n_steps * len(windows)
-        done = 0
-        t0 = time.perf_counter() if clock is None else clock[0]
-        sampler = SAMPLERS[p["sampler"]]
+        ticker = ticker or Ticker("sample", time.perf_counter())
+        ticker.total = n_steps * len(windows)
         for w in windows:
             sl = slice(w.start, w.end)
-            n = w.end - w.start
-            w_keep = torch.zeros(n, dtype=torch.bool)
-            w_known = torch.zeros(k, c, n, device=dev)
-            if keep is not None and known is not None:
-                w_keep |= keep[sl]
-                w_known = torch.where(keep[sl].to(dev)[None, None], known[..., sl].to(dev),
-                                      w_known)
-            if w.held:
-                w_keep[: w.held] = True
-                w_known[..., : w.held] = out[..., w.start: w.start + w.held]
-            noise = randn_per_take(gens, (c, n), dev)
-            if init is not None:
-                x = out[..., sl] + sigmas[0].item() * noise
-            else:
-                x = noise * sigmas[0].item()
-            ctx = None if context is None else context[..., sl]
-            denoiser = guided(b.precond, ctx, clap, p["cfg_context"], p["cfg_clap"])
+            noise = randn_per_take(gens, (c, w.end - w.start), dev)
+            x = noise * sigmas[0].item() if init is None else out[..., sl] + sigmas[0].item() * noise
+            w_known, w_keep = self._window_known(job, out, w, k, c)
             hook = chain_hooks(
                 inpaint_hook(w_known, w_keep, gens) if bool(w_keep.any()) else None,
-                loop_hook(loop[0], loop[1], n_steps) if loop else None,
-            )
+                loop_hook(job.loop[0], job.loop[1], n_steps) if job.loop else None)
+            ctx = None if job.context is None else job.context[..., sl]
+            denoiser = guided(b.precond, ctx, job.clap, job.r.cfg_context, job.r.cfg_clap)
             with torch.inference_mode():
-                for step in sampler(denoiser, x, sigmas.to(dev), step_hook=hook,
-                                    s_churn=p["s_churn"], generator=gens[0]):
+                for step in SAMPLERS[job.r.sampler](denoiser, x, sigmas.to(dev),
+                                                    step_hook=hook, s_churn=job.r.s_churn,
+                                                    generator=gens):
                     x = step.x
-                    done += 1
-                    if cancel is not None and cancel.is_set():
-                        raise Cancelled("generation cancelled")
-                    elapsed = time.perf_counter() - t0
-                    eta = elapsed / done * (total - done)
-                    yield Progress(stage, done, total, eta,
-                                   f"step {done}/{total}" if stage == "sample"
-                                   else f"stereo {done}/{total}",
-                                   step.denoised if previews else None)
-            if bool(w_keep.any()):
-                x = torch.where(w_keep.to(dev)[None, None], w_known, x)
-            if loop and loop[1] >= 1.0:
-                x = tile_period(x, loop[0])
-            out[..., sl] = x
+                    yield ticker.tick(step.denoised)
+            out[..., sl] = x if hook is None else hook.finish(x)
         return out
+
+    def _window_known(self, job: Sampling, out: torch.Tensor, w, k: int, c: int
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A window's held latents and mask: the job's known frames, and the frames the
+        previous window already made."""
+        dev, sl, n = self.device, slice(w.start, w.end), w.end - w.start
+        w_keep = torch.zeros(n, dtype=torch.bool)
+        w_known = torch.zeros(k, c, n, device=dev)
+        if job.keep is not None and job.known is not None:
+            w_keep |= job.keep[sl]
+            w_known = torch.where(job.keep[sl].to(dev)[None, None],
+                                  job.known[..., sl].to(dev), w_known)
+        if w.held:
+            w_keep[: w.held] = True
+            w_known[..., : w.held] = out[..., w.start: w.start + w.held]
+        return w_known, w_keep
 
     # ------------------------------------------------------------------ run
     def run(self, req: GenerationRequest, cancel: threading.Event | None = None,
             previews: bool = False) -> PyGenerator[Progress, None, list[Stem]]:
-        """Yield Progress events; return the stems. See the module docstring."""
-        p = self.resolve(req)
+        """Yield Progress events; return the stems. Plan, encode, condition, sample, decode
+        and splice; see the module docstring."""
+        r = self.resolve(req)
         b = self.bundle
-        sr_in, sr_model, sr_out = req.sample_rate, b.sample_rate, req.output_rate
-        hop = b.hop
-        clock = [time.perf_counter()]
+        t0 = time.perf_counter()
         yield Progress("prepare", 0, 1, None, "preparing")
+        io = Rates(req.sample_rate, b.sample_rate, req.output_rate, b.hop)
+        plan = PLANS[r.mode](req, r, io)
 
-        # ---- lengths and the audio the result is built around (at the output rate)
-        from engine.audio import resample
-
-        def at_out(a: Audio) -> np.ndarray:
-            a = _channels(a)
-            return a if sr_in == sr_out else resample(a, sr_in, sr_out)
-
-        base: np.ndarray | None = None  # user audio the result is spliced into (output rate)
-        region: tuple[int, int] | None = None  # samples of `base` that are generated
-        known_audio: np.ndarray | None = None  # model-rate mono audio whose latents are kept
-        mode = p["mode"]
-        if mode == "variation":
-            length_in = np.asarray(req.variation_of).shape[-1]
-        elif mode in ("inpaint", "regenerate"):
-            length_in = np.asarray(req.source).shape[-1]
-        elif mode == "continue":
-            extra = req.duration if req.duration is not None else DEFAULT_SECONDS
-            clip = np.asarray(req.continue_from).shape[-1]
-            length_in = clip + int(round(extra * sr_in))
-        elif mode == "transition":
-            a, z = (np.asarray(t) for t in req.transition)
-            length_in = a.shape[-1] + int(round(req.gap * sr_in)) + z.shape[-1]
-        elif req.duration is not None:
-            length_in = int(round(req.duration * sr_in))
-        elif req.context is not None:
-            length_in = np.asarray(req.context).shape[-1]
-        else:
-            length_in = int(round(DEFAULT_SECONDS * sr_in))
-        seconds = length_in / sr_in
-        if seconds > MAX_SECONDS:
-            raise RequestError(f"{seconds:.0f} s is longer than the {MAX_SECONDS:g} s limit")
-        t_model = int(round(seconds * sr_model))
-        t_out = int(round(seconds * sr_out))
-        frames = math.ceil(t_model / hop)
-
-        # ---- encode the context and whatever latents are held fixed
-        context = None
         yield Progress("encode", 0, 1, None, "encoding audio")
+        context = None
         if req.context is not None:
-            ctx = _fit(self._to_model(req.context, sr_in), t_model)
+            ctx = _fit(io.to_model(req.context), plan.lengths.t_model)
             context = b.context_condition(self._encode(ctx), ctx)
-        keep = known = init = None
-        strength = 1.0
-        if mode == "variation":
-            init = self._encode(_fit(self._to_model(req.variation_of, sr_in), t_model))
-            strength = p["strength"]
-        elif mode in ("inpaint", "regenerate"):
-            base = _fit(at_out(req.source), t_out)
-            known_audio = _fit(self._to_model(req.source, sr_in), t_model)
-            known = self._encode(known_audio)
-            start, end = req.inpaint
-            keep = ~region_frames(start, end, sr_model, hop, frames)
-            region = (int(round(start * sr_out)), int(round(end * sr_out)))
-            if mode == "regenerate":
-                init, strength = known, p["strength"]
-        elif mode == "continue":
-            clip = at_out(req.continue_from)
-            base = _fit(clip, t_out)
-            known_audio = _fit(self._to_model(req.continue_from, sr_in), t_model)
-            known = self._encode(known_audio)
-            clip_s = clip.shape[-1] / sr_out
-            keep = ~region_frames(clip_s, seconds, sr_model, hop, frames, margin=1)
-            region = (clip.shape[-1], t_out)
-        elif mode == "transition":
-            a_out, z_out = at_out(req.transition[0]), at_out(req.transition[1])
-            gap_out = t_out - a_out.shape[-1] - z_out.shape[-1]
-            ch = max(a_out.shape[0], z_out.shape[0])
-            base = np.concatenate([np.broadcast_to(a_out, (ch, a_out.shape[-1])),
-                                   np.zeros((ch, gap_out), np.float32),
-                                   np.broadcast_to(z_out, (ch, z_out.shape[-1]))], axis=-1)
-            a_m = self._to_model(req.transition[0], sr_in)
-            z_m = self._to_model(req.transition[1], sr_in)
-            gap_m = t_model - len(a_m) - len(z_m)
-            known_audio = np.concatenate([a_m, np.zeros(max(gap_m, 0), np.float32), z_m])
-            known_audio = _fit(known_audio, t_model)
-            known = self._encode(known_audio)
-            a_s = a_out.shape[-1] / sr_out
-            keep = ~region_frames(a_s, a_s + req.gap, sr_model, hop, frames)
-            region = (a_out.shape[-1], a_out.shape[-1] + gap_out)
+        known = None if plan.known_audio is None else self._encode(plan.known_audio)
+        init = known if plan.init_known else (
+            None if plan.init_audio is None else self._encode(plan.init_audio))
         yield Progress("encode", 1, 1, None, "encoded")
 
-        # ---- the CLAP embedding
         clap = None
-        emb_a = emb_t = None
-        cond = b.conditioner
         if req.prompt is not None or req.reference is not None:
             yield Progress("condition", 0, 1, None, "embedding the prompt")
-            with torch.inference_mode():
-                if req.prompt is not None:
-                    emb_t = b.embed_prompt(req.prompt, p["text_prior"])
-                if req.reference is not None:
-                    ref = _mono(req.reference)
-                    emb_a = cond.embed_audio(ref, sr_in).to(torch.float32)
-            if emb_a is not None and emb_t is not None:
-                from engine.models.conditioning import interpolate
+            clap = self._condition(req, r)
 
-                r = 0.5 if req.mix is None else float(req.mix)
-                p["mix"] = r
-                clap = interpolate(emb_a, emb_t, r)
-            else:
-                clap = emb_a if emb_a is not None else emb_t
-            clap = clap.to(self.device)
-
-        # ---- sample
-        seeds = [p["seed"] + i for i in range(p["takes"])]
-        loop = (int(req.loop[0]), float(req.loop[1])) if req.loop else None
-        z = yield from self._sample_latents(
-            frames=frames, context=context, clap=clap, p=p, seeds=seeds, salt=0,
-            known=known, keep=keep, init=init, strength=strength, loop=loop, cancel=cancel,
-            clock=clock, previews=previews)
+        job = Sampling(r, plan.lengths.frames, context, clap, known, plan.keep, r.loop)
+        z = yield from self._sample_latents(job, r.seeds, STREAM_NOISE, init, plan.strength,
+                                            Ticker("sample", t0, cancel, previews))
         channels = [z]
-        if p["stereo_width"] > 0:
-            right = yield from self._sample_latents(
-                frames=frames, context=context, clap=clap, p=p, seeds=seeds, salt=1,
-                known=known, keep=keep, init=z, strength=p["stereo_width"], cancel=cancel,
-                stage="stereo", clock=clock)
+        if r.stereo_width > 0:
+            # the second channel: a variation of the first, not a loop of its own
+            right = yield from self._sample_latents(replace(job, loop=None), r.seeds,
+                                                    STREAM_STEREO, z, r.stereo_width,
+                                                    Ticker("stereo", t0, cancel))
             channels.append(right)
+        stems = yield from self._decode(req, r, plan, channels, cancel)
+        yield Progress("done", 1, 1, 0.0, f"{len(stems)} take(s) in "
+                                         f"{time.perf_counter() - t0:.1f} s")
+        return stems
 
-        # ---- decode, splice, provenance
+    def _decode(self, req: GenerationRequest, r: ResolvedRequest, plan: Plan,
+                channels: list[torch.Tensor], cancel):
+        """Decode every take's channels, splice them into the user's audio (or gain-stage
+        them alone) and attach the provenance; yields Progress, returns the stems."""
+        from engine.audio import resample
+
+        b, sr_out, t_model = self.bundle, req.output_rate, plan.lengths.t_model
         stems: list[Stem] = []
-        n_dec = len(seeds) * len(channels)
-        done = 0
-        for i, seed in enumerate(seeds):
+        n_dec = r.takes * len(channels)
+        for i, seed in enumerate(r.seeds):
             chans = []
             for j, lat in enumerate(channels):
                 if cancel is not None and cancel.is_set():
                     raise Cancelled("generation cancelled")
-                yield Progress("decode", done, n_dec, None, f"decoding take {i + 1}")
-                g = torch.Generator().manual_seed((seed * 1_000_003 + 17 + j) % (2**63))
+                yield Progress("decode", i * len(channels) + j, n_dec, None,
+                               f"decoding take {i + 1}")
                 with torch.inference_mode():
                     wave = b.cae.decode(b.denormalize(lat[i: i + 1]), length=t_model,
-                                        generator=g)
+                                        generator=take_generator(seed, STREAM_DECODE + j))
                 chans.append(wave[0].detach().to("cpu", torch.float32).numpy())
-                done += 1
             audio = np.stack(chans)
-            if sr_model != sr_out:
-                audio = resample(audio, sr_model, sr_out)
-            audio = _fit(audio, t_out).astype(np.float32)
-            if base is not None and region is not None:
-                audio, level = self._splice_into(base, audio, region, mode, sr_out)
+            if b.sample_rate != sr_out:
+                audio = resample(audio, b.sample_rate, sr_out)
+            audio = _fit(audio, plan.lengths.t_out).astype(np.float32)
+            if plan.base is not None and plan.region is not None:
+                audio, level = self._splice_into(plan.base, audio, plan.region, r.mode, sr_out)
             else:
                 audio, level = apply_ceiling(audio, sr_out)
-            prov = self._provenance(req, p, seed, i, audio)
+            prov = self._provenance(req, r, seed, i, audio)
             prov["level"] = level
             stems.append(Stem(audio, sr_out, seed, i, prov))
-        yield Progress("done", 1, 1, 0.0, f"{len(stems)} take(s) in "
-                                         f"{time.perf_counter() - clock[0]:.1f} s")
         return stems
 
     @staticmethod
@@ -565,10 +677,9 @@ class Generator:
         level["gain_db"] = round(20 * math.log10(g), 3)
         return splice(full_base, gen * np.float32(g), start, end, fade), level
 
-    def _provenance(self, req: GenerationRequest, p: dict, seed: int, take: int,
+    def _provenance(self, req: GenerationRequest, r: ResolvedRequest, seed: int, take: int,
                     audio: np.ndarray) -> dict:
         b = self.bundle
-        params = {k: v for k, v in p.items() if k not in {"seed", "takes"}}
         return {
             "riffwright": __version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -576,9 +687,9 @@ class Generator:
             "device": str(self.device),
             "seed": seed,
             "take": take,
-            "takes_in_batch": p["takes"],
-            "base_seed": p["seed"],
-            "parameters": params,
+            "takes_in_batch": r.takes,
+            "base_seed": r.seed,
+            "parameters": r.parameters(),
             "inputs": {
                 name: {"label": req.labels.get(name), "digest": audio_digest(getattr(req, name))}
                 for name in ("context", "reference", "variation_of", "source", "continue_from")

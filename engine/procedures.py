@@ -15,7 +15,7 @@ function that `engine.diffusion.edm`'s samplers and `engine.generate` compose.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,23 +105,42 @@ def randn_per_take(generators: Sequence[torch.Generator], shape: tuple[int, ...]
 # ----------------------------------------------------------------------------- step hooks
 
 
-StepHook = Callable[[int, torch.Tensor, float], torch.Tensor]
+class StepHook:
+    """Rewrites the state before each step (`hook(i, x, sigma)`), and the final state once
+    sampling ends (`hook.finish(x)`): each wrapper carries its own clean-up."""
+
+    def __call__(self, i: int, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        return x
+
+    def finish(self, x: torch.Tensor) -> torch.Tensor:
+        return x
 
 
-def inpaint_hook(known: torch.Tensor, keep: torch.Tensor,
-                 generators: Sequence[torch.Generator]) -> StepHook:
-    """Before each step, set the kept frames to the known latents noised to the current σ.
+class InpaintHook(StepHook):
+    """Before each step, set the kept frames to the known latents noised to the current σ;
+    at the end, to the clean known latents.
 
     `known` (B or 1, C, F) clean latents; `keep` (F,) bool, True where frames are kept.
     """
-    keep_f = keep.to(known.device)
 
-    def hook(i: int, x: torch.Tensor, sigma: float) -> torch.Tensor:
-        noise = randn_per_take(generators, tuple(x.shape[1:]), x.device)
-        noisy = known + sigma * noise
-        return torch.where(keep_f[None, None, :], noisy.to(x.dtype), x)
+    def __init__(self, known: torch.Tensor, keep: torch.Tensor,
+                 generators: Sequence[torch.Generator]):
+        self.known = known
+        self.keep = keep.to(known.device)[None, None, :]
+        self.generators = generators
 
-    return hook
+    def __call__(self, i: int, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        noise = randn_per_take(self.generators, tuple(x.shape[1:]), x.device)
+        noisy = self.known + sigma * noise
+        return torch.where(self.keep, noisy.to(x.dtype), x)
+
+    def finish(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.where(self.keep, self.known, x)
+
+
+def inpaint_hook(known: torch.Tensor, keep: torch.Tensor,
+                 generators: Sequence[torch.Generator]) -> InpaintHook:
+    return InpaintHook(known, keep, generators)
 
 
 def tile_period(x: torch.Tensor, n: int) -> torch.Tensor:
@@ -132,28 +151,48 @@ def tile_period(x: torch.Tensor, n: int) -> torch.Tensor:
     return x[..., :period].repeat(*([1] * (x.ndim - 1)), reps)[..., :frames]
 
 
-def loop_hook(n: int, fraction: float, total_steps: int) -> StepHook:
-    """For the first `fraction` of the steps, make the window periodic with n repetitions."""
-    loop_steps = int(round(max(0.0, min(1.0, fraction)) * total_steps))
+class LoopHook(StepHook):
+    """For the first `fraction` of the steps, make the window periodic with n repetitions;
+    with the whole of the steps, the result is made exactly periodic at the end too."""
 
-    def hook(i: int, x: torch.Tensor, sigma: float) -> torch.Tensor:
-        return tile_period(x, n) if i < loop_steps else x
+    def __init__(self, n: int, fraction: float, total_steps: int):
+        self.n = n
+        self.fraction = fraction
+        self.loop_steps = int(round(max(0.0, min(1.0, fraction)) * total_steps))
 
-    hook.loop_steps = loop_steps  # type: ignore[attr-defined]
-    return hook
+    def __call__(self, i: int, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        return tile_period(x, self.n) if i < self.loop_steps else x
+
+    def finish(self, x: torch.Tensor) -> torch.Tensor:
+        return tile_period(x, self.n) if self.fraction >= 1.0 else x
+
+
+def loop_hook(n: int, fraction: float, total_steps: int) -> LoopHook:
+    return LoopHook(n, fraction, total_steps)
+
+
+class ChainedHooks(StepHook):
+    """Several hooks in order, before each step and at the end."""
+
+    def __init__(self, hooks: Sequence[StepHook]):
+        self.hooks = tuple(hooks)
+
+    def __call__(self, i: int, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        for h in self.hooks:
+            x = h(i, x, sigma)
+        return x
+
+    def finish(self, x: torch.Tensor) -> torch.Tensor:
+        for h in self.hooks:
+            x = h.finish(x)
+        return x
 
 
 def chain_hooks(*hooks: StepHook | None) -> StepHook | None:
     live = [h for h in hooks if h is not None]
     if not live:
         return None
-
-    def hook(i, x, sigma):
-        for h in live:
-            x = h(i, x, sigma)
-        return x
-
-    return hook
+    return live[0] if len(live) == 1 else ChainedHooks(live)
 
 
 # ----------------------------------------------------------------------------- windows

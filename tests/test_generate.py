@@ -10,7 +10,14 @@ import torch
 
 from engine.bundles.bundle import init_bundle, load_bundle
 from engine.errors import Cancelled, RequestError
-from engine.generate import TRANSITION_FADE_S, GenerationRequest, Generator, run_to_end
+from engine.generate import (
+    STREAM_NOISE,
+    TRANSITION_FADE_S,
+    GenerationRequest,
+    Generator,
+    Sampling,
+    run_to_end,
+)
 
 SR = 48000
 STEPS = 4
@@ -108,11 +115,11 @@ def test_regenerate_keeps_outside_and_strength_zero_returns_the_source(gen):
 
 def test_variation_strength_controls_distance(gen):
     src = gen._encode(tone(3.0, 262.0)[0])
-    p = gen.resolve(GenerationRequest(steps=10))
+    job = Sampling(gen.resolve(GenerationRequest(steps=10)), src.shape[-1], None, None, None,
+                   None, None)
 
     def vary(strength):
-        return run_to_end(gen._sample_latents(frames=src.shape[-1], context=None, clap=None,
-                                              p=p, seeds=[1], salt=0, init=src,
+        return run_to_end(gen._sample_latents(job, [1], STREAM_NOISE, init=src,
                                               strength=strength))
 
     assert torch.equal(vary(0.0), src)  # s_var = 0: nothing is re-sampled
@@ -132,10 +139,10 @@ def test_pseudo_stereo_adds_a_correlated_second_channel(gen):
 
 
 def test_loop_sampling_makes_the_latent_exactly_periodic(gen):
-    p = gen.resolve(GenerationRequest(steps=STEPS))
     frames = int(np.ceil(8 * SR / 4096))
-    z = run_to_end(gen._sample_latents(frames=frames, context=None, clap=None, p=p, seeds=[0],
-                                       salt=0, loop=(4, 1.0)))
+    job = Sampling(gen.resolve(GenerationRequest(steps=STEPS)), frames, None, None, None, None,
+                   (4, 1.0))
+    z = run_to_end(gen._sample_latents(job, [0], STREAM_NOISE))
     period = int(np.ceil(frames / 4))
     assert torch.equal(z[..., period:2 * period], z[..., :period])
     assert torch.equal(z[..., 3 * period:], z[..., :frames - 3 * period])

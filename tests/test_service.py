@@ -186,7 +186,7 @@ PARENT = textwrap.dedent("""
     proc.start()
     requests.put(service.Load(sys.argv[1], "cpu"))
     print(type(events.get(timeout=120)).__name__, flush=True)
-    requests.put(service.Run(1, {"duration": 30.0, "steps": 500, "takes": 2}))
+    requests.put(service.Run(1, {"duration": 30.0, "steps": 200, "takes": 2}))
     while True:
         ev = events.get(timeout=120)
         if isinstance(ev, service.Progress) and ev.stage == "sample":

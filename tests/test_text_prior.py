@@ -155,9 +155,9 @@ def test_generator_feeds_the_prior_and_records_it(prior_bundle, tiny_bundle, mon
     seen = []
     original = gen._sample_latents
 
-    def spy(**kw):
-        seen.append(kw["clap"])
-        return (yield from original(**kw))
+    def spy(job, *args, **kw):
+        seen.append(job.clap)
+        return (yield from original(job, *args, **kw))
 
     monkeypatch.setattr(gen, "_sample_latents", spy)
 

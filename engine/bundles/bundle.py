@@ -40,18 +40,13 @@ from engine.models.conditioning import (
     load_laion_clap,
 )
 from engine.models.conditioning.prior import load_prior
+from engine.params import bundle_default_values, check_bundle_defaults
 from engine.weights import load_into, read_checkpoint, save_module, sha256_file
 
 FORMAT_VERSION = 1
 MANIFEST = "bundle.json"
-DEFAULT_PARAMETERS = {
-    "steps": 30,
-    "cfg_context": 1.25,
-    "cfg_clap": 1.25,
-    "stereo_width": 0.4,
-    "sampler": "heun",
-    "variation_strength": 0.5,
-}
+# what a new bundle's `defaults` hold: every parameter a bundle may set (engine.params)
+DEFAULT_PARAMETERS = bundle_default_values()
 
 
 def resources_dir() -> Path:
@@ -239,11 +234,9 @@ def read_manifest(path: str | os.PathLike) -> dict:
     defaults = m.get("defaults", {})
     if not isinstance(defaults, dict):
         raise BundleError(f"{where}: field 'defaults' has the wrong type")
-    for k, v in defaults.items():
-        want = DEFAULT_PARAMETERS.get(k)
-        if want is not None and type(v) is not type(want) and not (
-                isinstance(want, float) and _is_number(v)):
-            raise BundleError(f"{where}: default '{k}' has the wrong type")
+    problem = check_bundle_defaults(defaults)
+    if problem is not None:
+        raise BundleError(f"{where}: {problem}")
     m["defaults"] = {**DEFAULT_PARAMETERS, **defaults}
     return m
 

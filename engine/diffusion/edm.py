@@ -12,7 +12,7 @@ a denoiser or around a step (see `engine.procedures`), never copies of these loo
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -143,9 +143,19 @@ class Step:
 StepHook = Callable[[int, torch.Tensor, float], torch.Tensor]
 
 
+def _churn_noise(x: torch.Tensor,
+                 generator: torch.Generator | Sequence[torch.Generator] | None) -> torch.Tensor:
+    """Gaussian noise shaped like x, drawn on the CPU; row k from generator[k] if a sequence."""
+    if isinstance(generator, Sequence):
+        rows = [torch.randn(x.shape[1:], generator=g) for g in generator]
+        return torch.stack(rows).to(x.device, x.dtype)
+    return torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
+
+
 def iter_heun(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
               s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = float("inf"),
-              s_noise: float = 1.0, generator: torch.Generator | None = None,
+              s_noise: float = 1.0,
+              generator: torch.Generator | Sequence[torch.Generator] | None = None,
               step_hook: StepHook | None = None, second_order: bool = True
               ) -> Iterator[Step]:
     """EDM's stochastic sampler (Algorithm 2), one `Step` per noise level.
@@ -153,7 +163,8 @@ def iter_heun(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
     Heun's second-order correction is applied at every step but the last (σ_next = 0), where
     it would divide by zero and Euler is exact. `second_order=False` gives plain Euler.
     `step_hook(i, x, sigma)` may rewrite the state before each step: that is where inpainting
-    and loop sampling hook in. The final state is the last `Step.x`.
+    and loop sampling hook in. The final state is the last `Step.x`. `generator` draws the
+    churn noise: one for the batch, or one per row (a take then depends on its own seed only).
     """
     total = len(sigmas) - 1
     ones = x.new_ones(x.shape[0])
@@ -167,7 +178,7 @@ def iter_heun(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
             gamma = min(s_churn / total, math.sqrt(2) - 1)
         s_hat = s_cur * (1 + gamma)
         if gamma > 0:
-            eps = torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
+            eps = _churn_noise(x, generator)
             x = x + math.sqrt(s_hat**2 - s_cur**2) * s_noise * eps
         denoised = denoiser(x, ones * s_hat)
         d = (x - denoised) / s_hat

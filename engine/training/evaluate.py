@@ -517,7 +517,8 @@ def evaluate_model(bundle_dir=None, data=None, out="eval-model", limit: int = 16
     summary: dict = {"bundle": str(b.path), "model_hash": b.hash, "items": len(rows),
                      "seconds": seconds, "takes": len(stems) if gen_dir else takes,
                      "generated_from": str(gen_dir) if gen_dir else None,
-                     **{k: used[k] for k in ("steps", "cfg_context", "cfg_clap", "text_prior")}}
+                     **{k: getattr(used, k) for k in ("steps", "cfg_context", "cfg_clap",
+                                                        "text_prior")}}
     summary["note_level"] = summarise_note_level(rows)
     secondary: dict = {}
     for metric in ("prompt", "family_ok", "chroma_correlation", "beat_onset_strength"):
