@@ -34,25 +34,22 @@ from engine.document.session import (
 )
 from engine.document.tempo import estimate_tempo
 from engine.errors import RiffwrightError
+from engine.params import PARAMS
 from engine.service import MODEL_DEFAULT_KEYS
 
+# the recipe a new session starts with: generation parameters from the one parameter table
+# (engine/params.py, which the CLI, resolve and bundle defaults read too); the app's own keys
 DEFAULT_RECIPE: dict[str, Any] = {
     "prompt": "",
     "reference_track": None,  # track id used as the audio reference
     "reference_file": None,
-    "mix": 0.5,  # interpolation r: 0 = audio reference, 1 = text prompt
-    "cfg_context": 1.25,
-    "cfg_clap": 1.25,
-    "steps": 30,
-    "seed": 1234,
+    **{k: PARAMS[k].default for k in ("mix", "cfg_context", "cfg_clap", "steps",
+                                      "stereo_width", "loop_n", "loop_frac", "strength",
+                                      "duration")},
+    "seed": 1234,  # replaced by a fresh seed per generation unless locked
     "seed_locked": False,
-    "takes": 2,
-    "stereo_width": 0.4,
+    "takes": 2,  # the app offers an A/B choice by default (the CLI makes one take)
     "text_prior": True,  # use the model's text prior when it has one
-    "loop_n": 1,
-    "loop_frac": 0.5,
-    "strength": 0.5,
-    "duration": 10.0,  # seconds, when there is no context and no loop region
     "model": None,
 }
 
