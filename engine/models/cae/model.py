@@ -278,7 +278,6 @@ class ConsistencyAutoencoder(nn.Module):
         latents = torch.as_tensor(latents)
         if latents.ndim == 2:
             latents = latents[None]
-        dev = next(self.parameters()).device
         B, D, F_ = latents.shape
         if D != self.latent_dim:
             raise ValueError(f"expected {self.latent_dim} latent channels, got {D}")
@@ -286,55 +285,61 @@ class ConsistencyAutoencoder(nn.Module):
         length = total if length is None else int(length)
         if F_ == 0 or length == 0:
             return torch.zeros(B, max(length, 0))
-        latents = latents.to(dev, torch.float32)
+        latents = latents.to(next(self.parameters()).device, torch.float32)
         seeds = torch.randint(0, _SEED_MOD, (B,), generator=generator, dtype=torch.int64).tolist()
         limit = max(1, int(max_chunk_frames or self.max_chunk_frames))
-        W, starts, weights = decode_plan(F_, limit, int(self.config["decode_overlap"]), self.hop)
-        n_win = len(starts)
-        H, P, fpl = self.hop, self.spectral.pad, self.frames_per_latent
-        out = torch.zeros(B, total)
-        wsum = torch.zeros(total)
-        for s, w in zip(starts, weights):
-            wsum[s * H : (s + W) * H] += w
-        jobs = [(b, k) for k in range(n_win) for b in range(B)]
-        per_batch = max(1, limit // W)
-        network_phase = self.config.get("decode_phase", "rebuilt") == "network"
-        if not network_phase:
-            # the decoded magnitudes of the whole file, crossfaded frame by frame
-            mags = torch.zeros(B, self.spectral.bins, F_ * fpl)
-            fw = [w[H // fpl // 2 :: H // fpl] for w in weights]  # at each frame's centre
-            fsum = torch.zeros(F_ * fpl)
-            for s, w in zip(starts, fw):
-                fsum[s * fpl : (s + W) * fpl] += w
-        for i in range(0, len(jobs), per_batch):
-            group = jobs[i : i + per_batch]
-            z = torch.stack([latents[b, :, starts[k] : starts[k] + W] for b, k in group])
-            n1 = torch.cat([
-                self._noise([seeds[b]], starts[k] * fpl, (starts[k] + W) * fpl, 0) for b, k in group
-            ])
-            n2 = None
-            if (steps or self.config.get("decode_steps", 1)) >= 2:
-                n2 = torch.cat([
-                    self._noise([seeds[b]], starts[k] * fpl, (starts[k] + W) * fpl, 1)
-                    for b, k in group
-                ]).to(dev)
-            spec = self.sample_spec(z, n1.to(dev), steps, n2)
-            if not network_phase:
-                mag = self.spectral.decompress(spec).abs().float().cpu()
-                for j, (b, k) in enumerate(group):
-                    s = starts[k]
-                    mags[b, :, s * fpl : (s + W) * fpl] += mag[j] * fw[k]
-                continue
-            y = self.spectral.inverse_span(spec)[:, P : P + W * H].float().cpu()
-            for j, (b, k) in enumerate(group):
-                s = starts[k]
-                out[b, s * H : (s + W) * H] += y[j] * weights[k]
-        if not network_phase:
-            mags /= fsum.clamp_min(1e-8)
-            out = self._synthesize(mags, seeds)
-            return out[:, :length].contiguous() if length <= total else \
-                torch.nn.functional.pad(out, (0, length - total))
-        out = out / wsum.clamp_min(1e-8)
+        plan = decode_plan(F_, limit, int(self.config["decode_overlap"]), self.hop)
+        windows = self._decoded_windows(latents, seeds, plan, limit, steps)
+        if self.config.get("decode_phase", "rebuilt") == "network":
+            out = self._crossfade_waves(windows, plan, B, F_)
+        else:
+            out = self._synthesize(self._crossfade_magnitudes(windows, plan, B, F_), seeds)
         if length <= total:
             return out[:, :length].contiguous()
         return torch.nn.functional.pad(out, (0, length - total))
+
+    def _decoded_windows(self, latents, seeds, plan, limit, steps):
+        """Yield (the (item, window) pairs, their decoded spectra), a batch of windows at a
+        time; each window's noise comes from the fixed field, so overlaps agree."""
+        W, starts, _ = plan
+        fpl, dev = self.frames_per_latent, latents.device
+        two_steps = (steps or self.config.get("decode_steps", 1)) >= 2
+        jobs = [(b, k) for k in range(len(starts)) for b in range(latents.shape[0])]
+        per_batch = max(1, limit // W)
+        for i in range(0, len(jobs), per_batch):
+            group = jobs[i : i + per_batch]
+            z = torch.stack([latents[b, :, starts[k] : starts[k] + W] for b, k in group])
+
+            def noise(stream: int, group=group) -> torch.Tensor:
+                return torch.cat([self._noise([seeds[b]], starts[k] * fpl, (starts[k] + W) * fpl,
+                                              stream) for b, k in group]).to(dev)
+
+            yield group, self.sample_spec(z, noise(0), steps, noise(1) if two_steps else None)
+
+    def _crossfade_waves(self, windows, plan, B: int, F_: int) -> torch.Tensor:
+        """The network's own output (its phases too), windows crossfaded on samples."""
+        W, starts, weights = plan
+        H, P = self.hop, self.spectral.pad
+        out, wsum = torch.zeros(B, F_ * H), torch.zeros(F_ * H)
+        for s, w in zip(starts, weights):
+            wsum[s * H : (s + W) * H] += w
+        for group, spec in windows:
+            y = self.spectral.inverse_span(spec)[:, P : P + W * H].float().cpu()
+            for j, (b, k) in enumerate(group):
+                out[b, starts[k] * H : (starts[k] + W) * H] += y[j] * weights[k]
+        return out / wsum.clamp_min(1e-8)
+
+    def _crossfade_magnitudes(self, windows, plan, B: int, F_: int) -> torch.Tensor:
+        """The decoded magnitudes of the whole file (B, bins, frames), windows crossfaded
+        frame by frame with the sample crossfade's weights at each frame's centre."""
+        W, starts, weights = plan
+        fpl, step = self.frames_per_latent, self.spectral.hop
+        fw = [w[step // 2 :: step] for w in weights]
+        mags, fsum = torch.zeros(B, self.spectral.bins, F_ * fpl), torch.zeros(F_ * fpl)
+        for s, w in zip(starts, fw):
+            fsum[s * fpl : (s + W) * fpl] += w
+        for group, spec in windows:
+            mag = self.spectral.decompress(spec).abs().float().cpu()
+            for j, (b, k) in enumerate(group):
+                mags[b, :, starts[k] * fpl : (starts[k] + W) * fpl] += mag[j] * fw[k]
+        return mags / fsum.clamp_min(1e-8)
