@@ -324,45 +324,57 @@ def _is_case_folder(d: Path) -> bool:
     return d.is_dir() and any(d.glob("context.*"))
 
 
+def _case_sources(root: Path) -> dict:
+    """Each case's source piece from the optional cases.json (empty when absent or unreadable)."""
+
+    meta = root / "cases.json"
+    if not meta.is_file():
+        return {}
+    try:
+        return {c["case"]: c.get("source") for c in json.loads(meta.read_text())["cases"]}
+    except (ValueError, KeyError, TypeError):
+        return {}
+
+
+def _read_case(d: Path, sources: dict) -> dict:
+    """One case folder's role, target file, source piece and (from context.mid) tempo."""
+
+    role_file = d / "role.txt"
+    role = role_file.read_text().strip() if role_file.is_file() else "other"
+    target = next(iter(sorted(d.glob("target.*"))), None)
+    src = sources.get(d.name) or d.name.split(f"_{role}_")[0]
+    tempo, beats_per_bar = (notes.midi_tempo((d / "context.mid").read_bytes())
+                            if (d / "context.mid").is_file() else (None, None))
+    return {"dir": d, "role": role, "target": target, "source": src,
+            "tempo": tempo, "beats_per_bar": beats_per_bar or 4}
+
+
+def _case_item(cases: list[dict], k: int, n: int) -> dict:
+    """The evaluation item of case `k`, its mismatched stem the next case (in name order,
+    wrapping) of the same role from another piece."""
+
+    c = cases[k]
+    others = [o for o in cases[k + 1:] + cases[:k]
+              if o["role"] == c["role"] and o["source"] != c["source"] and o["target"]]
+    return {
+        "id": c["dir"].name, "context": _read(next(iter(sorted(c["dir"].glob("context.*")))), n),
+        "truth": _read(c["target"], n) if c["target"] else None,
+        "mismatched": _read(others[0]["target"], n) if others else None,
+        "prompt": c["role"] if c["role"] != "other" else None, "family": None,
+        "role": c["role"], "tempo": c["tempo"], "beats_per_bar": c["beats_per_bar"],
+        "bar_s": c["beats_per_bar"] * 60.0 / c["tempo"] if c["tempo"] else 2.0}
+
+
 def _case_items(root: Path, n: int, limit: int, only=None) -> list[dict]:
     """Items from the judge's case layout: <case>/context.*, target.*, role.txt, and an
     optional cases.json naming each case's source piece (for the mismatched stem). `only`: a
     test on the case name (the audio of other cases is not read, but they can still lend the
     mismatched stem)."""
-    dirs = sorted(d for d in root.iterdir() if _is_case_folder(d))
-    sources = {}
-    meta = root / "cases.json"
-    if meta.is_file():
-        try:
-            sources = {c["case"]: c.get("source") for c in json.loads(meta.read_text())["cases"]}
-        except (ValueError, KeyError, TypeError):
-            sources = {}
-    cases = []
-    for d in dirs:
-        role_file = d / "role.txt"
-        role = role_file.read_text().strip() if role_file.is_file() else "other"
-        target = next(iter(sorted(d.glob("target.*"))), None)
-        src = sources.get(d.name) or d.name.split(f"_{role}_")[0]
-        tempo, beats_per_bar = (notes.midi_tempo((d / "context.mid").read_bytes())
-                                if (d / "context.mid").is_file() else (None, None))
-        cases.append({"dir": d, "role": role, "target": target, "source": src,
-                      "tempo": tempo, "beats_per_bar": beats_per_bar or 4})
-    items = []
+    sources = _case_sources(root)
+    cases = [_read_case(d, sources) for d in sorted(d for d in root.iterdir()
+                                                    if _is_case_folder(d))]
     chosen = [k for k, c in enumerate(cases) if only is None or only(c["dir"].name)][:limit]
-    for k in chosen:
-        c = cases[k]
-        # mismatched: the next case (in name order, wrapping) of the same role from another piece
-        others = [o for o in cases[k + 1:] + cases[:k]
-                  if o["role"] == c["role"] and o["source"] != c["source"] and o["target"]]
-        items.append({
-            "id": c["dir"].name, "context": _read(next(iter(sorted(c["dir"].glob("context.*")))),
-                                                  n),
-            "truth": _read(c["target"], n) if c["target"] else None,
-            "mismatched": _read(others[0]["target"], n) if others else None,
-            "prompt": c["role"] if c["role"] != "other" else None, "family": None,
-            "role": c["role"], "tempo": c["tempo"], "beats_per_bar": c["beats_per_bar"],
-            "bar_s": c["beats_per_bar"] * 60.0 / c["tempo"] if c["tempo"] else 2.0})
-    return items
+    return [_case_item(cases, k, n) for k in chosen]
 
 
 def _file_items(root: Path, targets, n: int, limit: int) -> list[dict]:
@@ -416,6 +428,172 @@ def _generated_takes(folder: Path, sr: int, n: int) -> list[np.ndarray]:
             for p in sorted(folder.glob("*.wav"))]
 
 
+def _gather_items(data, contexts, targets, n: int, limit: int,
+                  gen_dir: Path | None) -> list[dict]:
+    """The contexts to evaluate, from a dataset's test split, a case layout or a folder of
+    context files; with `gen_dir`, only those that have takes there."""
+
+    if data:
+        items = _dataset_items(data, n, limit)
+    elif contexts:
+        items = _context_items(Path(contexts), targets, n, limit, gen_dir)
+    else:
+        raise RiffwrightError("eval model needs --data DIR or --contexts DIR")
+    if not items:
+        raise RiffwrightError("nothing to evaluate: no contexts"
+                              + (f" with takes in {gen_dir}" if gen_dir else ""))
+    return items
+
+
+def _context_items(root: Path, targets, n: int, limit: int, gen_dir: Path | None) -> list[dict]:
+    """Items from `--contexts`: the judge's case layout or plain context files."""
+
+    if not root.is_dir():
+        raise RiffwrightError(f"--contexts {root} is not a folder")
+    only = (lambda name: (gen_dir / name).is_dir()) if gen_dir is not None else None
+    if any(_is_case_folder(d) for d in root.iterdir()):
+        return _case_items(root, n, limit, only)
+    return [it for it in _file_items(root, targets, n, limit if only is None else 1 << 30)
+            if only is None or only(it["id"])][:limit]
+
+
+def _takes(k: int, it: dict, gen_dir: Path | None, gen, out: Path, sr: int, n: int,
+           request: dict) -> list[np.ndarray]:
+    """The takes measured for item `k`: read from `gen_dir`, or generated (seed `k`) with the
+    first written to `out` for listening."""
+
+    from engine.generate import GenerationRequest, run_to_end
+
+    if gen_dir is not None:
+        stems = _generated_takes(gen_dir / it["id"], sr, n)
+        if not stems:
+            raise RiffwrightError(f"{gen_dir / it['id']} has no .wav takes")
+        return stems
+    req = GenerationRequest(context=it["context"][None], sample_rate=sr, prompt=it["prompt"],
+                            seed=k, **request)
+    stems = [s.audio[0] for s in run_to_end(gen.run(req))]
+    write_audio(out / f"{it['id']}_generated.wav", stems[0], sr)
+    return stems
+
+
+def _encoder_figures(x: np.ndarray, it: dict, cond, sr: int, text, per: dict) -> np.ndarray:
+    """Add the figures judged by Riffwright's own encoder (prompt adherence, family accuracy)
+    of one stem to `per`; returns its audio embedding (for the Fréchet distance)."""
+    import torch
+
+    with torch.inference_mode():
+        e = cond.embed_audio(x, sr).float().cpu().numpy()[0]
+    if text is not None:
+        per.setdefault("prompt", []).append(float(e @ text))
+    if it["family"]:
+        per.setdefault("family_ok", []).append(
+            float(classify_family(cond, x, sr) == it["family"]))
+    return e
+
+
+def _stem_row_figures(name: str, xs: list[np.ndarray], it: dict, ca: ContextAnalysis, sr: int,
+                      cond, text, embs: dict) -> dict:
+    """Every figure of one kind of stem (`generated`, `ground_truth`, ...) for one context,
+    as row entries `<figure>_<name>`: several takes are averaged per context."""
+
+    per: dict[str, list] = {}
+    for x in xs:
+        for key, v in stem_figures(x, sr, ca, it["role"]).items():
+            per.setdefault(key, []).append(v)
+        per.setdefault("chroma_correlation", []).append(
+            harmonic_fit(x, it["context"], sr, it["bar_s"]))
+        per.setdefault("beat_onset_strength", []).append(
+            rhythmic_fit(x, it["context"], sr, ca.tempo))
+        if name != "naive":
+            embs[name].append(_encoder_figures(x, it, cond, sr, text, per))
+    return {f"{metric}_{name}": (float(np.nanmean(vals))
+                                 if not all(math.isnan(v) for v in vals) else float("nan"))
+            for metric, vals in per.items()}
+
+
+def _item_row(it: dict, stems: list[np.ndarray], sr: int, n: int, cond, embs: dict) -> dict:
+    """One context's row of the report: the generated, ground-truth, mismatched and naive
+    stems' figures against the context's analysis."""
+    import torch
+
+    ca = ContextAnalysis(it["context"], sr, it["tempo"], it["beats_per_bar"])
+    row = {"id": it["id"], "prompt": it["prompt"], "family": it["family"],
+           "role": it["role"], "tempo": ca.tempo, "tempo_known": ca.tempo_known,
+           "grid_chance": ca.grid_chance}
+    text = None
+    if it["prompt"]:
+        with torch.inference_mode():
+            text = cond.embed_text([it["prompt"]]).float().cpu().numpy()[0]
+    naive = naive_stem(ca, sr, it["role"], n)
+    for name, xs in (("generated", stems), ("ground_truth", [it["truth"]]),
+                     ("mismatched", [it["mismatched"]]), ("naive", [naive])):
+        if xs[0] is not None:
+            row.update(_stem_row_figures(name, xs, it, ca, sr, cond, text, embs))
+    return row
+
+
+def _encoder_summary(summary: dict, rows: list[dict], embs: dict) -> dict:
+    """Means over contexts of the encoder-judged figures (into `summary`) and of the
+    secondary ones (returned), each with its gap closed where the bounds differ."""
+
+    secondary: dict = {}
+    for metric in ("prompt", "family_ok", "chroma_correlation", "beat_onset_strength"):
+        dest = secondary if metric in ("chroma_correlation", "beat_onset_strength") else summary
+        for name in embs:
+            vals = [float(r[f"{metric}_{name}"]) for r in rows if f"{metric}_{name}" in r
+                    and not math.isnan(float(r[f"{metric}_{name}"]))]
+            if vals:
+                dest[f"{metric}_{name}"] = float(np.mean(vals))
+        g, t, mm = (dest.get(f"{metric}_{x}") for x in embs)
+        if None not in (g, t, mm) and abs(t - mm) > 1e-9:
+            dest[f"{metric}_gap_closed"] = (g - mm) / (t - mm)
+    return secondary
+
+
+def _frechet_summary(summary: dict, embs: dict) -> None:
+    """Fréchet distances of the generated and mismatched stems' embeddings to the real ones
+    (with at least three of each)."""
+
+    if len(embs["ground_truth"]) < 3:
+        return
+    real = np.stack(embs["ground_truth"])
+    for name in ("generated", "mismatched"):
+        if len(embs[name]) >= 3:
+            summary[f"frechet_{name}"] = frechet_distance(np.stack(embs[name]), real)
+
+
+def _summary(b, gen, items: list[dict], rows: list[dict], embs: dict, seconds: float,
+             takes: int, gen_dir: Path | None, request: dict) -> dict:
+    """The report's summary: the settings actually used, the note-level figures per role,
+    the encoder-judged and secondary figures."""
+
+    from engine.generate import GenerationRequest
+
+    prompted = any(it["prompt"] for it in items)
+    used = gen.resolve(GenerationRequest(steps=request["steps"],
+                                         cfg_context=request["cfg_context"],
+                                         cfg_clap=request["cfg_clap"],
+                                         prompt="-" if prompted else None,
+                                         text_prior=request["text_prior"]))
+    summary: dict = {"bundle": str(b.path), "model_hash": b.hash, "items": len(rows),
+                     "seconds": seconds, "takes": takes,
+                     "generated_from": str(gen_dir) if gen_dir else None,
+                     **{k: getattr(used, k) for k in ("steps", "cfg_context", "cfg_clap",
+                                                        "text_prior")}}
+    summary["note_level"] = summarise_note_level(rows)
+    summary["secondary"] = _encoder_summary(summary, rows, embs)
+    _frechet_summary(summary, embs)
+    return summary
+
+
+def _write_report(out: Path, summary: dict, rows: list[dict]) -> None:
+    """report.json (summary and every row) and report.md, each written atomically."""
+
+    atomic_write_json(out / "report.json", json.loads(json.dumps(
+        {"summary": summary, "rows": rows}, default=float)))
+    atomic_write_text(out / "report.md", _markdown(summary))
+
+
 def evaluate_model(bundle_dir=None, data=None, out="eval-model", limit: int = 16,
                    steps: int | None = None, seconds: float = 10.0, contexts=None,
                    targets=None, device: str = "cpu", progress=print, takes: int = 1,
@@ -430,9 +608,7 @@ def evaluate_model(bundle_dir=None, data=None, out="eval-model", limit: int = 16
     measure instead of generating; contexts without one are skipped. `cfg_context`/`cfg_clap`
     override the bundle's default guidance; `text_prior=False` prompts with the raw text
     embedding even when the bundle has a text prior."""
-    import torch
-
-    from engine.generate import GenerationRequest, Generator, run_to_end
+    from engine.generate import Generator
 
     b = load_bundle(bundle_dir, device=device)
     gen = Generator(b)
@@ -441,105 +617,18 @@ def evaluate_model(bundle_dir=None, data=None, out="eval-model", limit: int = 16
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     gen_dir = Path(generated) if generated else None
-    if data:
-        items = _dataset_items(data, n, limit)
-    elif contexts:
-        root = Path(contexts)
-        if not root.is_dir():
-            raise RiffwrightError(f"--contexts {root} is not a folder")
-        only = (lambda name: (gen_dir / name).is_dir()) if gen_dir is not None else None
-        if any(_is_case_folder(d) for d in root.iterdir()):
-            items = _case_items(root, n, limit, only)
-        else:
-            items = [it for it in _file_items(root, targets, n,
-                                              limit if only is None else 1 << 30)
-                     if only is None or only(it["id"])][:limit]
-    else:
-        raise RiffwrightError("eval model needs --data DIR or --contexts DIR")
-    if not items:
-        raise RiffwrightError("nothing to evaluate: no contexts"
-                              + (f" with takes in {gen_dir}" if gen_dir else ""))
+    items = _gather_items(data, contexts, targets, n, limit, gen_dir)
+    request = {"steps": steps, "takes": takes, "cfg_context": cfg_context,
+               "cfg_clap": cfg_clap, "text_prior": text_prior}
     rows = []
     embs = {"generated": [], "ground_truth": [], "mismatched": []}
-    cond = b.conditioner
     for k, it in enumerate(items):
-        if gen_dir is not None:
-            stems = _generated_takes(gen_dir / it["id"], sr, n)
-            if not stems:
-                raise RiffwrightError(f"{gen_dir / it['id']} has no .wav takes")
-        else:
-            req = GenerationRequest(context=it["context"][None], sample_rate=sr,
-                                    prompt=it["prompt"], steps=steps, seed=k, takes=takes,
-                                    cfg_context=cfg_context, cfg_clap=cfg_clap,
-                                    text_prior=text_prior)
-            stems = [s.audio[0] for s in run_to_end(gen.run(req))]
-            write_audio(out / f"{it['id']}_generated.wav", stems[0], sr)
-        ca = ContextAnalysis(it["context"], sr, it["tempo"], it["beats_per_bar"])
-        row = {"id": it["id"], "prompt": it["prompt"], "family": it["family"],
-               "role": it["role"], "tempo": ca.tempo, "tempo_known": ca.tempo_known,
-               "grid_chance": ca.grid_chance}
-        text = None
-        if it["prompt"]:
-            with torch.inference_mode():
-                text = cond.embed_text([it["prompt"]]).float().cpu().numpy()[0]
-        naive = naive_stem(ca, sr, it["role"], n)
-        for name, xs in (("generated", stems), ("ground_truth", [it["truth"]]),
-                         ("mismatched", [it["mismatched"]]), ("naive", [naive])):
-            if xs[0] is None:
-                continue
-            per: dict[str, list] = {}
-            for x in xs:  # figures of several takes are averaged per context
-                for key, v in stem_figures(x, sr, ca, it["role"]).items():
-                    per.setdefault(key, []).append(v)
-                per.setdefault("chroma_correlation", []).append(
-                    harmonic_fit(x, it["context"], sr, it["bar_s"]))
-                per.setdefault("beat_onset_strength", []).append(
-                    rhythmic_fit(x, it["context"], sr, ca.tempo))
-                if name == "naive":
-                    continue
-                with torch.inference_mode():
-                    e = cond.embed_audio(x, sr).float().cpu().numpy()[0]
-                embs[name].append(e)
-                if text is not None:
-                    per.setdefault("prompt", []).append(float(e @ text))
-                if it["family"]:
-                    per.setdefault("family_ok", []).append(
-                        float(classify_family(cond, x, sr) == it["family"]))
-            for metric, vals in per.items():
-                row[f"{metric}_{name}"] = (float(np.nanmean(vals))
-                                           if not all(math.isnan(v) for v in vals)
-                                           else float("nan"))
-        rows.append(row)
+        stems = _takes(k, it, gen_dir, gen, out, sr, n, request)
+        rows.append(_item_row(it, stems, sr, n, b.conditioner, embs))
         progress(f"eval {k + 1}/{len(items)}: {it['id']}")
-    prompted = any(it["prompt"] for it in items)
-    used = gen.resolve(GenerationRequest(steps=steps, cfg_context=cfg_context, cfg_clap=cfg_clap,
-                                         prompt="-" if prompted else None, text_prior=text_prior))
-    summary: dict = {"bundle": str(b.path), "model_hash": b.hash, "items": len(rows),
-                     "seconds": seconds, "takes": len(stems) if gen_dir else takes,
-                     "generated_from": str(gen_dir) if gen_dir else None,
-                     **{k: getattr(used, k) for k in ("steps", "cfg_context", "cfg_clap",
-                                                        "text_prior")}}
-    summary["note_level"] = summarise_note_level(rows)
-    secondary: dict = {}
-    for metric in ("prompt", "family_ok", "chroma_correlation", "beat_onset_strength"):
-        dest = secondary if metric in ("chroma_correlation", "beat_onset_strength") else summary
-        for name in embs:
-            vals = [float(r[f"{metric}_{name}"]) for r in rows if f"{metric}_{name}" in r
-                    and not math.isnan(float(r[f"{metric}_{name}"]))]
-            if vals:
-                dest[f"{metric}_{name}"] = float(np.mean(vals))
-        g, t, mm = (dest.get(f"{metric}_{x}") for x in embs)
-        if None not in (g, t, mm) and abs(t - mm) > 1e-9:
-            dest[f"{metric}_gap_closed"] = (g - mm) / (t - mm)
-    summary["secondary"] = secondary
-    if len(embs["ground_truth"]) >= 3:
-        real = np.stack(embs["ground_truth"])
-        for name in ("generated", "mismatched"):
-            if len(embs[name]) >= 3:
-                summary[f"frechet_{name}"] = frechet_distance(np.stack(embs[name]), real)
-    atomic_write_json(out / "report.json", json.loads(json.dumps(
-        {"summary": summary, "rows": rows}, default=float)))
-    atomic_write_text(out / "report.md", _markdown(summary))
+    summary = _summary(b, gen, items, rows, embs, seconds, len(stems) if gen_dir else takes,
+                       gen_dir, request)
+    _write_report(out, summary, rows)
     return summary
 
 

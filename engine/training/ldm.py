@@ -492,16 +492,10 @@ def _init_from(net: torch.nn.Module, bundle: str | os.PathLike, rank: int) -> No
               + (f" ({len(fresh)} new tensors)" if fresh else ""), flush=True)
 
 
-def train_ldm(data: str | os.PathLike, out: str | os.PathLike, bundle: str | os.PathLike,
-              cfg: LDMTrainConfig, device: str = "auto", name: str | None = None,
-              stop_after: int | None = None) -> Path:
-    """Train (or resume) the diffusion model on `data` with `bundle`'s CAE and conditioner.
+def _setup_device(device: str, cfg: LDMTrainConfig) -> tuple[torch.device, int, int]:
+    """The training device, this process's rank and the world size (joining the process
+    group when launched with torchrun; each process takes its own GPU)."""
 
-    Returns the exported bundle folder. `stop_after` ends this call after that many steps
-    (with a checkpoint), as an interruption would; a later call resumes.
-    """
-
-    out = Path(out)
     dev = pick_device(device)
     rank, world = _init_dist(dev)
     if dev.type == "cuda" and world > 1:
@@ -509,34 +503,57 @@ def train_ldm(data: str | os.PathLike, out: str | os.PathLike, bundle: str | os.
         torch.cuda.set_device(dev)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    src_bundle = find_bundle(bundle)
-    b = load_bundle(src_bundle, device=dev)
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        encode_dataset_latents(
-            data, b.cae, out / "latents",
-            progress=lambda k, n, s: print(f"encoding latents {k}/{n}", flush=True)
-            if k % 25 == 0 or k == n else None)
-        clap_crop_embeddings(out / "latents" / "index.json", b.conditioner, out / "clap")
-        if cfg.text_prior_k:
-            build_text_prior(out / "latents", out / "clap", b.conditioner.id,
-                             cfg.text_prior_k).save(out / PRIOR_FILE)
-        if cfg.context_features or cfg.feature_loss:
-            context_feature_files(out / "latents" / "index.json", out / "features")
-        stats_path = out / "latent_stats.json"
-        if not stats_path.exists():
-            index = json.loads((out / "latents" / "index.json").read_text())
-            lat = [np.load(out / "latents" / st["latent"]).astype(np.float32)
-                   for s in index["songs"] if s["split"] == "train" for st in s["stems"]]
-            mean, std = latent_stats(lat)
-            stats = {"mean": [round(float(v), 6) for v in mean],
-                     "std": [round(max(float(v), 1e-3), 6) for v in std]}
-            stats_path.write_text(json.dumps(stats))
-    _barrier(world)
-    stats = json.loads((out / "latent_stats.json").read_text())
+    return dev, rank, world
+
+
+def _write_latent_stats(out: Path) -> None:
+    """Measure the per-channel statistics of the training stems' latents once per run, so the
+    network sees unit-scale data; a resumed run keeps the first measurement."""
+
+    stats_path = out / "latent_stats.json"
+    if stats_path.exists():
+        return
     index = json.loads((out / "latents" / "index.json").read_text())
-    mean = torch.tensor(stats["mean"]).reshape(1, -1, 1).to(dev)
-    std = torch.tensor(stats["std"]).reshape(1, -1, 1).to(dev)
+    lat = [np.load(out / "latents" / st["latent"]).astype(np.float32)
+           for s in index["songs"] if s["split"] == "train" for st in s["stems"]]
+    mean, std = latent_stats(lat)
+    stats = {"mean": [round(float(v), 6) for v in mean],
+             "std": [round(max(float(v), 1e-3), 6) for v in std]}
+    stats_path.write_text(json.dumps(stats))
+
+
+def _prepare_data(data, out: Path, b, cfg: LDMTrainConfig) -> None:
+    """Rank 0's one-off work before training: latents, crop embeddings, the text prior,
+    context features and latent statistics (each resumable)."""
+
+    out.mkdir(parents=True, exist_ok=True)
+    encode_dataset_latents(
+        data, b.cae, out / "latents",
+        progress=lambda k, n, s: print(f"encoding latents {k}/{n}", flush=True)
+        if k % 25 == 0 or k == n else None)
+    clap_crop_embeddings(out / "latents" / "index.json", b.conditioner, out / "clap")
+    if cfg.text_prior_k:
+        build_text_prior(out / "latents", out / "clap", b.conditioner.id,
+                         cfg.text_prior_k).save(out / PRIOR_FILE)
+    if cfg.context_features or cfg.feature_loss:
+        context_feature_files(out / "latents" / "index.json", out / "features")
+    _write_latent_stats(out)
+
+
+@dataclass
+class _Model:
+    """The trained network, its EMA copy and optimiser, and the (possibly DDP-wrapped)
+    preconditioned network the loss is computed through."""
+
+    net: UNet1d
+    ema: UNet1d
+    opt: torch.optim.Optimizer
+    precond: EDMPrecond | None = None
+
+
+def _build_model(cfg: LDMTrainConfig, b, out: Path, rank: int, dev: torch.device) -> _Model:
+    """A fresh network (or one warm-started from `cfg.init_from` when the run has no
+    checkpoint), its EMA copy and AdamW."""
 
     torch.manual_seed(cfg.seed)
     n_feat = FEATURE_DIM if cfg.context_features else 0
@@ -550,118 +567,275 @@ def train_ldm(data: str | os.PathLike, out: str | os.PathLike, bundle: str | os.
     ema.requires_grad_(False)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, betas=(0.9, 0.99),
                             weight_decay=cfg.weight_decay)
-    step = 0
-    if has_state(out):
-        saved = json.loads(state_paths(out)[1].read_text())
-        if saved.get("arch") != cfg.arch:
-            raise RiffwrightError(f"{out} holds a {saved.get('arch')} run; use a new --out for "
-                                  f"{cfg.arch}")
-        had = bool(saved.get("config", {}).get("context_features", False))
-        if had != cfg.context_features:
-            raise RiffwrightError(f"{out} holds a run {'with' if had else 'without'} context "
-                                  f"features; use a new --out to change that")
-        step = int(load_state(out, {"model": net, "ema": ema}, opt)["step"])
-    train_net = net
+    return _Model(net, ema, opt)
+
+
+def _resume(out: Path, cfg: LDMTrainConfig, model: _Model) -> int:
+    """Load the run's checkpoint into `model` and return its step (0 without one); a run of
+    another architecture or feature setting is refused rather than mixed."""
+
+    if not has_state(out):
+        return 0
+    saved = json.loads(state_paths(out)[1].read_text())
+    if saved.get("arch") != cfg.arch:
+        raise RiffwrightError(f"{out} holds a {saved.get('arch')} run; use a new --out for "
+                              f"{cfg.arch}")
+    had = bool(saved.get("config", {}).get("context_features", False))
+    if had != cfg.context_features:
+        raise RiffwrightError(f"{out} holds a run {'with' if had else 'without'} context "
+                              f"features; use a new --out to change that")
+    return int(load_state(out, {"model": model.net, "ema": model.ema}, model.opt)["step"])
+
+
+def _wrap_for_training(model: _Model, world: int, dev: torch.device) -> None:
+    """Precondition the network for EDM, through DDP when several processes train."""
+
+    train_net = model.net
     if world > 1:
         train_net = torch.nn.parallel.DistributedDataParallel(
-            net, device_ids=[dev.index] if dev.type == "cuda" else None)
-    precond = EDMPrecond(train_net, sigma_data=1.0)
-    loss_fn = EDMLoss(cfg.p_mean, cfg.p_std, 1.0)
+            model.net, device_ids=[dev.index] if dev.type == "cuda" else None)
+    model.precond = EDMPrecond(train_net, sigma_data=1.0)
+
+
+@dataclass
+class _Batches:
+    """Where training batches come from: the pair stream, the conditions drawn for them and
+    the latent normalisation; `rng` and `gen` are seeded per rank and step so a resumed or
+    distributed run draws its own reproducible stream."""
+
+    cfg: LDMTrainConfig
+    dev: torch.device
+    mean: torch.Tensor
+    std: torch.Tensor
+    pairs: LatentPairs
+    crops: ClapCrops
+    texts: CaptionEmbeddings
+    feats: ContextFeatureWindows | None
+    probe: FeatureProbe | None
+    rng: np.random.Generator
+    gen: torch.Generator
+
+
+def _feature_probe(cfg: LDMTrainConfig, out: Path, mean: torch.Tensor, std: torch.Tensor,
+                   dev: torch.device, rank: int, world: int) -> FeatureProbe | None:
+    """The frozen probe `feature_loss` reads features with: rank 0 fits it, every rank then
+    loads the saved one (None without a feature loss)."""
+
+    if not cfg.feature_loss:
+        return None
+    if rank == 0:
+        train_feature_probe(out, mean, std, FEATURE_DIM, cfg.probe_steps, cfg.frames,
+                            seed=cfg.seed)
+    _barrier(world)
+    return train_feature_probe(out, mean, std, FEATURE_DIM, 0).to(dev)
+
+
+def _batches(cfg: LDMTrainConfig, out: Path, b, index: dict, mean: torch.Tensor,
+             std: torch.Tensor, dev: torch.device, probe: FeatureProbe | None, step: int,
+             rank: int, world: int) -> _Batches:
+    """The pair stream and condition sources of this rank, seeded for `step` on."""
+
     pairs = LatentPairs(out / "latents" / "index.json", "train", cfg.frames,
                         seed=cfg.seed * 1000 + step * world + rank,
                         p_drop_context=cfg.p_drop_context, p_drop_clap=cfg.p_drop_clap,
                         p_empty_context=cfg.p_empty_context, load_clap_audio=False)
-    crops = ClapCrops(out / "clap", index["sample_rate"])
-    texts = CaptionEmbeddings(b.conditioner)
     feats = (ContextFeatureWindows(out / "features", FEATURE_DIM)
-             if n_feat or cfg.feature_loss else None)
-    probe = None
-    if cfg.feature_loss:
-        if rank == 0:
-            train_feature_probe(out, mean, std, FEATURE_DIM, cfg.probe_steps, cfg.frames,
-                                seed=cfg.seed)
-        _barrier(world)
-        probe = train_feature_probe(out, mean, std, FEATURE_DIM, 0).to(dev)
-    rng = np.random.default_rng([cfg.seed, step, rank])
-    gen = torch.Generator().manual_seed(cfg.seed * 7919 + step * world + rank)
-    if rank == 0:
-        _log_line(out, {"event": "start", "step": step, "params": param_count(net),
-                        "songs": len(pairs.songs), "world": world, "device": str(dev),
-                        "config": asdict(cfg), "time": time.time()},
-                  f"training {cfg.arch} LDM ({param_count(net) / 1e6:.1f} M params) on "
-                  f"{len(pairs.songs)} songs, {world} process(es) on {dev}, from step {step}",
-                  rank)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else None
+             if cfg.context_features or cfg.feature_loss else None)
+    return _Batches(cfg, dev, mean, std, pairs, ClapCrops(out / "clap", index["sample_rate"]),
+                    CaptionEmbeddings(b.conditioner), feats, probe,
+                    np.random.default_rng([cfg.seed, step, rank]),
+                    torch.Generator().manual_seed(cfg.seed * 7919 + step * world + rank))
+
+
+def _clap_condition(src: _Batches, sample: dict, heard: np.ndarray) -> np.ndarray:
+    """The CLAP condition of one pair: its audio crop's embedding, or with probability
+    `p_text_clap` its caption's text embedding."""
+
+    p = src.cfg.p_text_clap
+    if p > 0 and sample["caption"] and src.rng.random() < p:
+        return src.texts.get(sample["caption"])
+    return heard
+
+
+def _draw_batch(src: _Batches) -> dict:
+    """One training batch as tensors on the device: normalised target and context latents
+    (with the context's features when the model takes them), CLAP conditions, their keep
+    masks, and the target's features for the feature loss."""
+
+    cfg, dev = src.cfg, src.dev
+    batch = [src.pairs.sample() for _ in range(cfg.batch_size)]
+    y = torch.from_numpy(np.stack([p["target"] for p in batch])).to(dev)
+    c = torch.from_numpy(np.stack([p["context"] for p in batch])).to(dev)
+    heard = [src.crops.pick(p["song"], p["target_stem"], *p["clap_range"], src.rng)
+             for p in batch]
+    e = torch.from_numpy(np.stack([_clap_condition(src, p, a)
+                                   for p, a in zip(batch, heard)])).to(dev)
+    cmask = torch.tensor([not p["drop_context"] for p in batch], device=dev)
+    emask = torch.tensor([not p["drop_clap"] for p in batch], device=dev)
+    y, c = (y - src.mean) / src.std, (c - src.mean) / src.std
+    if cfg.context_features:
+        f = np.stack([src.feats.window(p, cfg.frames) for p in batch])
+        c = torch.cat([c, torch.from_numpy(f).to(dev)], dim=1)
+    want = None
+    if src.probe is not None:
+        want = torch.from_numpy(np.stack([src.feats.window(p, cfg.frames, "target")
+                                          for p in batch])).to(dev)
+    return {"y": y, "c": c, "e": e, "cmask": cmask, "emask": emask, "want": want}
+
+
+def _loss(src: _Batches, model: _Model, loss_fn: EDMLoss, t: dict) -> torch.Tensor:
+    """The EDM loss of a batch, plus the weighted feature loss on the denoised latents."""
+
+    loss, d = loss_fn(model.precond, t["y"], context=t["c"], clap=t["e"],
+                      context_mask=t["cmask"], clap_mask=t["emask"], generator=src.gen,
+                      return_denoised=True)
+    if src.probe is not None:
+        loss = loss + src.cfg.feature_loss * torch.nn.functional.mse_loss(
+            src.probe(d.float()), t["want"])
+    return loss
+
+
+def _train_step(src: _Batches, model: _Model, loss_fn: EDMLoss, step: int, autocast) -> float:
+    """One optimiser step (warm-up learning rate, clipped gradients, EMA update); its loss."""
+
+    cfg = src.cfg
+    t = _draw_batch(src)
+    for g in model.opt.param_groups:
+        g["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
+    with autocast if autocast is not None else contextlib.nullcontext():
+        loss = _loss(src, model, loss_fn, t)
+    model.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.net.parameters(), cfg.grad_clip)
+    model.opt.step()
+    with torch.no_grad():
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        for pe, pn in zip(model.ema.parameters(), model.net.parameters()):
+            pe.lerp_(pn, 1 - decay)
+    return float(loss.detach())
+
+
+@dataclass
+class _Run:
+    """What a training call writes to and reports about, fixed for the call."""
+
+    data: str | os.PathLike
+    out: Path
+    src_bundle: Path
+    cfg: LDMTrainConfig
+    name: str | None
+    stats: dict
+    index: dict
+    rank: int
+    world: int
+    dev: torch.device
+
+
+def _log_start(run: _Run, model: _Model, src: _Batches, step: int) -> None:
+    cfg = run.cfg
+    n = param_count(model.net)
+    _log_line(run.out, {"event": "start", "step": step, "params": n,
+                        "songs": len(src.pairs.songs), "world": run.world,
+                        "device": str(run.dev), "config": asdict(cfg), "time": time.time()},
+              f"training {cfg.arch} LDM ({n / 1e6:.1f} M params) on "
+              f"{len(src.pairs.songs)} songs, {run.world} process(es) on {run.dev}, "
+              f"from step {step}", run.rank)
+
+
+def _log_progress(run: _Run, model: _Model, step: int, first: int, t0: float,
+                  losses: list[float]) -> None:
+    """Rank 0's progress line every `log_every` steps: mean loss since the last, speed, ETA."""
+
+    cfg = run.cfg
+    rate = (step - first) / (time.time() - t0)
+    eta = (cfg.steps - step) / max(rate, 1e-9)
+    avg = float(np.mean(losses))
+    losses.clear()
+    _log_line(run.out, {"step": step, "loss": avg, "lr": model.opt.param_groups[0]["lr"],
+                        "steps_per_s": rate, "eta_s": eta, "time": time.time()},
+              f"step {step}/{cfg.steps}  loss {avg:.4f}  {rate:.2f} it/s  "
+              f"ETA {_hms(eta)}", run.rank)
+
+
+def _checkpoint(run: _Run, model: _Model, step: int) -> None:
+    """Rank 0 saves the resumable state and exports the EMA weights as a bundle."""
+
+    if run.rank != 0:
+        return
+    save_state(run.out, {"model": model.net, "ema": model.ema}, model.opt,
+               {"step": step, "arch": run.cfg.arch, "config": asdict(run.cfg)})
+    _export_bundle(run.src_bundle, run.out, model.ema, run.stats, run.cfg, step,
+                   {"name": run.name, "training": {"data": str(run.data)}})
+
+
+def _after_step(run: _Run, model: _Model, step: int, first: int, t0: float,
+                losses: list[float]) -> None:
+    """The periodic work after a step: progress line, checkpoint and export, sample."""
+
+    cfg = run.cfg
+    if step % cfg.log_every == 0 and run.rank == 0:
+        _log_progress(run, model, step, first, t0, losses)
+    if step % cfg.checkpoint_every == 0:
+        _checkpoint(run, model, step)
+    if run.rank == 0 and cfg.sample_every and step % cfg.sample_every == 0:
+        _render_sample(run.out / "bundle", run.out, step, run.index)
+
+
+def _train_loop(run: _Run, model: _Model, src: _Batches, step: int,
+                stop_after: int | None) -> None:
+    """Step until `cfg.steps` (or `stop_after` more); an interruption (Ctrl-C, `kill PID`)
+    checkpoints the step reached, and so does the end."""
+
+    cfg = run.cfg
+    loss_fn = EDMLoss(cfg.p_mean, cfg.p_std, 1.0)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if run.dev.type == "cuda" else None
     t0, first, losses = time.time(), step, []
     local_stop = None if stop_after is None else step + stop_after
-
-    def checkpoint():
-        if rank == 0:
-            save_state(out, {"model": net, "ema": ema}, opt,
-                       {"step": step, "arch": cfg.arch, "config": asdict(cfg)})
-            _export_bundle(src_bundle, out, ema, stats, cfg, step,
-                           {"name": name, "training": {"data": str(data)}})
-
     restore = stop_on_sigterm()  # `kill PID` checkpoints like Ctrl-C
     try:
         while step < cfg.steps and (local_stop is None or step < local_stop):
-            batch = [pairs.sample() for _ in range(cfg.batch_size)]
-            y = torch.from_numpy(np.stack([p["target"] for p in batch])).to(dev)
-            c = torch.from_numpy(np.stack([p["context"] for p in batch])).to(dev)
-            heard = [crops.pick(p["song"], p["target_stem"], *p["clap_range"], rng)
-                     for p in batch]
-            e = torch.from_numpy(np.stack([
-                texts.get(p["caption"])
-                if cfg.p_text_clap > 0 and p["caption"] and rng.random() < cfg.p_text_clap
-                else a for p, a in zip(batch, heard)])).to(dev)
-            cmask = torch.tensor([not p["drop_context"] for p in batch], device=dev)
-            emask = torch.tensor([not p["drop_clap"] for p in batch], device=dev)
-            y, c = (y - mean) / std, (c - mean) / std
-            if n_feat:
-                f = np.stack([feats.window(p, cfg.frames) for p in batch])
-                c = torch.cat([c, torch.from_numpy(f).to(dev)], dim=1)
-            want = None
-            if probe is not None:
-                want = torch.from_numpy(np.stack([feats.window(p, cfg.frames, "target")
-                                                  for p in batch])).to(dev)
-            for g in opt.param_groups:
-                g["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
-            with autocast if autocast is not None else contextlib.nullcontext():
-                loss, d = loss_fn(precond, y, context=c, clap=e, context_mask=cmask,
-                                  clap_mask=emask, generator=gen, return_denoised=True)
-                if probe is not None:
-                    loss = loss + cfg.feature_loss * torch.nn.functional.mse_loss(
-                        probe(d.float()), want)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-            opt.step()
-            with torch.no_grad():
-                decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-                for pe, pn in zip(ema.parameters(), net.parameters()):
-                    pe.lerp_(pn, 1 - decay)
+            losses.append(_train_step(src, model, loss_fn, step, autocast))
             step += 1
-            losses.append(float(loss.detach()))
-            if step % cfg.log_every == 0 and rank == 0:
-                rate = (step - first) / (time.time() - t0)
-                eta = (cfg.steps - step) / max(rate, 1e-9)
-                avg = float(np.mean(losses))
-                losses.clear()
-                _log_line(out, {"step": step, "loss": avg, "lr": opt.param_groups[0]["lr"],
-                                "steps_per_s": rate, "eta_s": eta, "time": time.time()},
-                          f"step {step}/{cfg.steps}  loss {avg:.4f}  {rate:.2f} it/s  "
-                          f"ETA {_hms(eta)}", rank)
-            if step % cfg.checkpoint_every == 0:
-                checkpoint()
-            if rank == 0 and cfg.sample_every and step % cfg.sample_every == 0:
-                _render_sample(out / "bundle", out, step, index)
+            _after_step(run, model, step, first, t0, losses)
     except KeyboardInterrupt:
         print("\ninterrupted: saving a checkpoint", file=sys.stderr)
-        checkpoint()
+        _checkpoint(run, model, step)
         raise
     finally:
         restore()
-    checkpoint()
+    _checkpoint(run, model, step)
+
+
+def train_ldm(data: str | os.PathLike, out: str | os.PathLike, bundle: str | os.PathLike,
+              cfg: LDMTrainConfig, device: str = "auto", name: str | None = None,
+              stop_after: int | None = None) -> Path:
+    """Train (or resume) the diffusion model on `data` with `bundle`'s CAE and conditioner.
+
+    Returns the exported bundle folder. `stop_after` ends this call after that many steps
+    (with a checkpoint), as an interruption would; a later call resumes.
+    """
+
+    out = Path(out)
+    dev, rank, world = _setup_device(device, cfg)
+    src_bundle = find_bundle(bundle)
+    b = load_bundle(src_bundle, device=dev)
+    if rank == 0:
+        _prepare_data(data, out, b, cfg)
+    _barrier(world)
+    stats = json.loads((out / "latent_stats.json").read_text())
+    index = json.loads((out / "latents" / "index.json").read_text())
+    mean = torch.tensor(stats["mean"]).reshape(1, -1, 1).to(dev)
+    std = torch.tensor(stats["std"]).reshape(1, -1, 1).to(dev)
+
+    model = _build_model(cfg, b, out, rank, dev)
+    step = _resume(out, cfg, model)
+    _wrap_for_training(model, world, dev)
+    probe = _feature_probe(cfg, out, mean, std, dev, rank, world)
+    src = _batches(cfg, out, b, index, mean, std, dev, probe, step, rank, world)
+    run = _Run(data, out, src_bundle, cfg, name, stats, index, rank, world, dev)
+    if rank == 0:
+        _log_start(run, model, src, step)
+    _train_loop(run, model, src, step, stop_after)
     _barrier(world)
     return out / "bundle"
 
