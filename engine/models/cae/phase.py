@@ -19,9 +19,14 @@ frame), and their phases are rebuilt:
   vocoder); the bins of its region (up to the midpoint to the next peak) share that phase
   with the window's alternating sign, so a partial stays one coherent sinusoid ("identity
   phase locking", Laroche & Dolson 1999);
-- a peak that is not sharp (less than `tonal_db` above the bins 3 away on both sides) is
-  noise, not a partial: its region gets random phases, since locking broad energy would make
-  steady tones at bin centres, the very lines this module removes;
+- a peak above `tonal_bins` (22 bins, ~1 kHz) that is not sharp (less than `tonal_db` above
+  the bins 3 away on both sides) is noise, not a partial: its region gets random phases, since
+  locking broad energy would make steady tones at bin centres, the very lines this module
+  removes; below that every peak is a partial (the decoder smears a bass's partials, and
+  random phases there leave a bass no pitch a transcriber can follow);
+- each bin's interpolated frequency is averaged over `freq_smooth` (5) frames: the smeared
+  peaks' frequencies jitter by up to half a bin (23 Hz, more than a semitone at 110 Hz) from
+  frame to frame;
 - a bin whose magnitude jumps by more than `onset_db` over the previous frame starts a
   transient: its phase is reset as if an impulse sat at the frame's centre, so the attack's
   bins add up in time instead of smearing across the frame.
@@ -67,8 +72,11 @@ class PhaseBuilder:
     """
 
     def __init__(self, n_fft: int, hop: int, seed: int = 0, floor_db: float = -60.0,
-                 onset_db: float = 6.0, tonal_db: float = 6.0):
+                 onset_db: float = 6.0, tonal_db: float = 6.0, tonal_bins: int = 22,
+                 freq_smooth: int = 5):
         self.n_fft, self.hop, self.seed = n_fft, hop, int(seed)
+        self.tonal_bins = int(tonal_bins)
+        self.freq_smooth = int(freq_smooth)
         self.floor_db, self.onset_db, self.tonal_db = floor_db, onset_db, tonal_db
         self.cur: np.ndarray | None = None
         self.prev: np.ndarray | None = None
@@ -102,6 +110,10 @@ class PhaseBuilder:
         den = l0 - 2.0 * la + l2
         delta = np.clip(np.where(den < -1e-12, 0.5 * (l0 - l2) / np.minimum(den, -1e-12), 0.0),
                         -0.5, 0.5)
+        if self.freq_smooth > 1:  # a steadier frequency per bin: the mean over a few frames
+            n = self.freq_smooth
+            pad = np.pad(delta, ((0, 0), (n // 2, n - 1 - n // 2)), mode="edge")
+            delta = sum(pad[:, i : i + frames] for i in range(n)) / n
         # each bin belongs to its nearest peak (the lower one on a tie)
         kk = np.broadcast_to(k[:, None], (bins, frames))
         below = np.maximum.accumulate(np.where(peak, kk, -1), axis=0)
@@ -115,6 +127,7 @@ class PhaseBuilder:
         ext = np.concatenate([np.repeat(la[:1], 3, axis=0), la, np.repeat(la[-1:], 3, axis=0)])
         sharpness = la - 0.5 * (ext[:-6] + ext[6:])
         reset = np.take(sharpness.ravel(), flat).reshape(bins, frames) <= self.tonal_db / 20.0 * math.log(10.0)
+        reset &= owner >= self.tonal_bins  # peaks in the lowest bins are always partials
         # transients: bins that jump start afresh, as an impulse at the frame's centre (psi = 0)
         prev = np.concatenate([self.prev[:, None], mag[:, :-1]], axis=1)
         jump = mag > 10.0 ** (self.onset_db / 20.0) * (prev + top[None] * 1e-4)
