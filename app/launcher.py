@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     # spinning threads made every op up to 20x slower in our measurements (docs/cae.md)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in {"app", "gui"} or argv[0].startswith("--session"):
+    opens_files = bool(argv) and not argv[0].startswith("-") and os.path.isfile(argv[0])
+    if not argv or argv[0] in {"app", "gui"} or argv[0].startswith("--session") or opens_files:
         from app.main import run_app
 
         return run_app(argv[1:] if argv and argv[0] in {"app", "gui"} else argv)

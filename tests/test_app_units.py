@@ -260,3 +260,22 @@ def test_transport_without_portaudio(qtbot, monkeypatch):
     tr.play()  # still plays (silently) on the wall clock
     assert tr.is_playing()
     tr.stop()
+
+
+def test_launcher_opens_the_app_for_an_audio_file(monkeypatch, tmp_path):
+    """`riffwright song.wav` opens the window with the file, as a musician expects; a
+    subcommand still goes to the command line."""
+    import app.launcher as launcher
+    import app.main
+
+    seen = {}
+    monkeypatch.setattr(app.main, "run_app", lambda argv: seen.setdefault("app", argv) and 0)
+    song = tmp_path / "song.wav"
+    song.write_bytes(b"RIFF")
+    launcher.main([str(song)])
+    assert seen["app"] == [str(song)]
+    import engine.cli
+
+    monkeypatch.setattr(engine.cli, "main", lambda argv: seen.setdefault("cli", argv) and 0)
+    launcher.main(["models", "list"])
+    assert seen["cli"] == ["models", "list"]
