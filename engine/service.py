@@ -10,13 +10,15 @@ Protocol: frozen dataclasses through two queues, one per direction. Only plain d
 dataclasses below built from those); a request that carries anything else is refused when it
 is built, on the sending side, so a stray object (a whole session) is never pickled.
 
-- requests (GUI -> engine): `Load`, `Run`, `Inspect`, `Quit`
+- requests (GUI -> engine): `Load`, `Run`, `Arrange`, `Inspect`, `Quit`
 - events (engine -> GUI): `Ready`, `LoadFailed`, `Progress`, `Done`, `JobCancelled`,
   `JobFailed`, `Report`, `Exited`
 
 `Run.request` holds `engine.generate.GenerationRequest`'s fields by name; the engine builds
 the request strictly, so a field it does not know is an error (a `JobFailed` naming it),
-never silently dropped. Cancel is a shared `multiprocessing.Event` the engine checks before
+never silently dropped. `Arrange` is the iterative arrangement of `engine.arrange` (one stem
+per part, part i with seed + i), answered like a `Run`: progress, then one `Done` with every
+part's stem. Cancel is a shared `multiprocessing.Event` the engine checks before
 every step. The engine exits on its own within about a second when the GUI process dies
 (`watch_parent`), so a crashed app never leaves a process holding the model and its memory.
 
@@ -95,6 +97,26 @@ class Run:
 
     def __post_init__(self):
         check_plain(self.request, "request")
+
+
+@dataclass(frozen=True)
+class Arrange:
+    """Run an iterative arrangement: `request` is the base request (as for `Run`), `parts`
+    one `(kind, value)` per part in order, kind "prompt" or "reference"; a reference part is
+    `("reference", label, audio)` with its audio a numpy array at the request's rate."""
+
+    job_id: int
+    request: dict
+    parts: list
+
+    def __post_init__(self):
+        check_plain(self.request, "request")
+        if not isinstance(self.parts, (list, tuple)):
+            raise TypeError("parts: a list of (kind, value) pairs")
+        for i, part in enumerate(self.parts):
+            if not isinstance(part, (list, tuple)) or len(part) not in (2, 3):
+                raise TypeError(f"parts[{i}]: (kind, value) or (\"reference\", label, audio)")
+        check_plain(self.parts, "parts")
 
 
 @dataclass(frozen=True)
@@ -235,12 +257,14 @@ def ready_event(generator) -> Ready:
                  b.prior is not None)
 
 
-def run_job(generator, job_id: int, fields: dict, cancel, emit) -> None:
-    """Run one request, emitting progress (throttled) and then the result or the error."""
+def drive_job(job_id: int, start, cancel, emit) -> None:
+    """Drive the generator `start()` returns (Progress events, then its stems), emitting
+    progress (throttled) and then the result or the error. `start` runs inside the error
+    handling, so a request that cannot be built fails the job with one line."""
     from engine.errors import Cancelled
 
     try:
-        gen = generator.run(build_request(fields), cancel=cancel)
+        gen = start()
         last = 0.0
         try:
             while True:
@@ -260,6 +284,27 @@ def run_job(generator, job_id: int, fields: dict, cancel, emit) -> None:
         emit(JobCancelled(job_id))
     except Exception as e:  # noqa: BLE001 - every failure becomes a one-line message
         emit(JobFailed(job_id, error_message(e, "generation")))
+
+
+def run_job(generator, job_id: int, fields: dict, cancel, emit) -> None:
+    """Run one request (a `Run`)."""
+    drive_job(job_id, lambda: generator.run(build_request(fields), cancel=cancel), cancel, emit)
+
+
+def build_parts(parts) -> list:
+    """`engine.arrange.Part`s from an `Arrange`'s plain tuples."""
+    from engine.arrange import Part
+
+    return [Part(p[0], str(p[1]), p[2] if len(p) > 2 else None) for p in parts]
+
+
+def arrange_job(generator, job_id: int, fields: dict, parts, cancel, emit) -> None:
+    """Run an arrangement (an `Arrange`) through `engine.arrange.arrange`, the generator the
+    CLI drives too: one stem per part, part i with seed + i."""
+    from engine.arrange import arrange
+
+    drive_job(job_id, lambda: arrange(generator, build_request(fields), build_parts(parts),
+                                      cancel), cancel, emit)
 
 
 # ---- the loop and the process
@@ -285,6 +330,12 @@ def serve(requests, events, cancel) -> None:
                 events.put(JobFailed(msg.job_id, "no model is loaded"))
             else:
                 run_job(generator, msg.job_id, dict(msg.request), cancel, events.put)
+        elif isinstance(msg, Arrange):
+            if generator is None:
+                events.put(JobFailed(msg.job_id, "no model is loaded"))
+            else:
+                arrange_job(generator, msg.job_id, dict(msg.request), msg.parts, cancel,
+                            events.put)
         elif isinstance(msg, Inspect):
             events.put(Report(os.getpid(), tuple(sorted(sys.modules))))
         else:

@@ -61,6 +61,45 @@ def test_an_unknown_request_field_fails_the_job_by_name(engine_thread, tiny_bund
     assert stem.seed == 5 and stem.audio.ndim == 2 and stem.audio.shape[-1] > 0
 
 
+def test_an_arrangement_returns_one_stem_per_part_with_seeds_base_plus_i(engine_thread,
+                                                                         tiny_bundle):
+    requests, events = engine_thread
+    requests.put(service.Load(str(tiny_bundle), "cpu"))
+    assert isinstance(next_event(events, service.Ready), service.Ready)
+    ref = np.random.default_rng(0).uniform(-0.3, 0.3, (1, 48000)).astype(np.float32)
+    parts = [("prompt", "drums"), ("reference", "keys.wav", ref), ("prompt", "bass")]
+    requests.put(service.Arrange(4, {"duration": 1.0, "steps": 2, "seed": 11}, parts))
+    progress = []
+    while True:
+        ev = events.get(timeout=120)
+        if not isinstance(ev, service.Progress):
+            break
+        progress.append(ev)
+    assert isinstance(ev, service.Done) and ev.job_id == 4
+    assert [s.seed for s in ev.stems] == [11, 12, 13]
+    assert [s.provenance["arrangement"] for s in ev.stems] == [
+        {"part": 1, "of": 3, "kind": "prompt", "value": "drums"},
+        {"part": 2, "of": 3, "kind": "reference", "value": "keys.wav"},
+        {"part": 3, "of": 3, "kind": "prompt", "value": "bass"}]
+    assert all(s.audio.ndim == 2 and s.audio.shape[-1] > 0 for s in ev.stems)
+    assert {p.job_id for p in progress} == {4}
+    assert progress[-1].message.startswith("part 3/3: ")
+    # a bad part fails the whole job with one line, before any work
+    requests.put(service.Arrange(5, {"duration": 1.0, "steps": 2}, [("chord", "C")]))
+    failed = next_event(events, service.JobFailed)
+    assert isinstance(failed, service.JobFailed) and failed.job_id == 5
+    assert "prompt or a reference" in failed.message
+
+
+def test_an_arrangement_message_refuses_malformed_parts():
+    with pytest.raises(TypeError, match="parts"):
+        service.Arrange(1, {}, "drums")
+    with pytest.raises(TypeError, match=r"parts\[0\]"):
+        service.Arrange(1, {}, [("prompt",)])
+    with pytest.raises(TypeError, match="not plain data"):
+        service.Arrange(1, {}, [("reference", "x.wav", object())])
+
+
 def test_messages_carry_plain_data_only():
     ok = service.Run(3, {"context": np.zeros((2, 10), np.float32), "inpaint": (0.5, 1.0),
                          "labels": {"context": "a.wav"}, "prompt": None, "seed": np.int64(4)})
