@@ -14,7 +14,8 @@ Signals:
 - `sig_model_ready(str, str)`: (model name, device label "CPU"/"CUDA"/"MPS")
 - `sig_model_failed(str)`: the model could not be loaded (message)
 - `sig_progress(object)`: an `engine.service.Progress` (stage, step, total, eta_s, message)
-- `sig_finished(object, object)`: (job, list of `engine.service.StemResult`)
+- `sig_finished(object, object)`: (job, list of `engine.service.StemResult`; an arrangement
+  brings one per part)
 - `sig_cancelled(object)`: (job)
 - `sig_error(str)`: a generation failed (message)
 - `sig_report(object)`: an `engine.service.Report`, the answer to `inspect()`
@@ -146,6 +147,19 @@ class EngineBridge(QObject):
         return self._job is not None
 
     def generate(self, job) -> bool:
+        """Send `job` as one `Run`; False when it cannot start (`sig_error` says why)."""
+        return self._send(job, lambda job_id, request: service.Run(job_id, request))
+
+    def arrange(self, job, parts: list) -> bool:
+        """Send `job` as one `Arrange` of `parts` ((kind, value) pairs, see
+        `engine.service.Arrange`): the engine generates every part and answers with one
+        `sig_finished` carrying a stem per part."""
+        parts = list(parts)
+        return self._send(job, lambda job_id, request: service.Arrange(job_id, request, parts))
+
+    def _send(self, job, message) -> bool:
+        """Start `job`: `message(job_id, request)` builds the engine request off the GUI
+        thread, once the context mix is rendered."""
         if self.generator is None:
             self.sig_error.emit("the model is still loading" if self.loading
                                 else "no model is loaded (Generate › Models…)")
@@ -165,7 +179,7 @@ class EngineBridge(QObject):
                 self._sig_event.emit(service.JobFailed(job_id, f"cannot prepare the context: {e}"))
                 return
             try:
-                msg = service.Run(job_id, request)
+                msg = message(job_id, request)
             except TypeError as e:  # a bug: something that is not plain data in the request
                 self._sig_event.emit(service.JobFailed(job_id, f"cannot send the request: {e}"))
                 return

@@ -488,7 +488,45 @@ class SessionController:
             group = uuid.uuid4().hex[:8]
             base = job.name
             first_take = 1
-        number = next_take_number(s, base)
+        tracks = self._take_tracks(job, stems, recipe, base, next_take_number(s, base),
+                                   group, first_take)
+        if tracks:
+            self.stack.push(AddTracks(tracks, text=f"{job.action.capitalize()}: {job.name}",
+                                      active_takes={group: tracks[0].id}))
+        return tracks
+
+    def land_arrangement(self, job: Job, stems: list, recipe: dict) -> list[Track]:
+        """An arrangement's stems as one lane per part, in part order (one undo step).
+
+        Each part is its own take group named after its prompt, and joins the context, as
+        the engine generated every part over the context and the parts before it; its
+        recorded context names those lanes too, so Regenerate hears what the part heard."""
+        stems = sorted(stems, key=lambda st: st.provenance["arrangement"]["part"])
+        tracks: list[Track] = []
+        numbers: dict[str, int] = {}
+        for st in stems:
+            part = st.provenance["arrangement"]
+            prompt = part["value"] if part["kind"] == "prompt" else None
+            name = prompt or Path(part["value"]).stem
+            number = numbers.get(name) or next_take_number(self.session, name)
+            numbers[name] = number + 1
+            spec = {**job.context_spec, "tracks": [*job.context_spec.get("tracks", []),
+                                                   *(t.id for t in tracks)]}
+            part_job = Job(job.action, {**job.request, "prompt": prompt}, name, job.offset,
+                           context_spec=spec)
+            (t,) = self._take_tracks(part_job, [st], recipe, name, number,
+                                     uuid.uuid4().hex[:8], 1)
+            t.role, t.in_context = "context", True
+            tracks.append(t)
+        if tracks:
+            self.stack.push(AddTracks(tracks, text=f"Arrange: {job.name}",
+                                      active_takes={t.take_group: t.id for t in tracks}))
+        return tracks
+
+    def _take_tracks(self, job: Job, stems: list, recipe: dict, base: str, number: int,
+                     group: str, first_take: int) -> list[Track]:
+        """New lanes for `stems` (not yet in the session): resampled to the session's rate,
+        named '<base> take<number + i>', with the app's provenance beside the engine's."""
         recipe = dict(recipe)
         if (job.record_action or job.action) in ("generate", "arrange") and \
                 job.request.get("duration"):
@@ -517,9 +555,6 @@ class SessionController:
             t.take_group = group
             t.take = first_take + i
             tracks.append(t)
-        if tracks:
-            self.stack.push(AddTracks(tracks, text=f"{job.action.capitalize()}: {job.name}",
-                                      active_takes={group: tracks[0].id}))
         return tracks
 
 

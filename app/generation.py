@@ -2,8 +2,10 @@
 
 `GenerationController` sends `Job`s to the engine bridge, turns the engine's per-stage progress
 into one bar and one time-left estimate for the whole job, lands the results through the
-`SessionController` (one undo step per job), and runs an arrangement as a queue of jobs, each
-part hearing the ones before. It reports with Qt signals and never touches a widget: the window
+`SessionController` (one undo step per job). An arrangement is one engine job
+(`engine.arrange`, the generator the CLI drives too): the engine generates every part over the
+context and the parts before it, part i with seed + i, and its stems land together as one lane
+per part in one undo step. It reports with Qt signals and never touches a widget: the window
 shows what it says, and the tests drive it with a fake bridge.
 
 Signals:
@@ -18,6 +20,7 @@ Signals:
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +30,8 @@ from PySide6.QtCore import QObject, Signal
 
 from app.controller import Job, SessionController, job_fraction
 from engine.errors import RiffwrightError
+
+_PART = re.compile(r"^part (\d+)/(\d+): ")  # engine.arrange's progress message prefix
 
 
 class Outcome(StrEnum):
@@ -66,7 +71,6 @@ class GenerationController(QObject):
         self.ctl = ctl
         self.min_interval_s = min_interval_s  # progress is forwarded at most this often
         self.clock = clock
-        self._queue: list[str] = []  # prompts of the arrangement still to generate
         self._started = 0.0
         self._stereo = False
         self._last_progress: tuple[str, float] | None = None  # (stage, when forwarded)
@@ -82,7 +86,28 @@ class GenerationController(QObject):
     # ---- start
     def start(self, job: Job) -> bool:
         """Send `job` to the engine; False when the bridge refused it (it says why)."""
-        if not self.bridge.generate(job):
+        return self._started_if(job, self.bridge.generate(job))
+
+    def start_arrangement(self, prompts: list[str]) -> bool:
+        """Generate one part per prompt as one engine job, each part hearing the context
+        and the parts before it; a fresh base seed unless it is locked (part i: seed + i)."""
+        parts = [("prompt", p) for p in prompts if p]
+        if not parts:
+            return False
+        self.ctl.draw_seed()
+        recipe = {**(self.ctl.session.recipe or {}), "prompt": "", "takes": 1,
+                  "reference_track": None}
+        try:
+            job = self.ctl.build_job("arrange", recipe)
+        except RiffwrightError as e:
+            self.sig_message.emit(str(e))
+            return False
+        job.name = ", ".join(value for _, value in parts)
+        job.recipe = dict(self.ctl.session.recipe or {})
+        return self._started_if(job, self.bridge.arrange(job, parts))
+
+    def _started_if(self, job: Job, sent: bool) -> bool:
+        if not sent:
             return False
         self._started = self.clock()
         self._stereo = float(job.request.get("stereo_width") or 0) > 0
@@ -91,33 +116,11 @@ class GenerationController(QObject):
         self.sig_status.emit(f"generating: {job.name}")
         return True
 
-    def start_arrangement(self, prompts: list[str]) -> bool:
-        """Generate one part per prompt in turn, each hearing the context and the parts
-        before it (every landed part joins the context)."""
-        self._queue = [p for p in prompts if p]
-        return self._next_part()
-
-    def _next_part(self) -> bool:
-        if not self._queue:
-            return False
-        prompt = self._queue.pop(0)
-        recipe = {**(self.ctl.session.recipe or {}), "prompt": prompt, "takes": 1}
-        try:
-            job = self.ctl.build_job("arrange", recipe)
-        except RiffwrightError as e:
-            self._queue = []
-            self.sig_message.emit(str(e))
-            return False
-        job.name = prompt
-        job.recipe = recipe
-        return self.start(job)
-
     def cancel(self) -> bool:
         """Ask the engine to stop the running job (it stops within one step); False when
         nothing runs."""
         if not self.busy:
             return False
-        self._queue = []
         self.bridge.cancel()
         return True
 
@@ -133,6 +136,10 @@ class GenerationController(QObject):
             return
         self._last_progress = (p.stage, now)
         overall = job_fraction(p.stage, min(1.0, p.step / max(1, p.total)), self._stereo)
+        part = _PART.match(p.message or "")
+        if part:  # an arrangement: the parts before this one are done
+            i, n = int(part.group(1)), max(1, int(part.group(2)))
+            overall = (i - 1 + overall) / n
         elapsed = now - self._started
         eta = ""
         if overall >= 0.03 and elapsed >= 1.0:
@@ -140,24 +147,23 @@ class GenerationController(QObject):
         if p.stage in ("sample", "stereo"):
             what = "stereo pass" if p.stage == "stereo" else "step"
             label = f"{what} {p.step}/{p.total}{eta}"
+            if part:
+                label = f"part {part.group(1)}/{part.group(2)} · {label}"
         else:
             label = (p.message or p.stage) + eta
         self.sig_progress.emit(JobProgress(int(overall * 100), f"{p.stage} {p.step}/{p.total}",
                                            label))
 
     def _finished(self, job: Job, stems) -> None:
-        tracks = self.ctl.land_results(job, stems, job.recipe)
+        if job.action == "arrange":
+            tracks = self.ctl.land_arrangement(job, stems, job.recipe)
+        else:
+            tracks = self.ctl.land_results(job, stems, job.recipe)
         self.sig_stopped.emit()
-        if job.action == "arrange" and tracks:
-            self.ctl.use_as_context(tracks[0].id)
         self.sig_landed.emit(job, tracks, self.clock() - self._started)
-        if job.action == "arrange" and self._queue:
-            self._next_part()
-            return
         self.sig_done.emit(Outcome.FINISHED)
 
     def _cancelled(self, _job) -> None:
-        self._queue = []
         self.sig_stopped.emit()
         self.sig_status.emit("generation cancelled — nothing was added")
         self.sig_done.emit(Outcome.CANCELLED)
@@ -165,7 +171,6 @@ class GenerationController(QObject):
     def _failed(self, msg: str) -> None:
         """A job failed, or the bridge refused a request. While another job still runs
         (a model switch asked for mid-generation) that one goes on: only the message."""
-        self._queue = []
         if not self.busy:
             self.sig_stopped.emit()
         self.sig_message.emit(msg)

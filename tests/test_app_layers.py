@@ -46,6 +46,12 @@ class FakeBridge(QObject):
         self.sent.append(job)
         return True
 
+    def arrange(self, job, parts: list) -> bool:
+        if self.generate(job):
+            self.parts = list(parts)
+            return True
+        return False
+
     def cancel(self) -> None:
         self.cancelled += 1
 
@@ -56,6 +62,17 @@ class FakeBridge(QObject):
         stems = [StemResult(np.full((1, frames), 0.1, np.float32), SR, 7 + i, i, {"seed": 7 + i})
                  for i in range(n)]
         self.sig_finished.emit(job, stems)
+
+    def finish_arrangement(self, order=None) -> None:
+        """One stem per part, seed + i, as `engine.arrange` returns them (in `order`)."""
+        job, self.job = self.job, None
+        frames = int(job.request.get("duration", 1.0) * SR)
+        seed, n = job.request["seed"], len(self.parts)
+        stems = [StemResult(np.full((1, frames), 0.1 * (i + 1), np.float32), SR, seed + i, 0,
+                            {"seed": seed + i, "arrangement": {"part": i + 1, "of": n,
+                                                               "kind": kind, "value": value}})
+                 for i, (kind, value) in enumerate(self.parts)]
+        self.sig_finished.emit(job, [stems[i] for i in (order or range(n))])
 
     def report_cancelled(self) -> None:
         job, self.job = self.job, None
@@ -164,26 +181,65 @@ def test_progress_is_one_bar_for_the_whole_job_and_throttled(qtbot):
     assert p[2].label.startswith("decoding")
 
 
-def test_an_arrangement_generates_its_parts_in_turn_each_hearing_the_last(qtbot):
-    s, _ctl, bridge, _clock, gen, got = make()
-    assert gen.start_arrangement(["drums", "bass"])
-    assert bridge.sent[-1].request["prompt"] == "drums" and bridge.sent[-1].request["takes"] == 1
-    bridge.finish()
-    assert got["done"] == []  # the next part started
-    second = bridge.sent[-1]
-    assert second.request["prompt"] == "bass"
-    drums = s.tracks[0]
-    assert drums.in_context and second.context_spec["tracks"] == [drums.id]
-    bridge.finish()
-    assert got["done"] == [Outcome.FINISHED] and len(s.tracks) == 2
+def test_an_arrangement_is_one_engine_job_landing_a_lane_per_part_in_one_step(qtbot):
+    s, ctl, bridge, clock, gen, got = make()
+    ctl.session.tracks.append(track_from_audio("song", np.zeros((1, SR), np.float32),
+                                               role="context"))
+    song = s.tracks[0]
+    assert gen.start_arrangement(["drums", "", "bass"])
+    (job,) = bridge.sent  # one job for the whole arrangement: no queue in the app
+    assert bridge.parts == [("prompt", "drums"), ("prompt", "bass")]
+    assert job.action == "arrange" and job.request["takes"] == 1
+    assert job.request["seed"] == s.recipe["seed"]  # the base seed: part i gets seed + i
+    assert job.context_spec["tracks"] == [song.id] and got["status"] == [
+        "generating: drums, bass"]
+    clock.t += 3.0
+    bridge.finish_arrangement(order=[1, 0])  # whatever order: lanes follow the parts
+    assert got["done"] == [Outcome.FINISHED] and got["stopped"] == [True]
+    drums, bass = s.tracks[1:]
+    assert [drums.name, bass.name] == ["drums take1", "bass take1"]
+    assert float(drums.audio.max()) == pytest.approx(0.1)  # part 1's stem
+    assert [drums.provenance["seed"], bass.provenance["seed"]] == [s.recipe["seed"],
+                                                                  s.recipe["seed"] + 1]
+    assert drums.take_group != bass.take_group and s.take_active(drums) and s.take_active(bass)
+    assert all(t.in_context and t.role == "context" for t in (drums, bass))
+    # each part records what it heard: the context, and the parts before it
+    assert drums.provenance["app"]["context"]["tracks"] == [song.id]
+    assert bass.provenance["app"]["context"]["tracks"] == [song.id, drums.id]
+    assert bass.provenance["app"]["prompt_override"] == "bass"
+    assert ctl.regenerate_job(bass.id).request["prompt"] == "bass"
+    _job, tracks, dt = got["landed"][0]
+    assert [t.id for t in tracks] == [drums.id, bass.id] and dt == pytest.approx(3.0)
+    assert len(ctl.stack) == 1  # the whole arrangement is one undo step
+    ctl.stack.undo()
+    assert [t.id for t in s.tracks] == [song.id]
+
+
+def test_an_arrangement_progress_is_one_bar_over_all_parts(qtbot):
+    _s, _ctl, bridge, clock, gen, got = make(min_interval_s=0.0)
+    gen.start_arrangement(["drums", "bass"])
+    clock.t += 2.0
+    bridge.sig_progress.emit(Progress(1, "sample", 10, 10, message="part 1/2: sampling"))
+    bridge.sig_progress.emit(Progress(1, "sample", 5, 10, message="part 2/2: sampling"))
+    first, second = got["progress"]
+    assert 40 <= first.percent <= 50 < second.percent < 100
+    assert second.label.startswith("part 2/2 · step 5/10")
+
+
+def test_an_arrangement_without_prompts_or_a_model_never_starts(qtbot):
+    _s, _ctl, bridge, _clock, gen, got = make()
+    assert not gen.start_arrangement(["", ""]) and not bridge.sent
+    _s, _ctl, bridge, _clock, gen, got = make(accept=False)
+    assert not gen.start_arrangement(["drums"]) and not got["started"]
+    assert got["message"] == ["no model is loaded (Generate › Models…)"]
 
 
 def test_cancel_ends_an_arrangement(qtbot):
-    _s, _ctl, bridge, _clock, gen, got = make()
+    s, _ctl, bridge, _clock, gen, got = make()
     gen.start_arrangement(["drums", "bass", "keys"])
-    gen.cancel()
+    assert gen.cancel() and bridge.cancelled == 1
     bridge.report_cancelled()
-    assert len(bridge.sent) == 1 and got["done"] == [Outcome.CANCELLED]
+    assert len(bridge.sent) == 1 and got["done"] == [Outcome.CANCELLED] and s.tracks == []
 
 
 # ---------------------------------------------------------------- controller recipe edits
