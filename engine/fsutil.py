@@ -22,6 +22,23 @@ from pathlib import Path
 from engine.errors import RiffwrightError
 
 
+def _temp_beside(path: Path) -> Path:
+    """An empty hidden temp file in `path`'s folder (made if missing), keeping its suffix so
+    libraries that pick a format from the extension write the right thing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}",
+                               dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def _seal(tmp_path: Path, mode: int) -> None:
+    """Flush a finished temp file to disk and give it its final permissions."""
+    with open(tmp_path, "rb+") as f:
+        os.fsync(f.fileno())
+    os.chmod(tmp_path, mode)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, mode: int = 0o644) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path`.
@@ -30,16 +47,10 @@ def atomic_path(path: str | os.PathLike, mode: int = 0o644) -> Iterator[Path]:
     extension (soundfile, numpy, zipfile) write the right thing.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}",
-                               dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _temp_beside(path)
     try:
         yield tmp_path
-        with open(tmp_path, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp_path, mode)
+        _seal(tmp_path, mode)
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
@@ -137,17 +148,11 @@ def new_file(path: str | os.PathLike, mode: int = 0o644) -> Iterator[list]:
     """Like `atomic_path`, but never replaces an existing file: yields `[tmp]`; on success
     the list gets the final path ('name 2.wav' when 'name.wav' exists) appended."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}",
-                               dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _temp_beside(path)
     holder: list = [tmp_path]
     try:
         yield holder
-        with open(tmp_path, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp_path, mode)
+        _seal(tmp_path, mode)
         holder.append(place_new(tmp_path, path))
     finally:
         tmp_path.unlink(missing_ok=True)

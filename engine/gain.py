@@ -41,20 +41,23 @@ def true_peak(audio: np.ndarray, sample_rate: int) -> float:
     return float(max(np.max(np.abs(a)), np.max(np.abs(up)) if up.size else 0.0))
 
 
-def ceiling_gain(audio: np.ndarray, sample_rate: int, ceiling_dbtp: float = CEILING_DBTP) -> float:
-    """The gain (linear, <= 1) that brings the true peak down to the ceiling; 1 if it is under."""
+def ceiling_gain(audio: np.ndarray, sample_rate: int,
+                 ceiling_dbtp: float = CEILING_DBTP) -> tuple[float, dict]:
+    """(the gain, linear and <= 1, that brings the true peak down to the ceiling — 1 if it is
+    under; {"gain_db", "true_peak_dbtp", "ceiling_dbtp"} of the scaled result). The true
+    peak is measured once: scaling by g scales it by g."""
     peak = true_peak(audio, sample_rate)
     limit = 10.0 ** (ceiling_dbtp / 20.0)
-    return 1.0 if peak <= limit else limit / peak
+    g = 1.0 if peak <= limit else limit / peak
+    return g, {"gain_db": round(db(g), 3), "true_peak_dbtp": round(db(peak * g), 3),
+               "ceiling_dbtp": ceiling_dbtp}
 
 
 def apply_ceiling(audio: np.ndarray, sample_rate: int,
                   ceiling_dbtp: float = CEILING_DBTP) -> tuple[np.ndarray, dict]:
-    """(audio scaled under the ceiling, {"gain_db", "true_peak_dbtp"} of the result)."""
-    g = ceiling_gain(audio, sample_rate, ceiling_dbtp)
-    out = np.asarray(audio, dtype=np.float32) * np.float32(g)
-    return out, {"gain_db": round(db(g), 3), "true_peak_dbtp": round(db(true_peak(out, sample_rate)), 3),
-                 "ceiling_dbtp": ceiling_dbtp}
+    """(audio scaled under the ceiling, {"gain_db", "true_peak_dbtp", "ceiling_dbtp"})."""
+    g, info = ceiling_gain(audio, sample_rate, ceiling_dbtp)
+    return np.asarray(audio, dtype=np.float32) * np.float32(g), info
 
 
 def guard_full_scale(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, float]:

@@ -672,9 +672,8 @@ class Generator:
             gen, level["bridge_gain_db"] = match_bridge_level(full_base, gen, start, end, sr)
             start, end = max(0, start - fade // 2), min(t_out, end + fade // 2)
         lo, hi = max(0, start - fade), min(t_out, end + fade)
-        g = ceiling_gain(gen[..., lo:hi], sr)
-        level.update(apply_ceiling(gen[..., lo:hi] * np.float32(g), sr)[1])
-        level["gain_db"] = round(20 * math.log10(g), 3)
+        g, info = ceiling_gain(gen[..., lo:hi], sr)  # the generated part alone sets the gain
+        level.update(info)
         return splice(full_base, gen * np.float32(g), start, end, fade), level
 
     def _provenance(self, req: GenerationRequest, r: ResolvedRequest, seed: int, take: int,
