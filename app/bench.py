@@ -145,9 +145,8 @@ def run_gui_bench(bundle_path: str | None = None, minutes: float = 10.0, lanes: 
     idle_p99 = sorted(mon0.stalls)[int(0.99 * (len(mon0.stalls) - 1))] if mon0.stalls else 0
 
     win.ctl.set_loop((60.0, 60.0 + seconds))
-    rec = dict(win.session.recipe)
-    rec.update(prompt="bench: a bass line", steps=steps, takes=1, seed_locked=True)
-    win.ctl.set_recipe_defaults(rec)
+    win.ctl.set_recipe_defaults({"prompt": "bench: a bass line", "steps": steps, "takes": 1,
+                                 "seed_locked": True})
     done: list[str] = []
     win.sig_generation_done.connect(done.append)
     mon = StallMonitor()

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.document.recipe import Recipe
 from engine.document.session import (
     AddTracks,
     Command,
@@ -34,24 +35,11 @@ from engine.document.session import (
 )
 from engine.document.tempo import estimate_tempo
 from engine.errors import RiffwrightError
-from engine.params import PARAMS
 from engine.service import MODEL_DEFAULT_KEYS
 
-# the recipe a new session starts with: generation parameters from the one parameter table
-# (engine/params.py, which the CLI, resolve and bundle defaults read too); the app's own keys
-DEFAULT_RECIPE: dict[str, Any] = {
-    "prompt": "",
-    "reference_track": None,  # track id used as the audio reference
-    "reference_file": None,
-    **{k: PARAMS[k].default for k in ("mix", "cfg_context", "cfg_clap", "steps",
-                                      "stereo_width", "loop_n", "loop_frac", "strength",
-                                      "duration")},
-    "seed": 1234,  # replaced by a fresh seed per generation unless locked
-    "seed_locked": False,
-    "takes": 2,  # the app offers an A/B choice by default (the CLI makes one take)
-    "text_prior": True,  # use the model's text prior when it has one
-    "model": None,
-}
+# the recipe a new session starts with (engine/document/recipe.py: generation parameters from
+# the one parameter table in engine/params.py, which the CLI, resolve and bundle defaults read)
+DEFAULT_RECIPE = Recipe()
 
 
 class ActionError(RiffwrightError):
@@ -84,9 +72,10 @@ class Job:
     offset: int  # frames: where the stems start in the session
     source_track: str | None = None
     context_spec: dict = field(default_factory=dict)
-    recipe: dict = field(default_factory=dict)  # the panel settings it was built from
+    recipe: Recipe = DEFAULT_RECIPE  # the panel settings it was built from
     record_action: str = ""  # the action written into provenance (regenerate keeps the original)
     join_group: str | None = None  # the take group the results join (derived from a take)
+    takes: int = 1  # how many takes the request asks for (the rows the lanes reserve)
 
     def resolved_request(self) -> dict:
         """The request with every deferred part rendered (call it off the GUI thread)."""
@@ -99,13 +88,15 @@ class SetRecipeValue(Command):
     guidance). A slider drag merges into one step per setting."""
 
     def __init__(self, s: Session, key: str, value: Any, merge: bool = False):
+        current = s.recipe or DEFAULT_RECIPE
+        current.replace(**{key: value})  # strict: an unknown setting or a bad value fails here
         self.key, self.new = key, value
-        self.old = (s.recipe or {}).get(key)
+        self.old = getattr(current, key)
         self.text = f"Change {key.replace('_', ' ')}"
         self.merge_key = ("recipe", key) if merge else None
 
     def _set(self, s: Session, value: Any) -> None:
-        s.set_attr("recipe", {**(s.recipe or {}), self.key: value})
+        s.set_attr("recipe", (s.recipe or DEFAULT_RECIPE).replace(**{self.key: value}))
 
     def redo(self, s):
         self._set(s, self.new)
@@ -125,10 +116,15 @@ class SessionController:
         self.session = session
         self.stack = stack
         # guidance/steps of the loaded model, adopted by recipes that still hold the old ones
-        self.model_defaults = {k: DEFAULT_RECIPE[k] for k in MODEL_DEFAULT_KEYS}
+        self.model_defaults = {k: getattr(DEFAULT_RECIPE, k) for k in MODEL_DEFAULT_KEYS}
 
     def bind(self, session: Session, stack: UndoStack) -> None:
         self.session, self.stack = session, stack
+
+    @property
+    def recipe(self) -> Recipe:
+        """The session's recipe (the defaults until one is chosen)."""
+        return self.session.recipe or DEFAULT_RECIPE
 
     # ---- track edits
     def set_track_attr(self, tid: str, attr: str, value: Any, merge: bool = False) -> None:
@@ -277,23 +273,24 @@ class SessionController:
         """The musician changed one setting (`merge`: while a slider is dragged)."""
         self.stack.push(SetRecipeValue(self.session, key, value, merge))
 
-    def set_recipe_defaults(self, changes: dict) -> None:
-        """Settings the app chooses rather than the musician: a fresh session's recipe, the
-        seed drawn for a generation, the loaded model's guidance. They go through the
-        session's setter, so every view follows, but make no undo step and leave the
-        saved/unsaved state alone (a drawn seed is kept in each take's provenance)."""
+    def set_recipe_defaults(self, changes: dict | Recipe) -> None:
+        """Settings the app chooses rather than the musician: a fresh session's recipe (a
+        whole `Recipe`), the seed drawn for a generation, the loaded model's guidance. They
+        go through the session's setter, so every view follows, but make no undo step and
+        leave the saved/unsaved state alone (a drawn seed is kept in each take's
+        provenance)."""
         s = self.session
-        if all((s.recipe or {}).get(k) == v for k, v in changes.items()) and s.recipe:
+        new = changes if isinstance(changes, Recipe) else self.recipe.replace(**changes)
+        if new == s.recipe:
             return
         dirty = s.dirty
-        s.set_attr("recipe", {**(s.recipe or {}), **changes})
+        s.set_attr("recipe", new)
         s.dirty = dirty
 
     def draw_seed(self, rng: random.Random | None = None) -> int:
         """A fresh seed for the next generation, unless the seed is locked."""
-        recipe = self.session.recipe or {}
-        if recipe.get("seed_locked"):
-            return int(recipe.get("seed", DEFAULT_RECIPE["seed"]))
+        if self.recipe.seed_locked:
+            return self.recipe.seed
         seed = (rng or random).randint(0, 2**31 - 1)
         self.set_recipe_defaults({"seed": seed})
         return seed
@@ -303,9 +300,9 @@ class SessionController:
         previous model's (or the app's) value: each model has the guidance that suits it,
         and what the musician set by hand stays. Returns what changed."""
         previous = self.model_defaults
-        recipe = self.session.recipe or {}
+        recipe = self.recipe
         changed = {k: v for k, v in defaults.items()
-                   if k in previous and recipe.get(k, previous[k]) == previous[k]
+                   if k in previous and getattr(recipe, k) == previous[k]
                    and v != previous[k]}
         self.model_defaults = {**previous, **defaults}
         if changed:
@@ -313,28 +310,30 @@ class SessionController:
         return changed
 
     # ---- generation
-    def _common(self, recipe: dict, reference: np.ndarray | None) -> dict:
-        prompt = (recipe.get("prompt") or "").strip() or None
+    def _common(self, recipe: Recipe, reference: np.ndarray | None) -> dict:
+        """The `GenerationRequest` fields every action shares, from the recipe (typed and
+        range-checked already: `Recipe` holds only values the parameter table allows)."""
+        prompt = recipe.prompt.strip() or None
         req = {
             "sample_rate": self.session.sample_rate,
             "prompt": prompt,
             "reference": reference,
-            "mix": float(recipe["mix"]) if (prompt and reference is not None) else None,
-            "cfg_context": float(recipe["cfg_context"]),
-            "cfg_clap": float(recipe["cfg_clap"]),
-            "steps": int(recipe["steps"]),
-            "seed": int(recipe["seed"]),
-            "takes": int(recipe["takes"]),
-            "stereo_width": float(recipe["stereo_width"]),
+            "mix": recipe.mix if (prompt and reference is not None) else None,
+            "cfg_context": recipe.cfg_context,
+            "cfg_clap": recipe.cfg_clap,
+            "steps": recipe.steps,
+            "seed": recipe.seed,
+            "takes": recipe.takes,
+            "stereo_width": recipe.stereo_width,
         }
-        if not recipe.get("text_prior", True):
+        if not recipe.text_prior:
             req["text_prior"] = False
-        if int(recipe.get("loop_n", 1)) > 1:
-            req["loop"] = (int(recipe["loop_n"]), float(recipe["loop_frac"]))
+        if recipe.loop_n > 1:
+            req["loop"] = (recipe.loop_n, recipe.loop_frac)
         return req
 
-    def reference_audio(self, recipe: dict) -> np.ndarray | None:
-        tid = recipe.get("reference_track")
+    def reference_audio(self, recipe: Recipe) -> np.ndarray | None:
+        tid = recipe.reference_track
         if tid:
             try:
                 return self.session.track(tid).audio
@@ -354,7 +353,7 @@ class SessionController:
         mix = ContextMix(self.session, tuple(tracks), start, end)
         return mix, {"tracks": [t.id for t in tracks], "start": start, "end": end}
 
-    def generate_span(self, recipe: dict) -> tuple[float, float, str]:
+    def generate_span(self, recipe: Recipe) -> tuple[float, float, str]:
         """What Generate covers, and why: the loop region, else the whole context, else the
         panel's Length. The panel shows the reason; provenance records the real length."""
         s = self.session
@@ -362,9 +361,9 @@ class SessionController:
             return s.loop[0], s.loop[1], "loop"
         if self.context_tracks():
             return 0.0, s.seconds, "context"
-        return 0.0, float(recipe.get("duration") or 10.0), "length"
+        return 0.0, recipe.duration, "length"
 
-    def length_rule(self, recipe: dict) -> str:
+    def length_rule(self, recipe: Recipe) -> str:
         """One line for the panel under Length: which length Generate will use."""
         a, b, why = self.generate_span(recipe)
         if why == "loop":
@@ -378,7 +377,7 @@ class SessionController:
             raise ActionError("select a lane first (click its header)")
         return self.session.track(tid)
 
-    def build_job(self, action: str, recipe: dict, selected: str | None = None,
+    def build_job(self, action: str, recipe: Recipe, selected: str | None = None,
                   selected_region: str | None = None, reference: np.ndarray | None = None
                   ) -> Job:
         """Translate an action + panel settings into a Job (raises ActionError)."""
@@ -392,14 +391,16 @@ class SessionController:
             ctx, spec = self._context(start, end)
             req["context"] = ctx
             req["duration"] = end - start
-            return Job(action, req, label, int(round(start * sr)), context_spec=spec)
+            return Job(action, req, label, int(round(start * sr)), context_spec=spec,
+                       recipe=recipe, takes=recipe.takes)
         t = self.selected_track(selected)
         join = t.take_group if t.role == "generated" and t.take_group else None
         job = self._build_derived(action, recipe, req, t, selected_region)
         job.join_group = join
+        job.recipe, job.takes = recipe, recipe.takes
         return job
 
-    def _build_derived(self, action: str, recipe: dict, req: dict, t: Track,
+    def _build_derived(self, action: str, recipe: Recipe, req: dict, t: Track,
                        selected_region: str | None) -> Job:
         """Inpaint, Vary and Continue of lane `t`."""
         sr = self.session.sample_rate
@@ -417,11 +418,10 @@ class SessionController:
             return Job(action, req, f"{t.name} inpaint", t.offset, t.id, spec)
         if action == "vary":
             ctx, spec = self._context(start_s, end_s, exclude=t.id)
-            req.update(context=ctx, variation_of=t.audio,
-                       strength=float(recipe["strength"]))
+            req.update(context=ctx, variation_of=t.audio, strength=recipe.strength)
             return Job(action, req, f"{t.name} var", t.offset, t.id, spec)
         if action == "continue":
-            extra = float(recipe.get("duration") or 10.0)
+            extra = recipe.duration
             req.update(continue_from=t.audio, duration=extra)
             return Job(action, req, f"{t.name} cont", t.offset, t.id,
                        {"tracks": [], "start": start_s, "end": end_s + extra})
@@ -434,9 +434,10 @@ class SessionController:
         app = p.get("app") or {}
         if not app.get("recipe"):
             raise ActionError(f"{t.name} has no recipe to regenerate from")
-        recipe = {**DEFAULT_RECIPE, **app["recipe"]}
-        recipe["seed"] = int(p.get("seed", recipe["seed"]))
-        recipe["takes"] = 1
+        # provenance is a file's data: read leniently, then the take's own seed, one take
+        recipe = Recipe.from_dict(app["recipe"], where=f"{t.name} provenance")
+        recipe = Recipe.from_dict({**recipe.to_dict(), "seed": p.get("seed", recipe.seed),
+                                   "takes": 1}, where=f"{t.name} provenance")
         action = app.get("action", "generate")
         spec = app.get("context", {})
         sr = self.session.sample_rate
@@ -451,8 +452,8 @@ class SessionController:
             req["duration"] = end - start
             if app.get("prompt_override"):
                 req["prompt"] = app["prompt_override"]
-            return Job("regenerate", req, take_base(t.name), t.offset, None, spec,
-                       record_action=action, join_group=t.take_group)
+            return Job("regenerate", req, take_base(t.name), t.offset, None, spec, recipe,
+                       record_action=action, join_group=t.take_group, takes=recipe.takes)
         src = app.get("source_track")
         if not src:
             raise ActionError(f"{t.name} cannot be regenerated")
@@ -472,7 +473,7 @@ class SessionController:
         job.join_group = t.take_group
         return job
 
-    def land_results(self, job: Job, stems: list, recipe: dict) -> list[Track]:
+    def land_results(self, job: Job, stems: list, recipe: Recipe) -> list[Track]:
         """Add the stems as takes (one undo step); the first new take is the one heard.
 
         Takes of something derived from a take (Vary, Inpaint, Continue, Regenerate) join
@@ -495,7 +496,7 @@ class SessionController:
                                       active_takes={group: tracks[0].id}))
         return tracks
 
-    def land_arrangement(self, job: Job, stems: list, recipe: dict) -> list[Track]:
+    def land_arrangement(self, job: Job, stems: list, recipe: Recipe) -> list[Track]:
         """An arrangement's stems as one lane per part, in part order (one undo step).
 
         Each part is its own take group named after its prompt, and joins the context, as
@@ -523,11 +524,11 @@ class SessionController:
                                       active_takes={t.take_group: t.id for t in tracks}))
         return tracks
 
-    def _take_tracks(self, job: Job, stems: list, recipe: dict, base: str, number: int,
+    def _take_tracks(self, job: Job, stems: list, recipe: Recipe, base: str, number: int,
                      group: str, first_take: int) -> list[Track]:
         """New lanes for `stems` (not yet in the session): resampled to the session's rate,
         named '<base> take<number + i>', with the app's provenance beside the engine's."""
-        recipe = dict(recipe)
+        recipe = recipe.to_dict()
         if (job.record_action or job.action) in ("generate", "arrange") and \
                 job.request.get("duration"):
             # Length is not what Generate used over a context or loop: record what it did
@@ -542,7 +543,7 @@ class SessionController:
             prov = dict(st.provenance or {})
             prov["app"] = {
                 "action": job.record_action or job.action,
-                "recipe": {k: v for k, v in recipe.items() if k != "model"},
+                "recipe": recipe,
                 "context": job.context_spec,
                 "source_track": job.source_track,
                 "offset_frames": job.offset,

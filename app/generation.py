@@ -95,15 +95,14 @@ class GenerationController(QObject):
         if not parts:
             return False
         self.ctl.draw_seed()
-        recipe = {**(self.ctl.session.recipe or {}), "prompt": "", "takes": 1,
-                  "reference_track": None}
+        recipe = self.ctl.recipe.replace(prompt="", takes=1, reference_track=None)
         try:
             job = self.ctl.build_job("arrange", recipe)
         except RiffwrightError as e:
             self.sig_message.emit(str(e))
             return False
         job.name = ", ".join(value for _, value in parts)
-        job.recipe = dict(self.ctl.session.recipe or {})
+        job.recipe = self.ctl.recipe
         return self._started_if(job, self.bridge.arrange(job, parts))
 
     def _started_if(self, job: Job, sent: bool) -> bool:

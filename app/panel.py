@@ -1,7 +1,7 @@
 """The prompt and guidance panel: what to generate and how, plus the action buttons.
 
-The panel owns no state of its own beyond its widgets: `recipe()` reads them into a dict
-(the keys of `app.controller.DEFAULT_RECIPE`), `set_recipe()` writes them. Value changes are
+The panel owns no state of its own beyond its widgets: `recipe()` reads them into a `Recipe`
+(engine/document/recipe.py), `set_recipe()` shows one. Value changes are
 reported with `sig_recipe_changed(key, value, merge)`, so the window can keep the recipe in
 the session (saved with it, undoable; slider drags merge into one step).
 """
@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.controller import DEFAULT_RECIPE
+from engine.document.recipe import Recipe
 from engine.params import PARAMS
 
 
@@ -132,7 +133,7 @@ class GuidancePanel(QWidget):
         self.prompt.sig_focus_out.connect(self.sig_merge_closed.emit)
         f.addWidget(self.prompt)
         self.text_prior = QCheckBox("Match the model's instruments")
-        self.text_prior.setChecked(DEFAULT_RECIPE["text_prior"])
+        self.text_prior.setChecked(DEFAULT_RECIPE.text_prior)
         self.text_prior.toggled.connect(lambda v: self._emit("text_prior", v, False))
         f.addWidget(self.text_prior)
         self.set_text_prior_available(False)
@@ -145,7 +146,7 @@ class GuidancePanel(QWidget):
         ref.addWidget(QLabel("Reference"))
         ref.addWidget(self.reference, 1)
         f.addLayout(ref)
-        self.mix = self._slider(f, "r (audio ↔ text)", 0.05, DEFAULT_RECIPE["mix"], "mix",
+        self.mix = self._slider(f, "r (audio ↔ text)", 0.05, DEFAULT_RECIPE.mix, "mix",
                                 "Interpolation r between the audio reference (0) and the text "
                                 "prompt (1)")
         outer.addWidget(gp)
@@ -155,9 +156,9 @@ class GuidancePanel(QWidget):
         g = QVBoxLayout(gg)
         # the loaded model's own defaults replace these (see MainWindow._adopt_model_defaults)
         self.cfg_context = self._slider(g, "CFG context", 0.05,
-                                        DEFAULT_RECIPE["cfg_context"], "cfg_context",
+                                        DEFAULT_RECIPE.cfg_context, "cfg_context",
                                         "How strongly to follow the context (w_ctx)")
-        self.cfg_clap = self._slider(g, "CFG CLAP", 0.05, DEFAULT_RECIPE["cfg_clap"],
+        self.cfg_clap = self._slider(g, "CFG CLAP", 0.05, DEFAULT_RECIPE.cfg_clap,
                                      "cfg_clap",
                                      "How strongly to follow the prompt/reference (w_clap)")
         form = QFormLayout()
@@ -171,7 +172,7 @@ class GuidancePanel(QWidget):
         seed_row = QHBoxLayout()
         self.seed = QSpinBox()
         _set_range(self.seed, "seed")
-        self.seed.setValue(DEFAULT_RECIPE["seed"])
+        self.seed.setValue(DEFAULT_RECIPE.seed)
         self.seed.setToolTip("Random seed: the same seed and settings give the same take")
         self.seed.valueChanged.connect(lambda v: self._emit("seed", v, True))
         self.seed_lock = QToolButton()
@@ -189,14 +190,14 @@ class GuidancePanel(QWidget):
         form.addRow("Seed", seed_row)
         self.takes = QSpinBox()
         _set_range(self.takes, "takes")
-        self.takes.setValue(DEFAULT_RECIPE["takes"])
+        self.takes.setValue(DEFAULT_RECIPE.takes)
         self.takes.setToolTip(f"How many takes to generate at once ({PARAMS['takes'].range_text})")
         self.takes.valueChanged.connect(lambda v: self._emit("takes", v, True))
         form.addRow("Takes", self.takes)
         self.duration = QDoubleSpinBox()
         _set_range(self.duration, "duration")
         self.duration.setSuffix(" s")
-        self.duration.setValue(DEFAULT_RECIPE["duration"])
+        self.duration.setValue(DEFAULT_RECIPE.duration)
         self.duration.setToolTip("Length when there is no context or loop region; "
                                  "the extension length for Continue")
         self.duration.valueChanged.connect(lambda v: self._emit("duration", v, True))
@@ -288,49 +289,46 @@ class GuidancePanel(QWidget):
         self.sig_merge_closed.emit()
 
     # ---- recipe
-    def recipe(self) -> dict:
-        return {
-            "prompt": self.prompt.toPlainText(),
-            "reference_track": self.reference.currentData(),
-            "reference_file": None,
-            "mix": self.mix.value(),
-            "cfg_context": self.cfg_context.value(),
-            "cfg_clap": self.cfg_clap.value(),
-            "steps": self.steps.value(),
-            "seed": self.seed.value(),
-            "seed_locked": self.seed_lock.isChecked(),
-            "takes": self.takes.value(),
-            "stereo_width": self.stereo_width.value(),
-            "text_prior": self.text_prior.isChecked(),
-            "loop_n": self.loop_n.value(),
-            "loop_frac": self.loop_frac.value(),
-            "strength": self.strength.value(),
-            "duration": self.duration.value(),
-            "model": self.model.currentData(),
-        }
+    def recipe(self) -> Recipe:
+        return Recipe(
+            prompt=self.prompt.toPlainText(),
+            reference_track=self.reference.currentData(),
+            mix=self.mix.value(),
+            cfg_context=self.cfg_context.value(),
+            cfg_clap=self.cfg_clap.value(),
+            steps=self.steps.value(),
+            seed=self.seed.value(),
+            seed_locked=self.seed_lock.isChecked(),
+            takes=self.takes.value(),
+            stereo_width=self.stereo_width.value(),
+            text_prior=self.text_prior.isChecked(),
+            loop_n=self.loop_n.value(),
+            loop_frac=self.loop_frac.value(),
+            strength=self.strength.value(),
+            duration=self.duration.value(),
+        )
 
-    def set_recipe(self, r: dict) -> None:
-        r = {**DEFAULT_RECIPE, **(r or {})}
+    def set_recipe(self, r: Recipe | None) -> None:
+        r = r or DEFAULT_RECIPE
         self._quiet = True
         try:
-            if self.prompt.toPlainText() != r["prompt"]:
+            if self.prompt.toPlainText() != r.prompt:
                 cur = self.prompt.textCursor().position()
-                self.prompt.setPlainText(r["prompt"] or "")
+                self.prompt.setPlainText(r.prompt)
                 c = self.prompt.textCursor()
-                c.setPosition(min(cur, len(r["prompt"] or "")))
+                c.setPosition(min(cur, len(r.prompt)))
                 self.prompt.setTextCursor(c)
-            i = self.reference.findData(r["reference_track"])
-            self.reference.setCurrentIndex(max(0, i))
+            self.reference.setCurrentIndex(max(0, self.reference.findData(r.reference_track)))
             for key in ("mix", "cfg_context", "cfg_clap", "stereo_width", "loop_frac",
                         "strength"):
-                getattr(self, key).set_value(r[key])
-            self.steps.setValue(int(r["steps"]))
-            self.seed.setValue(int(r["seed"]))
-            self.seed_lock.setChecked(bool(r["seed_locked"]))
-            self.text_prior.setChecked(bool(r["text_prior"]))
-            self.takes.setValue(int(r["takes"]))
-            self.loop_n.setValue(int(r["loop_n"]))
-            self.duration.setValue(float(r["duration"]))
+                getattr(self, key).set_value(getattr(r, key))
+            self.steps.setValue(r.steps)
+            self.seed.setValue(r.seed)
+            self.seed_lock.setChecked(r.seed_locked)
+            self.text_prior.setChecked(r.text_prior)
+            self.takes.setValue(r.takes)
+            self.loop_n.setValue(r.loop_n)
+            self.duration.setValue(r.duration)
         finally:
             self._quiet = False
 

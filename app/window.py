@@ -34,7 +34,6 @@ from app import dialogs
 from app.actions import ACTIONS, GENERATION_ACTIONS, Action, key_sequence, shortcut_rows
 from app.bridge import EngineBridge, list_models
 from app.controller import (
-    DEFAULT_RECIPE,
     ActionError,
     SessionController,
     import_files,
@@ -326,11 +325,9 @@ class MainWindow(QMainWindow):
         if not fresh:
             self.lanes.set_session(session)
         self.transport.set_session(session)
-        if not session.recipe:
-            recipe = {**DEFAULT_RECIPE, **self.panel.recipe(), "prompt": "",
-                      "reference_track": None}
-            recipe.pop("model", None)
-            self.ctl.set_recipe_defaults(recipe)
+        if not session.recipe:  # a new session keeps the panel's settings, not its prompt
+            self.ctl.set_recipe_defaults(self.panel.recipe().replace(prompt="",
+                                                                     reference_track=None))
         self._refresh_reference_choices()
         self.panel.set_recipe(session.recipe)
         self._sync_length_rule()
@@ -343,7 +340,7 @@ class MainWindow(QMainWindow):
         self._bind_session(session, fresh=False)
 
     def _sync_length_rule(self) -> None:
-        recipe = self.session.recipe or DEFAULT_RECIPE
+        recipe = self.ctl.recipe
         why = self.ctl.generate_span(recipe)[2]
         self.panel.set_length_rule(self.ctl.length_rule(recipe), why == "length")
 
@@ -364,7 +361,7 @@ class MainWindow(QMainWindow):
         self._update_actions()
 
     def _refresh_reference_choices(self) -> None:
-        cur = (self.session.recipe or {}).get("reference_track")
+        cur = self.ctl.recipe.reference_track
         self.panel.set_reference_choices([(t.id, t.name) for t in self.session.tracks], cur)
 
     def _stack_changed(self) -> None:
@@ -745,13 +742,13 @@ class MainWindow(QMainWindow):
             self.ctl.draw_seed()  # a fresh seed per generation unless it is locked
             region = self.lanes.selected_region
             rid = region[1] if region and region[0] == sel else None
-            job = self.ctl.build_job(action.value, dict(self.session.recipe), sel, rid)
-        job.recipe = dict(self.session.recipe)
+            job = self.ctl.build_job(action.value, self.ctl.recipe, sel, rid)
+        job.recipe = self.ctl.recipe
         return job
 
     def _gen_started(self, job) -> None:
         self.focus_lanes()  # the clicked button is disabled now: keys go to the transport
-        self.lanes.prepare_rows(int(job.request.get("takes") or 1))
+        self.lanes.prepare_rows(job.takes)
         self.progress.setValue(0)
         self.progress.show()
         self.progress_label.setText("starting…")

@@ -32,7 +32,7 @@ def fake_stems(values, seconds=4.0, seed=7):
 
 def land(w, name, values, join=None, action="generate"):
     job = Job(action, {"duration": 4.0}, name, 0, join_group=join)
-    return w.ctl.land_results(job, fake_stems(values), dict(w.session.recipe))
+    return w.ctl.land_results(job, fake_stems(values), w.session.recipe)
 
 
 def focus_target(w):
@@ -189,9 +189,8 @@ def test_the_panel_says_which_length_generate_uses(qtbot, win_nomodel, clip_wav)
     w.import_paths([clip_wav])
     assert "follows the context (4.00 s)" in w.panel.length_rule.text()
     w.panel.duration.setValue(10.0)
-    job = w.ctl.build_job("generate", dict(w.session.recipe))
+    job = w.ctl.build_job("generate", w.session.recipe)
     assert job.request["duration"] == pytest.approx(4.0, abs=1e-3)
-    job.recipe = dict(w.session.recipe)
     [t] = w.ctl.land_results(job, fake_stems([0.1]), job.recipe)
     # provenance: the app's recipe says what the engine did, not the panel's 10 s
     assert t.provenance["app"]["recipe"]["duration"] == pytest.approx(4.0, abs=1e-3)

@@ -107,11 +107,11 @@ def test_full_flow(qtbot, win, clip_wav, tmp_path):
     # type a prompt (goes into the session recipe, undoable)
     w.panel.prompt.setFocus()
     qtbot.keyClicks(w.panel.prompt, "walking bass")
-    assert s.recipe["prompt"] == "walking bass"
+    assert s.recipe.prompt == "walking bass"
     w.panel.steps.setValue(3)
     w.panel.takes.setValue(2)
     w.panel.stereo_width.set_value(0.0)
-    assert s.recipe["steps"] == 3 and s.recipe["takes"] == 2
+    assert s.recipe.steps == 3 and s.recipe.takes == 2
 
     # draw an inpaint region with the mouse; it snaps to bars (120 BPM 4/4: 2 s bars)
     w.lanes.fit()
@@ -185,7 +185,7 @@ def test_full_flow(qtbot, win, clip_wav, tmp_path):
     assert len(s.tracks) == n and s.tracks[-1] is inp
     w.undo()  # the inpaint
     w.undo()  # the takes setting changed before it (panel edits are undoable too)
-    assert s.recipe["takes"] == 2 and w.panel.takes.value() == 2
+    assert s.recipe.takes == 2 and w.panel.takes.value() == 2
     w.undo()  # the regenerate
     assert len(s.tracks) == n - 2
     for _ in range(3):
@@ -226,7 +226,7 @@ def test_full_flow(qtbot, win, clip_wav, tmp_path):
     s2 = w.session
     assert [t.id for t in s2.tracks] == ids
     assert s2.tempo == 120.0 and s2.track(ctx.id).regions[0].end == 4.0
-    assert s2.recipe["prompt"] == "walking bass"
+    assert s2.recipe.prompt == "walking bass"
     assert s2.track(inp.id).provenance["app"]["action"] == "inpaint"
     np.testing.assert_array_equal(s2.track(ids[1]).audio, s.track(ids[1]).audio)
     assert len(w.lanes.rows) == len(ids)
@@ -330,7 +330,7 @@ def test_engine_errors_become_messages(qtbot, win, clip_wav):
     w = win
     # an invalid request: the engine's one-line message, no traceback
     with qtbot.waitSignal(w.sig_generation_done, timeout=30_000) as blocker:
-        assert w.gen.start(Job("generate", {"steps": 0, "prompt": "x"}, "bad", 0, recipe={}))
+        assert w.gen.start(Job("generate", {"steps": 0, "prompt": "x"}, "bad", 0, ))
     assert blocker.args == ["error"]
     assert "steps must be between" in w.last_message and "Traceback" not in w.last_message
     # the engine process dies mid-generation: the app says so and keeps running
@@ -362,10 +362,10 @@ def test_gain_reset_and_prompt_typing_steps(qtbot, win_nomodel, clip_wav):
     w.panel.prompt.sig_focus_out.emit()  # what leaving the box sends
     w.panel.prompt.setFocus()
     qtbot.keyClicks(w.panel.prompt, " line")
-    assert w.session.recipe["prompt"] == "bass line"
+    assert w.session.recipe.prompt == "bass line"
     assert len(w.stack) == n + 2
     w.undo()
-    assert w.session.recipe["prompt"] == "bass" and w.panel.prompt.toPlainText() == "bass"
+    assert w.session.recipe.prompt == "bass" and w.panel.prompt.toPlainText() == "bass"
     # Space plays and pauses even right after clicking a lane button
     qtbot.mouseClick(header.mute, Qt.LeftButton)
     assert not header.mute.hasFocus()
@@ -401,7 +401,7 @@ def test_the_loaded_model_brings_its_guidance(qtbot, win):
     win.panel.set_text_prior_available(True)
     assert win.panel.text_prior.isEnabled()
     win.panel.text_prior.setChecked(False)
-    assert win.session.recipe["text_prior"] is False and not win.panel.recipe()["text_prior"]
+    assert win.session.recipe.text_prior is False and not win.panel.recipe().text_prior
 
 
 def test_recipes_adopt_a_model_default_unless_set_by_hand(qtbot, win_nomodel):
@@ -409,11 +409,11 @@ def test_recipes_adopt_a_model_default_unless_set_by_hand(qtbot, win_nomodel):
     w.panel.cfg_clap.set_value(2.0)
     w.ctl.set_recipe_value("cfg_clap", 2.0)  # the musician's own value
     w.ctl.adopt_model_defaults({"cfg_context": 4.0, "cfg_clap": 3.0, "steps": 40})
-    assert w.session.recipe["cfg_context"] == 4.0
+    assert w.session.recipe.cfg_context == 4.0
     assert w.panel.cfg_context.value() == pytest.approx(4.0)
-    assert w.session.recipe["steps"] == 40 and w.panel.steps.value() == 40
-    assert w.session.recipe["cfg_clap"] == 2.0  # kept
+    assert w.session.recipe.steps == 40 and w.panel.steps.value() == 40
+    assert w.session.recipe.cfg_clap == 2.0  # kept
     # another model: what still holds the previous model's default follows the new one
     w.ctl.adopt_model_defaults({"cfg_context": 1.5, "cfg_clap": 1.0, "steps": 30})
-    assert w.session.recipe["cfg_context"] == 1.5 and w.session.recipe["cfg_clap"] == 2.0
-    assert w.panel.recipe()["cfg_context"] == pytest.approx(1.5)
+    assert w.session.recipe.cfg_context == 1.5 and w.session.recipe.cfg_clap == 2.0
+    assert w.panel.recipe().cfg_context == pytest.approx(1.5)

@@ -12,6 +12,7 @@ from app.controller import ActionError, SessionController
 from app.generation import GenerationController, JobProgress, Outcome
 from app.session_files import SessionFiles
 from app.transport_bar import TapTempo
+from engine.document.recipe import Recipe
 from engine.document.session import Session, UndoStack, track_from_audio
 from engine.service import Progress, StemResult
 
@@ -93,8 +94,8 @@ class Clock:
 
 def make(accept: bool = True, min_interval_s: float = 0.05):
     s = Session(SR)
-    s.recipe = {"prompt": "bass", "mix": 0.5, "cfg_context": 1.0, "cfg_clap": 1.0,
-                "steps": 4, "seed": 3, "takes": 2, "stereo_width": 0.0, "duration": 1.0}
+    s.recipe = Recipe(prompt="bass", mix=0.5, cfg_context=1.0, cfg_clap=1.0, steps=4, seed=3,
+                      takes=2, stereo_width=0.0, duration=1.0)
     ctl = SessionController(s, UndoStack(s))
     bridge, clock = FakeBridge(accept), Clock()
     gen = GenerationController(bridge, ctl, min_interval_s=min_interval_s, clock=clock)
@@ -111,8 +112,7 @@ def make(accept: bool = True, min_interval_s: float = 0.05):
 
 
 def job_for(ctl: SessionController):
-    job = ctl.build_job("generate", dict(ctl.session.recipe))
-    job.recipe = dict(ctl.session.recipe)
+    job = ctl.build_job("generate", ctl.session.recipe)
     return job
 
 
@@ -190,7 +190,7 @@ def test_an_arrangement_is_one_engine_job_landing_a_lane_per_part_in_one_step(qt
     (job,) = bridge.sent  # one job for the whole arrangement: no queue in the app
     assert bridge.parts == [("prompt", "drums"), ("prompt", "bass")]
     assert job.action == "arrange" and job.request["takes"] == 1
-    assert job.request["seed"] == s.recipe["seed"]  # the base seed: part i gets seed + i
+    assert job.request["seed"] == s.recipe.seed  # the base seed: part i gets seed + i
     assert job.context_spec["tracks"] == [song.id] and got["status"] == [
         "generating: drums, bass"]
     clock.t += 3.0
@@ -199,8 +199,8 @@ def test_an_arrangement_is_one_engine_job_landing_a_lane_per_part_in_one_step(qt
     drums, bass = s.tracks[1:]
     assert [drums.name, bass.name] == ["drums take1", "bass take1"]
     assert float(drums.audio.max()) == pytest.approx(0.1)  # part 1's stem
-    assert [drums.provenance["seed"], bass.provenance["seed"]] == [s.recipe["seed"],
-                                                                  s.recipe["seed"] + 1]
+    assert [drums.provenance["seed"], bass.provenance["seed"]] == [s.recipe.seed,
+                                                                  s.recipe.seed + 1]
     assert drums.take_group != bass.take_group and s.take_active(drums) and s.take_active(bass)
     assert all(t.in_context and t.role == "context" for t in (drums, bass))
     # each part records what it heard: the context, and the parts before it
@@ -255,10 +255,10 @@ def test_recipe_edits_undo_one_setting_and_app_defaults_make_no_step():
     assert changed == {"cfg_context": 8.0, "steps": 40}  # the hand-set cfg_clap stays
     ctl.stack.undo()
     # undoing the drag restores that setting only, not the model's guidance since
-    assert s.recipe["cfg_clap"] == 1.25 and s.recipe["cfg_context"] == 8.0
+    assert s.recipe.cfg_clap == 1.25 and s.recipe.cfg_context == 8.0
     seed = ctl.draw_seed()
-    assert s.recipe["seed"] == seed and len(ctl.stack) == 0
-    s.recipe["seed_locked"] = True
+    assert s.recipe.seed == seed and len(ctl.stack) == 0
+    s.recipe = s.recipe.replace(seed_locked=True)
     assert ctl.draw_seed() == seed
 
 

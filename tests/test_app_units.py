@@ -138,13 +138,13 @@ def test_bars_axis_labels_bars(qtbot):
 def test_jobs_follow_loop_region_and_lane_offsets():
     s = _session(8.0)
     ctl = SessionController(s, UndoStack(s))
-    recipe = {**DEFAULT_RECIPE, "prompt": "bass", "takes": 3, "loop_n": 2}
+    recipe = DEFAULT_RECIPE.replace(prompt="bass", takes=3, loop_n=2)
     job = ctl.build_job("generate", recipe)
     assert job.resolved_request()["context"].shape == (2, 8 * 48000) and job.offset == 0
     assert job.request["loop"] == (2, 0.5) and job.request["takes"] == 3
     # the text prior is the model's to apply unless the musician turned it off
     assert "text_prior" not in job.request
-    assert ctl.build_job("generate", {**recipe, "text_prior": False}).request[
+    assert ctl.build_job("generate", recipe.replace(text_prior=False)).request[
         "text_prior"] is False
     ctl.set_loop((2.0, 6.0))
     job = ctl.build_job("generate", recipe)
@@ -163,7 +163,7 @@ def test_jobs_follow_loop_region_and_lane_offsets():
     with pytest.raises(ActionError):
         ctl.build_job("vary", recipe, None)
     # empty prompt -> no text condition
-    assert ctl.build_job("generate", {**recipe, "prompt": "  "}).request["prompt"] is None
+    assert ctl.build_job("generate", recipe.replace(prompt="  ")).request["prompt"] is None
 
 
 def test_qt_bindings_keep_refcounts_of_none_and_bools(qtbot):

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from engine.audio import load_audio
+from engine.document.recipe import Recipe
 from engine.errors import AudioError, RiffwrightError
 from engine.fsutil import atomic_path, atomic_write_text, clean_stale_temps, user_write
 
@@ -215,7 +216,7 @@ class Session:
         self.meter: tuple[int, int] = (4, 4)
         self.key: str | None = None
         self.loop: tuple[float, float] | None = None
-        self.recipe: dict = {}
+        self.recipe: Recipe | None = None  # None: not chosen yet (the app fills it in)
         self.active_takes: dict[str, str] = {}  # take group -> active track id (A/B switch)
         self.title = "Untitled"
         self.path: Path | None = None
@@ -360,7 +361,7 @@ class Session:
             "meter": list(self.meter),
             "key": self.key,
             "loop": list(self.loop) if self.loop else None,
-            "recipe": self.recipe,
+            "recipe": self.recipe.to_dict() if self.recipe else {},
             "active_takes": self.active_takes,
             "tracks": [dict(t.meta(), audio=f"audio/{t.id}.wav", peaks=f"peaks/{t.id}.npy")
                        for t in self.tracks],
@@ -479,7 +480,9 @@ class Session:
             if len(loop) != 2 or not all(_is_number(v) for v in loop):
                 raise SessionError(f"{mf}: loop {loop!r} is not two times in seconds")
             s.loop = (float(loop[0]), float(loop[1]))
-        s.recipe = _field(m, "recipe", dict, {})
+        recipe = _field(m, "recipe", dict, {})
+        # a user's file: unknown or out-of-range settings are dropped or clamped (logged)
+        s.recipe = Recipe.from_dict(recipe, where=f"{mf} recipe") if recipe else None
         active = _field(m, "active_takes", dict, {})
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in active.items()):
             raise SessionError(f"{mf}: active_takes must map take groups to track ids")
