@@ -11,8 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from PySide6.QtGui import QKeySequence
+
+if TYPE_CHECKING:
+    from engine.document.session import Track
 
 StandardKey = QKeySequence.StandardKey
 
@@ -148,3 +152,21 @@ def shortcut_rows() -> list[tuple[str, str]]:
         if not seq.isEmpty():
             rows.append((label(spec), seq.toString(QKeySequence.NativeText)))
     return rows + LANE_KEYS
+
+
+def action_states(busy: bool, track: Track | None) -> dict[Action, bool]:
+    """Which selection-dependent actions are enabled, given whether a generation runs and
+    the selected lane (None: nothing selected). Generating needs the engine free; Inpaint a
+    region on the lane; Regenerate a recipe to regenerate from; Use as context a take."""
+    free, sel = not busy, track is not None
+    return {
+        Action.GENERATE: free,
+        Action.ARRANGE: free,
+        Action.INPAINT: free and sel and bool(track.regions),
+        Action.VARY: free and sel,
+        Action.CONTINUE: free and sel,
+        Action.REGENERATE: free and sel and bool(track.provenance),
+        Action.USE_CONTEXT: sel and track.role == "generated",
+        Action.USE_REFERENCE: sel,
+        Action.EXPORT_SELECTED: sel,
+    }

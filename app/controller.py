@@ -372,6 +372,38 @@ class SessionController:
             return f"Generate follows the context ({b - a:.2f} s); Continue adds Length"
         return "Generate makes this length (no context, no loop region)"
 
+    def find_track(self, tid: str | None) -> Track | None:
+        """The lane `tid`, or None when nothing is selected or the lane went (an undo can
+        remove it before the selection follows)."""
+        try:
+            return self.session.track(tid) if tid else None
+        except KeyError:
+            return None
+
+    def job_for_action(self, action: str, selected: str | None = None,
+                       region: str | None = None, busy: bool = False) -> Job | None:
+        """What a generation action does with lane `selected` (and its region `region`):
+        the `Job` to run, or None for an action that is an edit done at once (Use as
+        context, Use as audio reference). A fresh seed is drawn unless it is locked;
+        Regenerate keeps its take's. Raises ActionError when the action cannot run."""
+        if action == "use_context":
+            if not selected:
+                raise ActionError("select a generated take first")
+            self.use_as_context(selected)
+            return None
+        if action == "use_reference":
+            self.set_recipe_value("reference_track", selected)
+            return None
+        if busy:
+            raise ActionError("a generation is already running (Esc cancels it)")
+        if action == "regenerate":
+            job = self.regenerate_job(self.selected_track(selected).id)
+        else:
+            self.draw_seed()  # a fresh seed per generation unless it is locked
+            job = self.build_job(action, self.recipe, selected, region)
+        job.recipe = self.recipe
+        return job
+
     def selected_track(self, tid: str | None) -> Track:
         if not tid:
             raise ActionError("select a lane first (click its header)")

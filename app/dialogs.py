@@ -100,3 +100,48 @@ def rich_box(parent: QWidget, title: str, html: str,
 def shortcuts_html(rows: list[tuple[str, str]]) -> str:
     return "<table cellspacing=4>" + "".join(
         f"<tr><td><b>{k}</b></td><td>{n}</td></tr>" for n, k in rows) + "</table>"
+
+
+class DialogLauncher:
+    """Opens the window's dialogs: the non-modal ones (how a take was made, the shortcuts,
+    About) stay referenced here while open; the Models and Arrange dialogs are modal."""
+
+    def __init__(self, parent: QWidget, model_path: Callable[[], str | None],
+                 status: Callable[[str], None]):
+        self.parent = parent
+        self.model_path = model_path  # the loaded bundle's folder (About names its licences)
+        self.status = status
+        self.provenance_box: QDialog | None = None
+        self.shortcuts_box: QMessageBox | None = None
+        self.about_box: QMessageBox | None = None
+
+    def provenance(self, track: Track, on_regenerate: Callable[[], None]) -> QDialog:
+        self.provenance_box = provenance_dialog(
+            self.parent, track, lambda: self.status("command line copied"), on_regenerate)
+        self.provenance_box.open()
+        return self.provenance_box
+
+    def shortcuts(self) -> None:
+        from app.actions import shortcut_rows
+
+        self.shortcuts_box = rich_box(self.parent, "Keyboard shortcuts",
+                                      shortcuts_html(shortcut_rows()))
+        self.shortcuts_box.open()
+
+    def about_text(self) -> str:
+        from app.about import about_html
+
+        return about_html(self.model_path())
+
+    def about(self) -> None:
+        self.about_box = rich_box(self.parent, "About Riffwright", self.about_text(),
+                                  QMessageBox.NoIcon)
+        self.about_box.open()
+
+    def models(self, on_chosen: Callable[[str], None]) -> None:
+        from app.models_dialog import open_models_dialog
+
+        open_models_dialog(self.parent, current=self.model_path(), on_chosen=on_chosen)
+
+    def arrangement(self) -> list[str]:
+        return ask_arrangement(self.parent)

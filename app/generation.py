@@ -83,6 +83,12 @@ class GenerationController(QObject):
     def busy(self) -> bool:
         return bool(self.bridge.busy)
 
+    def adopt_model(self) -> None:
+        """A model is ready: its guidance and steps replace the recipe's wherever the
+        musician has not set them (`SessionController.adopt_model_defaults`)."""
+        info = self.bridge.generator
+        self.ctl.adopt_model_defaults(info.defaults if info else {})
+
     # ---- start
     def start(self, job: Job) -> bool:
         """Send `job` to the engine; False when the bridge refused it (it says why)."""

@@ -13,7 +13,7 @@ from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtGui import QWheelEvent
 from PySide6.QtWidgets import QApplication
 
-from app.actions import Action
+from app.actions import Action, shortcut_rows
 from app.controller import Job, command_line, job_fraction, recipe_lines
 from tests.test_app_flow import generate, win, win_nomodel  # noqa: F401 - fixtures
 from tests.test_tempo import click_track
@@ -243,13 +243,13 @@ def test_help_about_loop_label_and_small_window(qtbot, win_nomodel):  # noqa: F8
     qtbot.mouseClick(w.transport_bar.b_loop, Qt.LeftButton)
     qtbot.mouseClick(w.transport_bar.b_loop, Qt.LeftButton)
     assert w.transport_bar.b_loop.text() == "⟲ Loop"
-    keys = dict((k, n) for n, k in w.shortcut_rows())
+    keys = dict((k, n) for n, k in shortcut_rows())
     assert "Space" in keys and "Ctrl+B" in keys and "Ctrl+Shift+R" in keys
-    about = w.about_text()
+    about = w.dialogs.about_text()
     assert "Riffwright 0." in about and "MIT" in about and "Fonts" in about
-    w.show_about()
-    assert w.about_box.isVisible()
-    w.about_box.close()
+    w.act[Action.ABOUT].trigger()  # Help › About, through the actions table
+    assert w.dialogs.about_box.isVisible()
+    w.dialogs.about_box.close()
     # the smallest window still shows the Generate button
     w.resize(200, 200)
     QApplication.processEvents()
@@ -297,7 +297,7 @@ def test_keyboard_take_switch_and_region_at_playhead(qtbot, win_nomodel, clip_wa
     b.provenance = {"seed": 8, "parameters": {"mode": "accompaniment", "steps": 3},
                     "model": {"name": "m"}, "app": {"action": "generate", "recipe": {}}}
     w.show_provenance(b.id)
-    dlg = w.provenance_dialog
+    dlg = w.dialogs.provenance_box
     copy = next(x for x in dlg.findChildren(type(w.panel.buttons["generate"]))
                 if x.text() == "Copy command line")
     qtbot.mouseClick(copy, Qt.LeftButton)

@@ -12,6 +12,7 @@ from PySide6.QtCore import QMimeData, QPoint, QPointF, QSettings, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
 
+from app.actions import Action
 from app.bench import StallMonitor
 from app.main import build_window
 
@@ -153,7 +154,7 @@ def test_full_flow(qtbot, win, clip_wav, tmp_path):
     assert blocker.args == ["cancelled"]
     assert time.perf_counter() - t0 < 3.0
     assert len(s.tracks) == n
-    assert not w.progress.isVisible() and w.panel.buttons["generate"].isEnabled()
+    assert not w.job_status.progress.isVisible() and w.panel.buttons["generate"].isEnabled()
 
     # generate again
     w.panel.steps.setValue(3)
@@ -179,17 +180,17 @@ def test_full_flow(qtbot, win, clip_wav, tmp_path):
 
     # undo and redo
     n = len(s.tracks)
-    w.undo()
+    w.edits.undo()
     assert len(s.tracks) == n - 1
-    w.redo()
+    w.edits.redo()
     assert len(s.tracks) == n and s.tracks[-1] is inp
-    w.undo()  # the inpaint
-    w.undo()  # the takes setting changed before it (panel edits are undoable too)
+    w.edits.undo()  # the inpaint
+    w.edits.undo()  # the takes setting changed before it (panel edits are undoable too)
     assert s.recipe.takes == 2 and w.panel.takes.value() == 2
-    w.undo()  # the regenerate
+    w.edits.undo()  # the regenerate
     assert len(s.tracks) == n - 2
     for _ in range(3):
-        w.redo()
+        w.edits.redo()
     assert len(s.tracks) == n and w.panel.takes.value() == 1
 
     # export stems + mix: 24-bit, session rate, equal length, aligned
@@ -220,7 +221,7 @@ def test_full_flow(qtbot, win, clip_wav, tmp_path):
     assert w.save_to(folder)
     assert not s.dirty and "●" not in w.windowTitle()
     ids = [t.id for t in s.tracks]
-    w.new_session()
+    w.act[Action.NEW].trigger()  # File › New (nothing asked: no modal messages here)
     assert w.session.tracks == [] and not w.lanes.rows
     assert w.open_path(folder)
     s2 = w.session
@@ -248,19 +249,19 @@ def test_undo_merges_slider_drags_and_edits(qtbot, win_nomodel, clip_wav):
     assert len(w.stack) == n + 1  # one step for the whole drag
     qtbot.mouseClick(header.mute, Qt.LeftButton)
     assert t.mute and not w.session.audible(t)
-    w.undo()
+    w.edits.undo()
     assert not t.mute
-    w.undo()
+    w.edits.undo()
     assert t.gain_db == 0.0
     assert header.gain.value() == 0
-    w.redo()
+    w.edits.redo()
     assert t.gain_db == pytest.approx(-6.0)
     # loop region on the ruler, snapped to bars when a tempo is set
     w.ctl.set_tempo(120)
     w.lanes.sig_loop_changed.emit((0.7, 3.2))
     assert w.session.loop == (0.0, 4.0)
     assert w.lanes.ruler_loop.isVisible()
-    w.undo()
+    w.edits.undo()
     assert w.session.loop is None
     # transport runs without audio output and the playhead moves
     w.transport.play()
@@ -364,7 +365,7 @@ def test_gain_reset_and_prompt_typing_steps(qtbot, win_nomodel, clip_wav):
     qtbot.keyClicks(w.panel.prompt, " line")
     assert w.session.recipe.prompt == "bass line"
     assert len(w.stack) == n + 2
-    w.undo()
+    w.edits.undo()
     assert w.session.recipe.prompt == "bass" and w.panel.prompt.toPlainText() == "bass"
     # Space plays and pauses even right after clicking a lane button
     qtbot.mouseClick(header.mute, Qt.LeftButton)
