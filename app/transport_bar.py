@@ -9,6 +9,8 @@ its key are one command.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import (
@@ -176,3 +178,41 @@ class TransportBar(QToolBar):
         if i >= 0:
             box.setCurrentIndex(i)
         return i >= 0
+
+
+class TransportFollower:
+    """Keeps the views in step with the transport: the clock and the lanes' playhead follow
+    the position, Play shows Pause while playing, the status bar's `silent` label says why
+    nothing is heard; a device chosen in the bar goes to the transport and is remembered in
+    `settings` (restored on the next start)."""
+
+    def __init__(self, bar: TransportBar, transport, lanes, silent: QLabel, settings,
+                 session: Callable[[], Session]):
+        self.bar, self.transport, self.lanes, self.silent = bar, transport, lanes, silent
+        self.settings = settings
+        self.session = session
+        transport.sig_position.connect(self.show_position)
+        transport.sig_state.connect(self.show_state)
+        transport.sig_silent.connect(lambda _r: self.show_silent())
+        bar.sig_device.connect(self.device_chosen)
+        if bar.set_devices(transport.output_devices(), settings.value("output_device")):
+            transport.set_device(bar.out_device.currentData())
+        self.show_silent()
+
+    def show_position(self, seconds: float) -> None:
+        self.lanes.set_playhead(seconds)
+        self.bar.show_position(seconds, self.session().bars_beats(seconds))
+
+    def show_state(self, state: str) -> None:
+        self.bar.show_playing(state == "playing")
+        self.show_silent()
+
+    def show_silent(self) -> None:
+        r = self.transport.silent_reason
+        self.silent.setText(f"silent — {r}" if r else "")
+        self.silent.setToolTip(r or "")
+
+    def device_chosen(self, device, name: str) -> None:
+        self.transport.set_device(device)
+        self.settings.setValue("output_device", name)
+        self.show_silent()

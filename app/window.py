@@ -2,18 +2,21 @@
 
 It builds the widgets and wires them to the layers below, and holds no workflow of its own:
 edits go to the `SessionController` (undo commands), generation to the
-`GenerationController`, files to `SessionFiles`, and the commands come from the `Action`
-table. It holds no global state. Dialogs only appear in the menu slots — every operation has
-a plain method (`import_paths`, `save_to`, `open_path`, `export_stems_to`,
-`export_dawproject_to`, `run_action`) that the tests and the benchmark drive directly.
+`GenerationController`, files to `SessionFiles`. The menus and their keys come from the
+`Action` table (`app/menus.py`); what a command does lives in a small object the window
+builds: `EditCommands` (app/commands.py), `SessionCommands` and `ExportCommands`
+(app/file_commands.py), `DialogLauncher` (app/dialogs.py). Which actions are enabled is
+`action_states`, a pure function of the selection and the engine. It holds no global state.
+Dialogs only appear in the menu slots: every operation has a plain method (`import_paths`,
+`save_to`, `open_path`, `run_action`, `exports.export_stems_to`,
+`exports.export_dawproject_to`) that the tests and the benchmark drive directly.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QEvent, QObject, QSettings, Qt, Signal
-from PySide6.QtGui import QKeySequence
+from PySide6.QtCore import QByteArray, QSettings, Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractSpinBox,
     QComboBox,
@@ -27,7 +30,7 @@ from PySide6.QtWidgets import (
 )
 
 from app import dialogs
-from app.actions import GENERATION_ACTIONS, Action, action_states
+from app.actions import Action, action_states
 from app.bridge import EngineBridge, list_models
 from app.commands import EditCommands, guarded
 from app.controller import SessionController
@@ -35,49 +38,16 @@ from app.file_commands import ExportCommands, SessionCommands
 from app.generation import GenerationController
 from app.job_status import JobStatus
 from app.lanes import LaneView
-from app.menus import build_actions, build_menus, fill_recent
+from app.menus import TransportKeys, build_actions, build_menus, fill_recent, window_slots
 from app.panel import GuidancePanel
 from app.session_files import SessionFiles
 from app.transport import Transport
-from app.transport_bar import TransportBar
+from app.transport_bar import TransportBar, TransportFollower
 from engine.document.session import Session, SessionEvent, UndoStack
 from engine.errors import RiffwrightError
 
 MIN_SIZE = (640, 460)  # the smallest window that still shows the Generate button
 TRACK_MIME = "application/x-riffwright-track"  # a lane header dragged inside the window
-
-
-class TransportKeys(QObject):
-    """Event filter for number boxes and lists (tempo, meter, key, steps, seed…): their
-    editors would swallow Space (blanking the tempo) and Ctrl+Z; in every DAW those keys
-    reach the transport and the edit menu. Enter commits the value and hands the keyboard
-    back to the lanes, as Ableton's and Bitwig's number fields do."""
-
-    def __init__(self, window: MainWindow):
-        super().__init__(window)
-        self.window = window
-        # keys that belong to the transport and the edit menu whatever widget has the
-        # focus, except where text is typed (built here: a key sequence needs the app)
-        self.keys = (QKeySequence("Space"), QKeySequence(QKeySequence.Undo),
-                     QKeySequence("Ctrl+Shift+Z"), QKeySequence(QKeySequence.Redo),
-                     QKeySequence("Ctrl+0"), QKeySequence("Home"))
-
-    def eventFilter(self, obj, ev):
-        t = ev.type()
-        if t == QEvent.ShortcutOverride:
-            if ev.key() in (Qt.Key_Return, Qt.Key_Enter) and not ev.modifiers():
-                ev.accept()  # Enter commits the value here (it is Stop elsewhere)
-                return True
-            seq = QKeySequence(ev.keyCombination())
-            if any(seq.matches(k) == QKeySequence.ExactMatch for k in self.keys):
-                ev.ignore()  # not for the editor: the window's shortcut runs
-                return True
-        elif t == QEvent.KeyPress and ev.key() in (Qt.Key_Return, Qt.Key_Enter):
-            if isinstance(obj, QAbstractSpinBox):
-                obj.interpretText()
-            self.window.focus_lanes()
-            return True
-        return False
 
 
 class MainWindow(QMainWindow):
@@ -107,7 +77,7 @@ class MainWindow(QMainWindow):
         self.panel = GuidancePanel()
         self._build_commands(export_dir)
         self._build_dock()
-        self.act = build_actions(self, action_slots(self))
+        self.act = build_actions(self, window_slots(self))
         self.act[Action.LOOP].setChecked(True)
         self.act[Action.ALL_TAKES].setChecked(
             str(self.settings.value("export_all_takes", "false")).lower() == "true")
@@ -115,13 +85,14 @@ class MainWindow(QMainWindow):
         self.addToolBar(Qt.TopToolBarArea, self.transport_bar)
         self._build_status()
         self.recent_menu = build_menus(self.menuBar(), self.act, self.dock.toggleViewAction())
-        self._fill_recent()
+        fill_recent(self.recent_menu, self.files.recent(), self.sessions.open_recent)
         self._connect_views()
         self._connect_layers()
-        self._fill_devices()
+        self.follower = TransportFollower(self.transport_bar, transport, self.lanes,
+                                          self.silent, settings, lambda: self.session)
         self._bind_session(session, fresh=True)
         self.setMinimumSize(*MIN_SIZE)
-        self._keys = TransportKeys(self)
+        self._keys = TransportKeys(self, self.focus_lanes)
         for w in self.findChildren(QAbstractSpinBox) + self.findChildren(QComboBox):
             w.installEventFilter(self._keys)
         self.restore_layout()
@@ -169,11 +140,14 @@ class MainWindow(QMainWindow):
         self.device_status.setObjectName("hint")
         for w in (self.silent, self.device_status):
             sb.addPermanentWidget(w)
-        self._update_silent()
 
     def _connect_views(self) -> None:
         """The views' signals become controller calls (undo commands) or window actions."""
-        L, P, B, ctl, g = self.lanes, self.panel, self.transport_bar, self.ctl, self._guard
+        L, P, B, ctl = self.lanes, self.panel, self.transport_bar, self.ctl
+
+        def g(fn):  # a user-fixable error becomes a message
+            return guarded(self, fn)
+
         L.sig_seek.connect(self.transport.seek)
         L.sig_loop_changed.connect(g(ctl.set_loop))
         L.sig_region_drawn.connect(g(ctl.add_region))
@@ -195,12 +169,11 @@ class MainWindow(QMainWindow):
         B.sig_meter.connect(g(ctl.set_meter))
         B.sig_key.connect(g(ctl.set_key))
         B.sig_detect_tempo.connect(self.edits.estimate_tempo)
-        B.sig_device.connect(self._device_chosen)
 
     def _connect_layers(self) -> None:
         """The engine bridge, the generation workflow, the files and the transport report
         here; the window shows what they say."""
-        br, G, F, T = self.bridge, self.gen, self.files, self.transport
+        br, G, F = self.bridge, self.gen, self.files
         br.sig_model_loading.connect(
             lambda p: self.device_status.setText(f"model: loading {Path(p).name}…"))
         br.sig_model_ready.connect(lambda *_: G.adopt_model())
@@ -212,22 +185,13 @@ class MainWindow(QMainWindow):
         G.sig_landed.connect(self._gen_landed)
         G.sig_done.connect(self.sig_generation_done)
         F.sig_replaced.connect(self._session_replaced)
-        F.sig_recent_changed.connect(self._fill_recent)
+        F.sig_recent_changed.connect(
+            lambda: fill_recent(self.recent_menu, F.recent(), self.sessions.open_recent))
         F.sig_saved.connect(lambda _f: self._update_title())
         for layer in (G, F):
             layer.sig_status.connect(self.status)
             layer.sig_message.connect(self.message)
-        T.sig_position.connect(self._position)
-        T.sig_state.connect(self._transport_state)
-        T.sig_silent.connect(lambda _r: self._update_silent())
         self.stack.subscribe(self._stack_changed)
-
-    def _guard(self, fn):
-        """Run `fn`, turning user-fixable errors into a message."""
-        return guarded(self, fn)
-
-    def _fill_recent(self) -> None:
-        fill_recent(self.recent_menu, self.files.recent(), self.sessions.open_recent)
 
     # ------------------------------------------------------------------ session binding
     def _bind_session(self, session: Session, fresh: bool) -> None:
@@ -322,12 +286,6 @@ class MainWindow(QMainWindow):
     def save_to(self, folder: str | Path) -> bool:
         return self.files.save_to(folder)
 
-    def export_stems_to(self, folder: str | Path, selected_only: bool = False) -> list[Path]:
-        return self.exports.export_stems_to(folder, selected_only)
-
-    def export_dawproject_to(self, path: str | Path) -> Path | None:
-        return self.exports.export_dawproject_to(path)
-
     def offer_recovery(self, ask: bool = True) -> bool:
         """Offer the newest autosave left by a crash; returns True when one was opened."""
         ok = self.sessions.offer_recovery(ask)
@@ -353,29 +311,6 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------ transport
     def seek(self, seconds: float) -> None:
         self.transport.seek(seconds)
-
-    def _position(self, sec: float) -> None:
-        self.lanes.set_playhead(sec)
-        self.transport_bar.show_position(sec, self.session.bars_beats(sec))
-
-    def _transport_state(self, state: str) -> None:
-        self.transport_bar.show_playing(state == "playing")
-        self._update_silent()
-
-    def _update_silent(self) -> None:
-        r = self.transport.silent_reason
-        self.silent.setText(f"silent — {r}" if r else "")
-        self.silent.setToolTip(r or "")
-
-    def _fill_devices(self) -> None:
-        if self.transport_bar.set_devices(self.transport.output_devices(),
-                                          self.settings.value("output_device")):
-            self.transport.set_device(self.transport_bar.out_device.currentData())
-
-    def _device_chosen(self, device, name: str) -> None:
-        self.transport.set_device(device)
-        self.settings.setValue("output_device", name)
-        self._update_silent()
 
     # ------------------------------------------------------------------ model
     def _model_ready(self, name: str, device: str) -> None:
@@ -485,34 +420,6 @@ class MainWindow(QMainWindow):
         self.bridge.shutdown()
         self.files.discard_autosave()
         super().closeEvent(ev)
-
-
-def action_slots(w: MainWindow) -> dict[Action, object]:
-    """What each action does: the menus' command objects, the transport, the lanes, and
-    `run_action` for the generation actions."""
-    T, L, E, S, X, D = w.transport, w.lanes, w.edits, w.sessions, w.exports, w.dialogs
-    slots = {
-        Action.NEW: S.new_session, Action.OPEN: S.open_dialog, Action.SAVE: S.save,
-        Action.SAVE_AS: S.save_as_dialog, Action.IMPORT: S.import_dialog,
-        Action.EXPORT: lambda: X.export_dialog(False),
-        Action.EXPORT_SELECTED: lambda: X.export_dialog(True),
-        Action.EXPORT_DAW: X.export_daw_dialog,
-        Action.ALL_TAKES: lambda: w.settings.setValue(
-            "export_all_takes", w.act[Action.ALL_TAKES].isChecked()),
-        Action.QUIT: w.close, Action.UNDO: E.undo, Action.REDO: E.redo,
-        Action.DELETE: E.delete_selected, Action.REGION_HERE: E.region_at_playhead,
-        Action.NEXT_TAKE: E.switch_take, Action.CANCEL: w.cancel_generation,
-        Action.MODELS: lambda: D.models(w.choose_model), Action.PLAY: T.toggle,
-        Action.STOP: T.stop, Action.HOME: lambda: T.seek(0.0),
-        Action.LOOP: lambda: T.set_loop_enabled(w.act[Action.LOOP].isChecked()),
-        Action.TAP: E.tap, Action.ZOOM_IN: lambda: L.zoom(0.5),
-        Action.ZOOM_OUT: lambda: L.zoom(2.0), Action.FIT: L.fit,
-        Action.LANES: w.focus_lanes, Action.PROMPT: w.focus_prompt,
-        Action.SHORTCUTS: D.shortcuts, Action.ABOUT: D.about,
-    }
-    for a in (*GENERATION_ACTIONS, Action.USE_REFERENCE):
-        slots[a] = lambda a=a: w.run_action(a)
-    return slots
 
 
 def _show_recipe(w: MainWindow) -> None:

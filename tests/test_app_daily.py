@@ -89,12 +89,12 @@ def test_exports_hold_the_chosen_take(qtbot, win_nomodel, clip_wav, tmp_path):  
     assert header_b.take.isVisible()
     qtbot.mouseClick(header_b.take, Qt.LeftButton)  # choose take B
     assert w.session.take_active(b) and not w.session.take_active(a)
-    files = w.export_stems_to(tmp_path / "out")
+    files = w.exports.export_stems_to(tmp_path / "out")
     mix_file = next(f for f in files if f.name.startswith("mix"))
     mix, _ = sf.read(mix_file, always_2d=True, dtype="float32")
     expect = ctx.audio[0] + 0.2
     np.testing.assert_allclose(mix[:, 0], expect / max(1.0, np.abs(expect).max()), atol=1e-4)
-    out = w.export_dawproject_to(tmp_path / "song.dawproject")
+    out = w.exports.export_dawproject_to(tmp_path / "song.dawproject")
     xml = zipfile.ZipFile(out).read("project.xml").decode()
     mutes = dict(re.findall(r'<Track id="[^"]+" name="([^"]+)".*?<Mute [^>]*value="(\w+)"',
                             xml, re.S))
@@ -102,12 +102,12 @@ def test_exports_hold_the_chosen_take(qtbot, win_nomodel, clip_wav, tmp_path):  
     # the option: every take mixed and unmuted
     w.act[Action.ALL_TAKES].trigger()
     assert w.act[Action.ALL_TAKES].isChecked()
-    files = w.export_stems_to(tmp_path / "all")
+    files = w.exports.export_stems_to(tmp_path / "all")
     mix, _ = sf.read(next(f for f in files if f.name.startswith("mix")), always_2d=True,
                      dtype="float32")
     expect = ctx.audio[0] + 0.3
     np.testing.assert_allclose(mix[:, 0], expect / max(1.0, np.abs(expect).max()), atol=1e-4)
-    xml = zipfile.ZipFile(w.export_dawproject_to(tmp_path / "all.dawproject")) \
+    xml = zipfile.ZipFile(w.exports.export_dawproject_to(tmp_path / "all.dawproject")) \
         .read("project.xml").decode()
     assert 'name="Mute" value="true"' not in xml
 

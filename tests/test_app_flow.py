@@ -194,7 +194,7 @@ def test_full_flow(qtbot, win, clip_wav, tmp_path):
     assert len(s.tracks) == n and w.panel.takes.value() == 1
 
     # export stems + mix: 24-bit, session rate, equal length, aligned
-    files = w.export_stems_to(tmp_path / "export")
+    files = w.exports.export_stems_to(tmp_path / "export")
     assert len(files) == len(s.tracks) + 1
     infos = [sf.info(f) for f in files]
     assert {i.frames for i in infos} == {s.frames}
@@ -205,7 +205,7 @@ def test_full_flow(qtbot, win, clip_wav, tmp_path):
     np.testing.assert_allclose(exported_ctx[:, 0], ctx.audio[0], atol=2e-7 * 50)
 
     # DAWproject
-    out = w.export_dawproject_to(tmp_path / "song.dawproject")
+    out = w.exports.export_dawproject_to(tmp_path / "song.dawproject")
     with zipfile.ZipFile(out) as z:
         xml = z.read("project.xml").decode()
     xmlschema = pytest.importorskip("xmlschema")
