@@ -13,6 +13,7 @@ import re
 import shlex
 import uuid
 from dataclasses import dataclass, field
+from html import escape as _esc
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from engine.document.session import (
 )
 from engine.document.tempo import estimate_tempo
 from engine.errors import RiffwrightError
+from engine.params import PARAMS
 from engine.service import MODEL_DEFAULT_KEYS
 
 # the recipe a new session starts with (engine/document/recipe.py: generation parameters from
@@ -631,52 +633,149 @@ def _fmt_num(v) -> str:
     return f"{v:g}" if isinstance(v, (int, float)) else str(v)
 
 
-def recipe_lines(prov: dict) -> list[str]:
-    """A take's provenance as a recipe a musician reads (HTML lines, escaped)."""
-    from html import escape as e
-
-    par = prov.get("parameters") or {}
-    app = prov.get("app") or {}
+def _header_line(prov: dict, par: dict, app: dict, action: str) -> str:
     model = prov.get("model") or {}
-    action = app.get("action") or par.get("mode") or "generate"
-    lines = [f"<b>{e(action.capitalize())}</b> with the model <b>{e(str(model.get('name')))}"
-             f"</b> (hash {e(str(model.get('hash', ''))[:12])}) on {e(str(prov.get('device')))}"
-             f", {e(str(prov.get('created', '')))}"]
+    name, digest = _esc(str(model.get("name"))), _esc(str(model.get("hash", ""))[:12])
+    return (f"<b>{_esc(action.capitalize())}</b> with the model <b>{name}</b> (hash {digest})"
+            f" on {_esc(str(prov.get('device')))}, {_esc(str(prov.get('created', '')))}")
+
+
+def _prompt_line(prov, par, app, action) -> str:
     prompt = par.get("prompt")
-    lines.append(f"Prompt: <b>“{e(prompt)}”</b>" if prompt else "Prompt: none")
-    if par.get("text_prior"):
-        lines.append("The prompt was matched to the model's instruments (text prior)")
-    inputs = prov.get("inputs") or {}
-    if "reference" in inputs:
-        lines.append(f"Audio reference: {e(str(inputs['reference'].get('label') or 'a lane'))}"
-                     + (f", r = {_fmt_num(par['mix'])}" if par.get("mix") is not None else ""))
+    return f"Prompt: <b>“{_esc(prompt)}”</b>" if prompt else "Prompt: none"
+
+
+def _text_prior_line(prov, par, app, action) -> str | None:
+    return "The prompt was matched to the model's instruments (text prior)" \
+        if par.get("text_prior") else None
+
+
+def _reference_line(prov, par, app, action) -> str | None:
+    ref = (prov.get("inputs") or {}).get("reference")
+    if ref is None:
+        return None
+    mix = f", r = {_fmt_num(par['mix'])}" if par.get("mix") is not None else ""
+    return f"Audio reference: {_esc(str(ref.get('label') or 'a lane'))}{mix}"
+
+
+def _context_line(prov, par, app, action) -> str | None:
     ctx = app.get("context") or {}
     if ctx.get("tracks"):
-        lines.append(f"Context: {len(ctx['tracks'])} lane(s), {_fmt_num(ctx.get('start', 0))}"
-                     f"–{_fmt_num(round(ctx.get('end', 0), 3))} s")
-    elif "context" not in inputs:
-        lines.append("Context: none")
-    if par.get("inpaint"):
-        a, b = par["inpaint"]
-        lines.append(f"Region redrawn: {_fmt_num(round(a, 3))}–{_fmt_num(round(b, 3))} s "
-                     "of the source (outside it, the source sample for sample)")
-    if action in ("vary", "variation"):
-        lines.append(f"Variation strength: {_fmt_num(par.get('strength'))}")
-    seed = prov.get("seed")
-    lines.append(f"Seed <b>{seed}</b> (take {int(prov.get('take', 0)) + 1} of "
-                 f"{prov.get('takes_in_batch', 1)}; the same seed gives the same take)")
-    lines.append(f"Guidance: context {_fmt_num(par.get('cfg_context'))}, prompt "
-                 f"{_fmt_num(par.get('cfg_clap'))}; {par.get('steps')} steps "
-                 f"({par.get('sampler', 'heun')})")
+        return (f"Context: {len(ctx['tracks'])} lane(s), {_fmt_num(ctx.get('start', 0))}"
+                f"–{_fmt_num(round(ctx.get('end', 0), 3))} s")
+    return None if "context" in (prov.get("inputs") or {}) else "Context: none"
+
+
+def _region_line(prov, par, app, action) -> str | None:
+    if not par.get("inpaint"):
+        return None
+    a, b = par["inpaint"]
+    return (f"Region redrawn: {_fmt_num(round(a, 3))}–{_fmt_num(round(b, 3))} s "
+            "of the source (outside it, the source sample for sample)")
+
+
+def _strength_line(prov, par, app, action) -> str | None:
+    return f"Variation strength: {_fmt_num(par.get('strength'))}" \
+        if action in ("vary", "variation") else None
+
+
+def _seed_line(prov, par, app, action) -> str:
+    return (f"Seed <b>{prov.get('seed')}</b> (take {int(prov.get('take', 0)) + 1} of "
+            f"{prov.get('takes_in_batch', 1)}; the same seed gives the same take)")
+
+
+def _guidance_line(prov, par, app, action) -> str:
+    return (f"Guidance: context {_fmt_num(par.get('cfg_context'))}, prompt "
+            f"{_fmt_num(par.get('cfg_clap'))}; {par.get('steps')} steps "
+            f"({par.get('sampler', 'heun')})")
+
+
+def _stereo_line(prov, par, app, action) -> str:
     sw = par.get("stereo_width") or 0
-    lines.append(f"Stereo width {_fmt_num(sw)}" if sw else "Mono")
-    if par.get("loop"):
-        n, f = par["loop"]
-        lines.append(f"Loop: {n} repetitions, s_loop {_fmt_num(f)}")
-    dur = (app.get("recipe") or {}).get("duration") if action in ("generate", "arrange")         else None
-    if dur:
-        lines.append(f"Length: {_fmt_num(dur)} s")
-    return lines
+    return f"Stereo width {_fmt_num(sw)}" if sw else "Mono"
+
+
+def _loop_line(prov, par, app, action) -> str | None:
+    if not par.get("loop"):
+        return None
+    n, f = par["loop"]
+    return f"Loop: {n} repetitions, s_loop {_fmt_num(f)}"
+
+
+def _length_line(prov, par, app, action) -> str | None:
+    if action not in ("generate", "arrange"):
+        return None
+    dur = (app.get("recipe") or {}).get("duration")
+    return f"Length: {_fmt_num(dur)} s" if dur else None
+
+
+# the lines of a take's recipe, in order: each gets (provenance, its parameters, the app's
+# record, the action) and returns its line, or None when it has nothing to say
+_RECIPE_LINES = (_header_line, _prompt_line, _text_prior_line, _reference_line, _context_line,
+                 _region_line, _strength_line, _seed_line, _guidance_line, _stereo_line,
+                 _loop_line, _length_line)
+
+
+def recipe_lines(prov: dict) -> list[str]:
+    """A take's provenance as a recipe a musician reads (HTML lines, escaped)."""
+    par = prov.get("parameters") or {}
+    app = prov.get("app") or {}
+    action = app.get("action") or par.get("mode") or "generate"
+    lines = (line(prov, par, app, action) for line in _RECIPE_LINES)
+    return [x for x in lines if x is not None]
+
+
+_AUDIO_SUFFIXES = (".wav", ".flac", ".aif", ".aiff", ".ogg", ".mp3")
+# the audio a mode starts from: its flag, the provenance input and a file name to export to
+_SOURCE_INPUTS = {"variation": ("--variation-of", "variation_of", "source.wav"),
+                  "continue": ("--continue", "continue_from", "clip.wav")}
+# the parameter options, in the order the command lists them, and the modes each applies to
+# (None: every mode); the flags are the parameter table's (engine.params)
+_PARAM_OPTIONS = (("duration", ("single", "continue", None)), ("loop", None),
+                  ("strength", ("variation", "regenerate")), ("cfg_context", None),
+                  ("cfg_clap", None), ("steps", None))
+
+
+def _file_of(inputs: dict, name: str, fallback: str) -> str:
+    """The file an input came from, or the file to export it to (audio the app mixed)."""
+    label = (inputs.get(name) or {}).get("label")
+    return label if label and label.lower().endswith(_AUDIO_SUFFIXES) else fallback
+
+
+def _input_args(par: dict, inputs: dict, mode: str | None) -> list[str]:
+    """The audio inputs, the prompt and the reference."""
+    args = ["--context", _file_of(inputs, "context", "context.wav")] if "context" in inputs \
+        else []
+    if mode in _SOURCE_INPUTS:
+        flag, name, fallback = _SOURCE_INPUTS[mode]
+        args += [flag, _file_of(inputs, name, fallback)]
+    elif mode in ("inpaint", "regenerate"):
+        a, b = par.get("inpaint") or (0, 0)
+        args += [f"--{mode}", f"{round(a, 3):g}:{round(b, 3):g}",
+                 "--source", _file_of(inputs, "source", "source.wav")]
+    if par.get("prompt"):
+        args += ["--prompt", par["prompt"]]
+    if "reference" in inputs:
+        args += ["--reference", _file_of(inputs, "reference", "reference.wav")]
+        if par.get("mix") is not None:
+            args += [PARAMS["mix"].flag, _fmt_num(par["mix"])]
+    return args
+
+
+def _param_args(par: dict, mode: str | None) -> list[str]:
+    """The generation parameters the take was made with, by the table's flags."""
+    args = []
+    for name, modes in _PARAM_OPTIONS:
+        value = par.get(name)
+        if value is None or (modes is not None and mode not in modes):
+            continue
+        if name == "loop":  # loop_n and loop_frac travel as one option, N:FRACTION
+            args += ["--loop", f"{value[0]}:{_fmt_num(value[1])}"]
+        else:
+            args += [PARAMS[name].flag, _fmt_num(value)]
+    if par.get("prompt") and par.get("text_prior") is False:
+        args += ["--no-text-prior"]
+    return args + [PARAMS["stereo_width"].flag, _fmt_num(par.get("stereo_width") or 0)]
 
 
 def command_line(prov: dict, track: Track | None = None) -> str:
@@ -684,51 +783,13 @@ def command_line(prov: dict, track: Track | None = None) -> str:
     from lanes (the context, the source of an inpaint) has no file: the command names a
     file to export it to (File › Export selected stem)."""
     par = prov.get("parameters") or {}
-    inputs = prov.get("inputs") or {}
-    model = (prov.get("model") or {}).get("path")
-
-    def file_of(name: str, fallback: str) -> str:
-        label = (inputs.get(name) or {}).get("label")
-        return label if label and label.lower().endswith((".wav", ".flac", ".aif", ".aiff",
-                                                          ".ogg", ".mp3")) else fallback
-
-    args = ["riffwright", "generate"]
     mode = par.get("mode")
-    if "context" in inputs:
-        args += ["--context", file_of("context", "context.wav")]
-    if mode == "variation":
-        args += ["--variation-of", file_of("variation_of", "source.wav")]
-    elif mode in ("inpaint", "regenerate"):
-        a, b = par.get("inpaint") or (0, 0)
-        args += ["--regenerate" if mode == "regenerate" else "--inpaint",
-                 f"{round(a, 3):g}:{round(b, 3):g}", "--source", file_of("source", "source.wav")]
-    elif mode == "continue":
-        args += ["--continue", file_of("continue_from", "clip.wav")]
-    if par.get("prompt"):
-        args += ["--prompt", par["prompt"]]
-    if "reference" in inputs:
-        args += ["--reference", file_of("reference", "reference.wav")]
-        if par.get("mix") is not None:
-            args += ["--mix", _fmt_num(par["mix"])]
-    if par.get("duration") and mode in ("single", "continue", None):
-        args += ["--duration", _fmt_num(par["duration"])]
-    if par.get("loop"):
-        args += ["--loop", f"{par['loop'][0]}:{_fmt_num(par['loop'][1])}"]
-    if mode in ("variation", "regenerate") and par.get("strength") is not None:
-        args += ["--strength", _fmt_num(par["strength"])]
-    for key in ("cfg_context", "cfg_clap"):
-        if par.get(key) is not None:
-            args += [f"--{key.replace('_', '-')}", _fmt_num(par[key])]
-    if par.get("steps"):
-        args += ["--steps", str(par["steps"])]
-    if par.get("prompt") and par.get("text_prior") is False:
-        args += ["--no-text-prior"]
-    args += ["--stereo-width", _fmt_num(par.get("stereo_width") or 0)]
-    args += ["--seed", str(prov.get("seed", 0))]
+    args = ["riffwright", "generate", *_input_args(par, prov.get("inputs") or {}, mode),
+            *_param_args(par, mode), PARAMS["seed"].flag, str(prov.get("seed", 0))]
+    model = (prov.get("model") or {}).get("path")
     if model:
         args += ["--model", model]
-    args += ["--out", "takes/"]
-    return shlex.join(str(a) for a in args)
+    return shlex.join(str(a) for a in args + ["--out", "takes/"])
 
 
 def import_files(paths: list[str | Path], sample_rate: int) -> tuple[list, list[str]]:

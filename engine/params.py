@@ -36,6 +36,11 @@ class Param:
         return self.bundle_key or self.name
 
     @property
+    def flag(self) -> str:
+        """The option of `riffwright generate` that sets this parameter."""
+        return "--" + self.name.replace("_", "-")
+
+    @property
     def range_text(self) -> str:
         if self.choices:
             return ", ".join(self.choices)
