@@ -60,9 +60,12 @@ def _wait(app, ms: float) -> None:
     loop.exec()
 
 
-def run_gui_bench(bundle_path: str | None = None, minutes: float = 10.0, lanes: int = 4,
-                  steps: int = 8, seconds: float = 10.0) -> dict:
-    """Measure the GUI under a running generation; returns numbers in ms and seconds."""
+# the views a musician browses while the bench runs: (start, end) in seconds
+_VIEWS = ((0.0, None), (55, 75), (120, 130), (0, 30), (300, 360), (59.5, 61))
+
+
+def _open_window(bundle_path: str | None):
+    """The real window, offscreen when there is no display; (app, window, seconds)."""
     if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6.QtCore import QSettings
@@ -81,19 +84,26 @@ def run_gui_bench(bundle_path: str | None = None, minutes: float = 10.0, lanes: 
     win.resize(1500, 900)
     win.show()
     app.processEvents()
-    startup_s = time.perf_counter() - t0
+    return app, win, time.perf_counter() - t0
 
-    sr = win.session.sample_rate
+
+def _bench_lanes(sr: int, minutes: float, lanes: int) -> list[tuple[str, np.ndarray]]:
+    """`lanes` stereo lanes of `minutes`: slowly swelling tones with a little noise."""
     n = int(minutes * 60 * sr)
     rng = np.random.default_rng(0)
-    items = []
     tt = np.arange(n, dtype=np.float32) / sr
+    items = []
     for i in range(lanes):
         env = (0.3 + 0.2 * np.sin(2 * np.pi * (0.05 + 0.03 * i) * tt)).astype(np.float32)
         ch = (env * np.sin(2 * np.pi * (80 + 60 * i) * tt)).astype(np.float32)
         noise = rng.standard_normal(n).astype(np.float32) * 0.02
         items.append((f"lane {i + 1}", np.stack([ch + noise, ch - noise])))
-    del tt
+    return items
+
+
+def _import_lanes(app, win, minutes: float, lanes: int) -> float:
+    """Add the bench lanes (one undo step) and wait for the playback mix; seconds taken."""
+    items = _bench_lanes(win.session.sample_rate, minutes, lanes)
     t1 = time.perf_counter()
     win.ctl.add_audio_tracks(items)
     del items
@@ -102,83 +112,114 @@ def run_gui_bench(bundle_path: str | None = None, minutes: float = 10.0, lanes: 
     while win.transport.mixing():  # the playback mix of the new lanes renders in background
         _wait(app, 20)
     _wait(app, 100)
+    return import_s
 
-    deadline = time.perf_counter() + 300
+
+def _model_loaded(app, win, timeout_s: float = 300.0) -> bool:
+    deadline = time.perf_counter() + timeout_s
     while win.bridge.generator is None and time.perf_counter() < deadline:
-        if not win.bridge.loading and win.bridge.generator is None:
+        if not win.bridge.loading:
             break
         _wait(app, 50)
-    if win.bridge.generator is None:
-        win.close()
-        return {"error": win.last_message or "the model did not load"}
+    return win.bridge.generator is not None
 
-    def redraw() -> tuple[float, float]:
-        a = win.lanes.redraw_all()
+
+class _Browser:
+    """Zooms, scrolls and redraws the lanes like a musician browsing the session, timing
+    each waveform recompute (`redraws`) and repaint (`paints`) in ms."""
+
+    def __init__(self, app, win, minutes: float):
+        self.app, self.win = app, win
+        self.views = [(a, minutes * 60 if b is None else b) for a, b in _VIEWS]
+        self.redraws: list[float] = []
+        self.paints: list[float] = []
+
+    def redraw(self) -> tuple[float, float]:
+        a = self.win.lanes.redraw_all()
         t = time.perf_counter()
-        win.lanes.repaint()
+        self.win.lanes.repaint()
         return a * 1000, (time.perf_counter() - t) * 1000
 
-    views = [(0, minutes * 60), (55, 75), (120, 130), (0, 30), (300, 360), (59.5, 61)]
-
-    def exercise(seconds_: float, until=None) -> tuple[list[float], list[float]]:
-        """Zoom/scroll and redraw every 60 ms, like a musician browsing the session."""
-        rs, ps = [], []
+    def browse(self, seconds: float, until=None) -> None:
+        """A new view every 60 ms for `seconds`, or until `until()` says stop."""
         k = 0
-        t_end = time.perf_counter() + seconds_
+        t_end = time.perf_counter() + seconds
         while time.perf_counter() < t_end and not (until and until()):
-            x0, x1 = views[k % len(views)]
-            win.lanes.set_visible_range(x0, x1)
-            r, p = redraw()
-            rs.append(r)
-            ps.append(p)
+            self.win.lanes.set_visible_range(*self.views[k % len(self.views)])
+            r, p = self.redraw()
+            self.redraws.append(r)
+            self.paints.append(p)
             k += 1
-            _wait(app, 60)
-        return rs, ps
+            _wait(self.app, 60)
 
-    # the same browsing with no generation: the machine's own baseline
+
+def _p99(values: list[float]) -> float | None:
+    v = sorted(values)
+    return v[int(0.99 * (len(v) - 1))] if v else None
+
+
+def _idle_baseline(app, win, minutes: float) -> dict:
+    """The same browsing with no generation: the machine's own baseline."""
     win.lanes.fit()
-    idle = [redraw() for _ in range(3)]
-    mon0 = StallMonitor()
-    mon0.start()
-    exercise(3.0)
-    idle_max_stall = mon0.stop()
-    idle_p99 = sorted(mon0.stalls)[int(0.99 * (len(mon0.stalls) - 1))] if mon0.stalls else 0
+    browser = _Browser(app, win, minutes)
+    idle = [browser.redraw() for _ in range(3)]
+    mon = StallMonitor()
+    mon.start()
+    browser.browse(3.0)
+    max_stall = mon.stop()
+    return {"idle_redraw_ms": round(statistics.median(a for a, _ in idle), 2),
+            "no_generation_max_stall_ms": round(max_stall, 1),
+            "no_generation_p99_stall_ms": round(_p99(mon.stalls) or 0, 1)}
 
+
+def _browse_while_generating(app, win, minutes: float, steps: int, seconds: float) -> dict:
+    """Generate `seconds` over a loop region while browsing; stalls, redraws and times."""
     win.ctl.set_loop((60.0, 60.0 + seconds))
     win.ctl.set_recipe_defaults({"prompt": "bench: a bass line", "steps": steps, "takes": 1,
                                  "seed_locked": True})
     done: list[str] = []
     win.sig_generation_done.connect(done.append)
+    browser = _Browser(app, win, minutes)
     mon = StallMonitor()
     mon.start()
     g0 = time.perf_counter()
     win.run_action("generate")
-    redraws, paints = exercise(600.0, until=lambda: bool(done))
+    browser.browse(600.0, until=lambda: bool(done))
     gen_s = time.perf_counter() - g0
     max_stall = mon.stop()
-    stalls = sorted(mon.stalls)
-    result = {
-        "session_minutes": minutes,
-        "lanes": lanes,
-        "startup_window_s": round(startup_s, 3),
-        "import_s": round(import_s, 3),
+    p99 = _p99(mon.stalls)
+    return {
         "generation": done[0] if done else "timeout",
         "generation_s": round(gen_s, 2),
         "device": win.panel.device.text(),
         "max_stall_ms": round(max_stall, 1),
-        "p99_stall_ms": round(stalls[int(0.99 * (len(stalls) - 1))], 1) if stalls else None,
-        "redraws": len(redraws),
-        "redraw_ms_median": round(statistics.median(redraws), 2) if redraws else None,
-        "redraw_ms_max": round(max(redraws), 2) if redraws else None,
-        "paint_ms_median": round(statistics.median(paints), 2) if paints else None,
-        "paint_ms_max": round(max(paints), 2) if paints else None,
-        "idle_redraw_ms": round(statistics.median(a for a, _ in idle), 2),
-        "no_generation_max_stall_ms": round(idle_max_stall, 1),
-        "no_generation_p99_stall_ms": round(idle_p99, 1),
+        "p99_stall_ms": round(p99, 1) if p99 is not None else None,
+        "redraws": len(browser.redraws),
+        **_spread("redraw_ms", browser.redraws),
+        **_spread("paint_ms", browser.paints),
     }
-    win.session.dirty = False
-    win.close()
-    return result
+
+
+def _spread(name: str, values: list[float]) -> dict:
+    """`name`_median and `name`_max in ms (None when nothing was measured)."""
+    return {f"{name}_median": round(statistics.median(values), 2) if values else None,
+            f"{name}_max": round(max(values), 2) if values else None}
+
+
+def run_gui_bench(bundle_path: str | None = None, minutes: float = 10.0, lanes: int = 4,
+                  steps: int = 8, seconds: float = 10.0) -> dict:
+    """Measure the GUI under a running generation; returns numbers in ms and seconds."""
+    app, win, startup_s = _open_window(bundle_path)
+    import_s = _import_lanes(app, win, minutes, lanes)
+    if not _model_loaded(app, win):
+        win.close()
+        return {"error": win.last_message or "the model did not load"}
+    idle = _idle_baseline(app, win, minutes)
+    busy = _browse_while_generating(app, win, minutes, steps, seconds)
+    win.close()  # no question asked: the bench's window shows no modal messages
+    return {"session_minutes": minutes, "lanes": lanes,
+            "startup_window_s": round(startup_s, 3), "import_s": round(import_s, 3),
+            **busy, **idle}
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -279,3 +279,17 @@ def test_launcher_opens_the_app_for_an_audio_file(monkeypatch, tmp_path):
     monkeypatch.setattr(engine.cli, "main", lambda argv: seen.setdefault("cli", argv) and 0)
     launcher.main(["models", "list"])
     assert seen["cli"] == ["models", "list"]
+
+
+def test_the_gui_bench_runs_its_steps_and_reports(qtbot, tiny_bundle):
+    """`riffwright bench --gui` in miniature: the window, lanes, a baseline and a generation
+    while browsing, with every number reported."""
+    from app.bench import run_gui_bench
+
+    r = run_gui_bench(str(tiny_bundle), minutes=1.1, lanes=2, steps=2, seconds=1.0)
+    assert r["generation"] == "finished", r
+    assert r["lanes"] == 2 and r["redraws"] >= 1 and r["redraw_ms_median"] is not None
+    for key in ("startup_window_s", "import_s", "generation_s", "max_stall_ms",
+                "paint_ms_max", "idle_redraw_ms"):
+        assert isinstance(r[key], float) and r[key] >= 0, key
+    assert isinstance(r["no_generation_p99_stall_ms"], float)  # a timer may fire early: < 0
