@@ -322,3 +322,50 @@ def test_tap_tempo():
     assert tap.tap(0.0) is None and tap.tap(0.5) is None
     assert tap.tap(1.0) == pytest.approx(120.0)
     assert tap.tap(5.0) is None  # a pause starts over
+
+
+# ---------------------------------------------------------------- enable rules, action jobs
+def test_action_states_follow_the_selection_and_the_engine():
+    from app.actions import action_states
+
+    sel_actions = {Action.INPAINT, Action.VARY, Action.CONTINUE, Action.REGENERATE,
+                   Action.USE_CONTEXT, Action.USE_REFERENCE, Action.EXPORT_SELECTED}
+    idle = action_states(False, None)
+    assert idle[Action.GENERATE] and idle[Action.ARRANGE]
+    assert not any(idle[a] for a in sel_actions)
+    take = track_from_audio("bass take1", np.zeros((1, SR), np.float32), role="generated")
+    assert not action_states(False, take)[Action.INPAINT]  # no region drawn yet
+    assert not action_states(False, take)[Action.REGENERATE]  # no recipe to run again
+    from engine.document.session import Region
+
+    take.regions, take.provenance = [Region(0.1, 0.5)], {"seed": 1}
+    assert all(action_states(False, take).values())
+    busy = action_states(True, take)
+    assert [a for a, on in busy.items() if on] == [Action.USE_CONTEXT, Action.USE_REFERENCE,
+                                                   Action.EXPORT_SELECTED]
+    ctx = track_from_audio("song", np.zeros((1, SR), np.float32), role="context")
+    assert not action_states(False, ctx)[Action.USE_CONTEXT]  # only a take joins the context
+
+
+def test_job_for_action_draws_a_seed_and_edits_go_through_the_stack():
+    from engine.errors import RequestError
+
+    s, ctl, *_ = make()
+    ctl.add_audio_tracks([("song", np.zeros((1, SR * 2), np.float32))])
+    seed = s.recipe.seed
+    job = ctl.job_for_action("generate")
+    assert job.recipe is s.recipe and job.request["seed"] == s.recipe.seed != seed
+    assert job.takes == s.recipe.takes == 2
+    with pytest.raises(ActionError, match="already running"):
+        ctl.job_for_action("vary", s.tracks[0].id, busy=True)
+    with pytest.raises(ActionError, match="select a generated take"):
+        ctl.job_for_action("use_context")
+    steps = len(ctl.stack)
+    assert ctl.job_for_action("use_reference", s.tracks[0].id) is None
+    assert s.recipe.reference_track == s.tracks[0].id and len(ctl.stack) == steps + 1
+    # a recipe edit is strict: an unknown setting or a value out of range makes no step
+    with pytest.raises(TypeError):
+        ctl.set_recipe_value("stepz", 3)
+    with pytest.raises(RequestError):
+        ctl.set_recipe_value("steps", 500)
+    assert len(ctl.stack) == steps + 1
