@@ -293,3 +293,31 @@ def test_the_gui_bench_runs_its_steps_and_reports(qtbot, tiny_bundle):
                 "paint_ms_max", "idle_redraw_ms"):
         assert isinstance(r[key], float) and r[key] >= 0, key
     assert isinstance(r["no_generation_p99_stall_ms"], float)  # a timer may fire early: < 0
+
+
+def test_only_the_controller_writes_the_session():
+    """Views never change the model: no assignment to a session's attributes and no
+    `set_attr` call anywhere in app/ but the controller (undo commands) and the session-files
+    workflow (a saved session's title; a recovered session's path before it is bound)."""
+    import ast
+    from pathlib import Path
+
+    allowed = {"controller.py": None, "session_files.py": {"title", "path", "dirty"}}
+    found = []
+    for f in sorted((Path(__file__).parents[1] / "app").glob("*.py")):
+        tree = ast.parse(f.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            targets = node.targets if isinstance(node, ast.Assign) else \
+                [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else []
+            for t in targets:
+                base = t.value if isinstance(t, ast.Subscript) else t
+                if isinstance(base, ast.Attribute) and "session" in ast.unparse(base.value) \
+                        and not ast.unparse(base.value).endswith("ctl"):
+                    found.append((f.name, base.attr))
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                    node.func.attr in ("set_attr", "set_regions", "insert_track") and \
+                    "session" in ast.unparse(node.func.value):
+                found.append((f.name, node.func.attr))
+    bad = [(name, attr) for name, attr in found
+           if name not in allowed or (allowed[name] is not None and attr not in allowed[name])]
+    assert bad == []
