@@ -468,43 +468,50 @@ class SessionController:
         app = p.get("app") or {}
         if not app.get("recipe"):
             raise ActionError(f"{t.name} has no recipe to regenerate from")
-        # provenance is a file's data: read leniently, then the take's own seed, one take
-        recipe = Recipe.from_dict(app["recipe"], where=f"{t.name} provenance")
-        recipe = Recipe.from_dict({**recipe.to_dict(), "seed": p.get("seed", recipe.seed),
-                                   "takes": 1}, where=f"{t.name} provenance")
+        # provenance is a file's data: its recipe is read leniently, for one take
+        recipe = Recipe.from_dict({**app["recipe"], "takes": 1}, where=f"{t.name} provenance")
         action = app.get("action", "generate")
-        spec = app.get("context", {})
-        sr = self.session.sample_rate
         if action in ("generate", "arrange"):
-            tracks = [x for x in self.session.tracks if x.id in set(spec.get("tracks", []))]
-            missing = set(spec.get("tracks", [])) - {x.id for x in tracks}
-            if missing:
-                raise ActionError("a context lane this take was made from has been deleted")
-            start, end = spec.get("start", 0.0), spec.get("end", t.frames / sr)
-            req = self._common(recipe, self.reference_audio(recipe))
-            req["context"] = ContextMix(self.session, tuple(tracks), start, end) if tracks else None
-            req["duration"] = end - start
-            if app.get("prompt_override"):
-                req["prompt"] = app["prompt_override"]
-            return Job("regenerate", req, take_base(t.name), t.offset, None, spec, recipe,
-                       record_action=action, join_group=t.take_group, takes=recipe.takes)
+            job = self._regenerate_over_context(t, app, recipe)
+        else:
+            job = self._regenerate_from_source(t, app, recipe, action)
+        if "seed" in p:  # the take's own seed, exactly (take k of a batch drew seed + k,
+            job.request["seed"] = int(p["seed"])  # which may lie past the panel's range)
+        job.action, job.record_action = "regenerate", action
+        job.name, job.join_group = take_base(t.name), t.take_group
+        return job
+
+    def _regenerate_over_context(self, t: Track, app: dict, recipe: Recipe) -> Job:
+        """Generate or Arrange again over the lanes the take heard (all still there)."""
+        spec = app.get("context", {})
+        wanted = set(spec.get("tracks", []))
+        tracks = [x for x in self.session.tracks if x.id in wanted]
+        if wanted - {x.id for x in tracks}:
+            raise ActionError("a context lane this take was made from has been deleted")
+        start, end = spec.get("start", 0.0), spec.get("end", t.frames / self.session.sample_rate)
+        req = self._common(recipe, self.reference_audio(recipe))
+        req["context"] = ContextMix(self.session, tuple(tracks), start, end) if tracks else None
+        req["duration"] = end - start
+        if app.get("prompt_override"):
+            req["prompt"] = app["prompt_override"]
+        return Job("regenerate", req, take_base(t.name), t.offset, None, spec, recipe,
+                   takes=recipe.takes)
+
+    def _regenerate_from_source(self, t: Track, app: dict, recipe: Recipe, action: str) -> Job:
+        """Inpaint, Vary or Continue again from the lane the take was made from."""
         src = app.get("source_track")
         if not src:
             raise ActionError(f"{t.name} cannot be regenerated")
-        try:
-            self.session.track(src)
-        except KeyError:
-            raise ActionError("the lane this take was made from has been deleted") from None
+        source = self.find_track(src)
+        if source is None:
+            raise ActionError("the lane this take was made from has been deleted")
         job = self.build_job(action, recipe, src, None)
+        spec = app.get("context", {})
         if action == "inpaint" and spec.get("region"):
             a, b = spec["region"]
-            off = self.session.track(src).offset / sr
+            off = source.offset / self.session.sample_rate
             job.request["inpaint"] = (a - off, b - off)
             job.context_spec = spec
-        job.record_action = action
-        job.action = "regenerate"
-        job.name = take_base(t.name)
-        job.join_group = t.take_group
         return job
 
     def land_results(self, job: Job, stems: list, recipe: Recipe) -> list[Track]:

@@ -369,3 +369,23 @@ def test_job_for_action_draws_a_seed_and_edits_go_through_the_stack():
     with pytest.raises(RequestError):
         ctl.set_recipe_value("steps", 500)
     assert len(ctl.stack) == steps + 1
+
+
+def test_regenerate_rebuilds_a_take_with_its_own_seed_from_its_recorded_recipe():
+    s, ctl, *_ = make()
+    ctl.add_audio_tracks([("song", np.zeros((1, SR * 2), np.float32))])
+    job = ctl.build_job("generate", s.recipe.replace(seed=2**31 - 1))
+    stems = [StemResult(np.full((1, SR), 0.1, np.float32), SR, 2**31 - 1 + i, i,
+                        {"seed": 2**31 - 1 + i}) for i in range(2)]
+    _, second = ctl.land_results(job, stems, job.recipe)
+    # take 2 drew seed + 1, past the panel's range: regenerate uses it as it is
+    again = ctl.regenerate_job(second.id)
+    assert again.request["seed"] == 2**31 and again.takes == 1 and again.request["takes"] == 1
+    assert again.request["prompt"] == "bass" and again.record_action == "generate"
+    assert again.join_group == second.take_group and again.name == "bass"
+    # the recorded recipe is a file's data: an odd value is clamped, not a crash
+    second.provenance["app"]["recipe"]["steps"] = 9000
+    assert ctl.regenerate_job(second.id).request["steps"] == 200
+    ctl.delete_track(s.tracks[0].id)  # the context it heard
+    with pytest.raises(ActionError, match="context lane .* deleted"):
+        ctl.regenerate_job(second.id)
