@@ -172,6 +172,8 @@ def test_reserved_sources_are_refused_in_every_kind(tmp_path, monkeypatch):
             open_sources(specs)
     with pytest.raises(RiffwrightError, match="reserved for evaluation"):
         source_specs(folders=[folder])
+    with pytest.raises(RiffwrightError, match="reserved for evaluation"):
+        source_specs(soundfonts=[folder / "TimGM6mb.sf2"])
 
 
 def test_source_specs_scan_folders_and_add_a_soundfont(tmp_path, monkeypatch):

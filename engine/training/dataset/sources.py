@@ -390,6 +390,7 @@ def source_specs(soundfonts=(), drumkits=(), folders=()) -> list[tuple[str, str]
         specs.extend(scan_folder(Path(f)))
     seen = {}
     for kind, p in specs:
+        check_training_source(p)
         seen.setdefault(str(Path(p).resolve()), (kind, str(Path(p).resolve())))
     out = sorted(seen.values(), key=lambda s: (s[0], s[1]))
     if not any(kind == "soundfont" for kind, _ in out):
