@@ -49,7 +49,7 @@ def test_scores_render_valid_stems(scores_ds):
         assert song["split"] in ("train", "valid", "test")
         assert song["split"] == split_for(song["piece"])
         assert song["seconds"] == SECONDS and song["tempo"] > 0 and song["key"]
-        assert 2 <= len(song["stems"]) <= 6
+        assert 2 <= len(song["stems"]) <= 7
         sources.add("corpus" if song["piece"].startswith("music21:") else "groove")
         for st in song["stems"]:
             assert st["path"].startswith(f"songs/{song['id']}/")

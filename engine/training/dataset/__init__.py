@@ -14,9 +14,10 @@ from __future__ import annotations
 DESCRIPTION = (
     "Build a stem dataset. --source scores renders pieces from the music21 corpus (Bach "
     "chorales, Palestrina, Monteverdi, string quartets) and procedurally composed grooves "
-    "(drums, bass, keys, guitar, pads, leads in 17 styles) with FluidSynth and the General "
-    "MIDI SoundFont, one stem per voice, captioned by instrument, family, register, style and "
-    "tempo. --source DIR imports a folder of multitrack songs (MUSDB18-HQ, MoisesDB, "
+    "(drums, bass, keys, guitar, pads, leads in 20 styles) with FluidSynth and a General "
+    "MIDI SoundFont (or several: --soundfont, plus Hydrogen drumkits: --drumkit, --timbres; "
+    "--mix-fx adds a random channel strip per stem), one stem per voice, captioned by "
+    "instrument, family, register, style and tempo. --source DIR imports a folder of multitrack songs (MUSDB18-HQ, MoisesDB, "
     "Slakh2100, or one folder per song with one audio file per stem). Stems are 48 kHz mono; "
     "songs get a fixed train/valid/test split from a hash of the piece; an interrupted build "
     "resumes where it stopped."

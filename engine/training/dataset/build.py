@@ -22,6 +22,7 @@ from engine.fsutil import atomic_write_json
 
 from .gm import family_of, instrument_name, register_of
 from .grooves import GrooveComposer
+from .mixfx import apply_chain, draw_chain, require_pedalboard
 from .multitrack import find_songs, import_song
 from .render import (
     SAMPLE_RATE,
@@ -29,16 +30,15 @@ from .render import (
     check_training_source,
     fade_edges,
     find_fluidsynth,
-    find_soundfont,
     is_silent,
-    render_notes,
     write_wav,
 )
 from .scores import compose_from_corpus
 from .songs import FAMILIES, commit_song_dir, make_caption, slug, split_for, staging_dir
+from .sources import open_sources, pick_source, source_specs
 
 MANIFEST_VERSION = 1
-GENERATOR_VERSION = 1  # bump when the score renderer changes what a seed produces
+GENERATOR_VERSION = 2  # bump when the score renderer changes what a seed produces
 
 Progress = Callable[[int, int, str], None]
 
@@ -52,11 +52,17 @@ def score_song_id(index: int) -> str:
 CORPUS_FRACTION = 0.35
 
 
-def render_score_song(out_dir: Path, seed: int, index: int, seconds: float) -> str:
+def render_score_song(out_dir: Path, seed: int, index: int, seconds: float,
+                      sources: list | None = None, mix_fx: bool = False) -> str:
     """Compose/arrange song `index` of the scores source, render it, write it. Returns
-    'done', 'exists' or 'skipped: why'."""
+    'done', 'exists' or 'skipped: why'.
+
+    `sources` are ("soundfont" | "drumkit", path) specs (default: the default SoundFont);
+    each stem draws one that can play it. The draws and the mix-fx strips come from their
+    own random streams, so the composition of a seed does not depend on them."""
 
     out_dir = Path(out_dir)
+    timbres = open_sources(sources or source_specs())
     song_id = score_song_id(index)
     final = out_dir / "songs" / song_id
     if final.exists():
@@ -73,15 +79,22 @@ def render_score_song(out_dir: Path, seed: int, index: int, seconds: float) -> s
                 continue
         else:
             song = GrooveComposer(rng, seconds).compose(piece=f"groove:{seed}:{index}")
+        src_rng = np.random.default_rng([GENERATOR_VERSION, seed, index, attempt, 1])
+        fx_rng = np.random.default_rng([GENERATOR_VERSION, seed, index, attempt, 2])
         rendered = []
         for part in song.parts:
             if not part.notes:
                 continue
-            audio = render_notes(part.notes, part.program, n, drum=part.drum,
-                                 reverb=part.reverb)
+            src = pick_source(timbres, part.notes, part.drum, src_rng)
+            audio = src.render(part.notes, part.program, n, drum=part.drum,
+                               reverb=part.reverb, seed=int(src_rng.integers(2**31)))
             if is_silent(audio):
                 continue
-            rendered.append((part, audio))
+            low = not part.drum and register_of([x.pitch for x in part.notes]) == "low"
+            chain = draw_chain(fx_rng, part.role, part.drum, low) if mix_fx else None
+            if chain is not None:
+                audio = apply_chain(audio, chain)
+            rendered.append((part, audio, src, chain))
         if len(rendered) >= 2:
             break
         last = f"only {len(rendered)} audible stem(s)"
@@ -89,13 +102,15 @@ def render_score_song(out_dir: Path, seed: int, index: int, seconds: float) -> s
         _write_skip(out_dir, song_id, last)
         return f"skipped: {last}"
 
-    audios = balance_stems([a for _, a in rendered], [p.level_db for p, _ in rendered],
-                           mix_peak=0.95)
+    levels = [p.level_db + (chain["gain_db"] if chain else 0.0)
+              for p, _, _, chain in rendered]
+    audios = balance_stems([a for _, a, _, _ in rendered], levels, mix_peak=0.95)
     staging = staging_dir(out_dir, song_id)
     stems = []
     used = set()
-    for (part, _), audio in zip(rendered, audios, strict=True):
-        name = instrument_name(part.program, part.drum)
+    for (part, _, src, chain), audio in zip(rendered, audios, strict=True):
+        # a Hydrogen kit is not the GM kit the program names (808, brush...)
+        name = "drum kit" if src.kind == "drumkit" else instrument_name(part.program, part.drum)
         fam = family_of(part.program, part.drum)
         reg = "full" if part.drum else register_of([x.pitch for x in part.notes])
         stem = f"{len(stems):02d}-{slug(name)}"
@@ -109,7 +124,10 @@ def render_score_song(out_dir: Path, seed: int, index: int, seconds: float) -> s
             "drum": bool(part.drum),
             "caption": make_caption(name, fam, None if part.drum else reg, song.style,
                                     song.tempo),
+            "timbre": src.label(),
         })
+        if chain is not None:
+            stems[-1]["mix_fx"] = chain
     entry = {
         "id": song_id, "split": split_for(song.piece), "tempo": song.tempo, "key": song.key,
         "meter": song.meter, "style": song.style, "seconds": float(seconds),
@@ -196,8 +214,9 @@ def _run_task(args):
     kind, payload = args
     try:
         if kind == "score":
-            out_dir, seed, index, seconds = payload
-            return index, render_score_song(Path(out_dir), seed, index, seconds)
+            out_dir, seed, index, seconds, sources, mix_fx = payload
+            return index, render_score_song(Path(out_dir), seed, index, seconds, sources,
+                                            mix_fx)
 
         out_dir, song_dir, seconds, layout, max_segments, name = payload
         return name, import_song(Path(out_dir), Path(song_dir), seconds, layout,
@@ -222,6 +241,8 @@ def build_dataset(
     max_segments: int | None = None,
     manifest_every: int = 5,
     progress: Progress | None = None,
+    sources: list[tuple[str, str]] | None = None,
+    mix_fx: bool = False,
 ) -> Path:
     """Build (or resume) a dataset in `out_dir` and return the manifest path.
 
@@ -230,6 +251,10 @@ def build_dataset(
     folder per song with one audio file per stem; also accepted as `from_dir`), cut into
     segments of `seconds` (at most `max_segments` per song; `songs` limits how many songs).
     Deterministic for a seed; songs already in `out_dir` are skipped.
+
+    Scores only: `sources` are timbre sources as ("soundfont" | "drumkit", path) pairs
+    (`sources.source_specs` makes them from paths; default: the FluidR3 GM SoundFont), one
+    drawn per stem; `mix_fx` runs every stem through a random channel strip (`mixfx`).
     """
     out = Path(out_dir)
     if seconds < 4:
@@ -241,7 +266,10 @@ def build_dataset(
     if src == "scores":
 
         find_fluidsynth()
-        find_soundfont()
+        specs = [tuple(x) for x in sources] if sources else source_specs()
+        timbres = open_sources(specs)  # refuses evaluation sources and broken kits up front
+        if mix_fx:
+            require_pedalboard()
         try:
             import music21  # noqa: F401
         except ImportError:
@@ -250,12 +278,15 @@ def build_dataset(
             ) from None
         n_songs = 320 if songs is None else int(songs)
         info = {"source": "scores", "seed": int(seed), "seconds": float(seconds),
-                "generator": GENERATOR_VERSION}
-        tasks = [("score", (str(out), int(seed), i, float(seconds))) for i in range(n_songs)
-                 if not (out / "songs" / score_song_id(i)).exists()]
+                "generator": GENERATOR_VERSION,
+                "timbres": [f"{t.kind}:{t.name}" for t in timbres],
+                "timbre_sources": [t.describe() for t in timbres], "mix_fx": bool(mix_fx)}
+        tasks = [("score", (str(out), int(seed), i, float(seconds), specs, bool(mix_fx)))
+                 for i in range(n_songs) if not (out / "songs" / score_song_id(i)).exists()]
         total = n_songs
     else:
-
+        if sources or mix_fx:
+            raise RiffwrightError("timbre sources and --mix-fx apply to --source scores only")
         root = Path(src)
         if not root.is_dir():
             raise RiffwrightError(f"dataset source {src!r} is neither 'scores' nor a folder")
@@ -315,7 +346,7 @@ def _check_build_info(out: Path, info: dict) -> None:
         old = json.loads(mpath.read_text()).get("build", {})
     except (OSError, json.JSONDecodeError):
         return
-    for k in ("source", "seed", "seconds", "generator"):
+    for k in ("source", "seed", "seconds", "generator", "timbres", "mix_fx"):
         if k in old and k in info and old[k] != info[k]:
             raise RiffwrightError(
                 f"{out} holds a dataset built with {k}={old[k]!r}, not {info[k]!r}: "

@@ -143,10 +143,22 @@ DRUM_PATTERNS: dict[str, list[dict[int, str]]] = {
         {KICK: "x...........", SNARE: "......X.....", CHAT: "x.x.x.x.x.x."},
         {KICK: "x.....x.....", STICK: "......x.....", RIDE: "x.x.x.x.x.x."},
     ],
+    "five4": [  # 5/4 as 3 + 2 beats, 20 steps
+        {KICK: "x.....x.....x.......", SNARE: "........X.......X...", CHAT: "x.x.x.x.x.x.x.x.x.x."},
+        {RIDE: "x...x.x.x...x.x.x...", PHAT: "....x.......x.......", KICK: "x.......o...x......."},
+        {KICK: "x...........x.....o.", SNARE: "....o...X.......X...", RIDE: "x...x.x.x.x.x...x.x."},
+    ],
+    "seven8": [  # 7/8 as 2 + 2 + 3 eighths, 14 steps
+        {KICK: "x.......x.....", SNARE: "....X.....X...", CHAT: "x.x.x.x.x.x.x."},
+        {KICK: "x.x.....x.x...", SNARE: "....X.......X.", CHAT: "x.x.x.x.x.x.x."},
+        {KICK: "x.....x.x.....", SNARE: "....X.....X...", RIDE: "x.x.x.x.x.x.x."},
+    ],
 }
 
 # ----------------------------------------------------------------------------- pitched
-# Pattern strings for 4/4 (16 steps); 3/4 and 6/8 ones have 12.
+# Pattern strings for 4/4 (16 steps); 3/4 and 6/8 ones have 12, 5/4 ones 20, 7/8 ones 14.
+# A part uses the patterns of its name whose length is the bar's. "walking" is not a pattern:
+# `GrooveComposer._walking` composes the line beat by beat.
 
 BASS_PATTERNS = {
     "whole": ["R---------------", "R-------F-------", "R-------R-----A-"],
@@ -157,12 +169,14 @@ BASS_PATTERNS = {
     "house": [".R.R.R.R.R.R.R.R", "..R...R...R...R.", "R..R..R.R..R..O."],
     "hiphop": ["R-----R---R-----", "R------R--R---A-"],
     "reggae": ["..R.R.F...R.O...", "....R-F-R...O-F-", "..R---R-F---R---"],
-    "walking": ["R---3---F---A---", "R---F---O---A---", "R---3---5---A---"],
+    "arp": ["R.3.F.O.F.3.R.3.", "R-3-F-O-R-3-F-O-", "R..3..F.O..F..3.", "R-F-3-F-R-F-3-F-"],
     "bossa": ["R-----F-R-----F-", "R-----F-R-----A-"],
     "country": ["R-------F-------", "R---R---F---A---"],
     "metal": ["RRRRRRRRRRRRRRRR", "R.R.R.R.RRRRR.R."],
     "waltz": ["R-----------", "R---F---F---", "R-------F---"],
     "six8": ["R-----F-----", "R---F-R---F-", "R-----R---A-"],
+    "five4": ["R.....R.....F...O...", "R-------R---F---A---", "R-----F-----R---F---"],
+    "seven8": ["R.R.R.R.R.R.R.", "R---R---F-F-A-", "R.R.R.R.F.F.R.", "R-----R-F-F-R-"],
 }
 
 COMP_PATTERNS = {
@@ -175,13 +189,16 @@ COMP_PATTERNS = {
     "offbeat": ["..C-..C-..C-..C-", ".C.C.C.C.C.C.C.C"],
     "bossa": ["C..C..C...C..C..", "C-.C-.C-..C-.C-."],
     "strum": ["D---D-U---U-D-U-", "D-D-D-U-D-D-D-U-", "D---D---D-U-D-U-"],
-    "power8": ["D.D.D.D.D.D.D.D.", "D-D-D-D-D-D-D-D-", "D---D---D-D-D---"],
+    "power8": ["D.D.D.D.D.D.D.D.", "D-D-D-D-D-D-D-D-", "D---D---D-D-D---",
+               "D.D.D.D.D.D.D.", "D---D---D-D-D-"],
     "scratch": ["DUDUDUDUDUDUDUDU", "D.DUD.DUD.DUD.DU"],
-    "arp8": ["a.a.a.a.a.a.a.a.", "a-a-a-a-a-a-a-a-"],
+    "arp8": ["a.a.a.a.a.a.a.a.", "a-a-a-a-a-a-a-a-", "a.a.a.a.a.a.a.", "a.a.a.a.a.a.a.a.a.a."],
     "arp16": ["aaaaaaaaaaaaaaaa", "a.aaa.aaa.aaa.aa"],
     "waltz": ["....C---C---", "C---C---C---", "C-----------"],
     "six8": ["C-----C-----", "a.a.a.a.a.a.", "D---D-D---D-"],
     "waltzarp": ["a-a-a-a-a-a-"],
+    "five4": ["C-----C-----C---C---", "..C...C...C.....C...", "C---C---C---C---C---"],
+    "seven8": ["C---C---C-----", "C-.-C-.-C-.C-.", "C.C.C.C.C.C.C."],
 }
 
 # role -> (level dB, reverb)
@@ -202,7 +219,7 @@ STYLES: dict[str, dict] = {
                      ("lead", [29, 30, 81, 80], "melody", 0.5),
                      ("pad", [48, 89], ["whole"], 0.3)]),
     "pop": dict(tempo=(88, 126), meter="4/4", prog=["pop_major", "pop_minor"], drums="pop",
-                kits=[0, 8, 24], bass=([33, 34, 38], ["pop", "whole", "rock"]), roles=[
+                kits=[0, 8, 24], bass=([33, 34, 38], ["pop", "whole", "rock", "arp"]), roles=[
                     ("keys", [0, 1, 4, 5], ["pop", "quarters", "arp8"], 0.8),
                     ("guitar", [25, 24, 27], ["strum", "arp8"], 0.6),
                     ("pad", [89, 88, 48, 50, 91], ["whole"], 0.5),
@@ -252,19 +269,19 @@ STYLES: dict[str, dict] = {
                            ("keys", [4, 0], ["bossa", "whole"], 0.5),
                            ("lead", [73, 65, 53, 66], "melody", 0.7),
                            ("strings", [48, 49], ["whole"], 0.3)]),
-    "metal": dict(tempo=(120, 176), meter="4/4", prog=["pop_minor", "modal_minor"],
+    "metal": dict(tempo=(120, 180), meter="4/4", prog=["pop_minor", "modal_minor"],
                   drums="metal", kits=[16, 0], bass=([34], ["metal", "rock"]), roles=[
                       ("guitar", [30, 29], ["power8"], 1.0),
                       ("lead", [30, 29, 81], "melody", 0.5),
                       ("keys", [18, 48], ["whole"], 0.3)]),
     "country": dict(tempo=(96, 140), meter="4/4", prog=["pop_major"], drums="country",
-                    kits=[0, 40, 8], bass=([33, 32], ["country"]), roles=[
+                    kits=[0, 40, 8], bass=([33, 32], ["country", "arp"]), roles=[
                         ("guitar", [25, 105, 24], ["strum", "arp8"], 0.9),
                         ("lead", [110, 40, 22, 27], "melody", 0.6),
                         ("keys", [0, 3, 16], ["quarters", "pop"], 0.5)]),
     "ballad": dict(tempo=(60, 82), meter="4/4", prog=["pop_major", "pop_minor"], bars=2,
                    drums="ballad", kits=[40, 0, 8], drum_p=0.6,
-                   bass=([35, 33, 32], ["whole", "pop"]), roles=[
+                   bass=([35, 33, 32], ["whole", "pop", "arp"]), roles=[
                        ("keys", [0, 4, 1], ["arp8", "whole", "pop"], 0.9),
                        ("strings", [48, 49, 50], ["whole"], 0.6),
                        ("lead", [53, 73, 40, 71, 60, 52], "melody", 0.7),
@@ -297,6 +314,21 @@ STYLES: dict[str, dict] = {
                      ("lead", [53, 52, 66, 65], "melody", 0.7),
                      ("guitar", [27, 26], ["skank", "quarters"], 0.5),
                      ("pad", [52, 53, 19], ["whole"], 0.4)]),
+    "5/4 jazz": dict(tempo=(120, 176), meter="5/4", prog=["jazz_minor", "modal_minor"],
+                     drums="five4", kits=[32, 40, 0], drum_p=1.0, swing=(0.6, 0.66),
+                     bass=([32, 33], ["walking", "five4"]), roles=[
+                         ("keys", [0, 4], ["five4"], 0.8),
+                         ("lead", [65, 66, 56, 73], "melody", 0.8),
+                         ("guitar", [26], ["five4"], 0.4),
+                         ("stabs", [61, 57], ["five4"], 0.2)]),
+    "7/8 rock": dict(tempo=(100, 150), meter="7/8", prog=["pop_minor", "modal_minor"],
+                     drums="seven8", kits=[0, 8, 16], drum_p=1.0,
+                     bass=([34, 33, 38], ["seven8"]), roles=[
+                         ("guitar", [29, 30, 27], ["power8"], 0.9),
+                         ("keys", [4, 18, 0], ["seven8", "whole"], 0.5),
+                         ("lead", [81, 29, 30], "melody", 0.5),
+                         ("pad", [89, 48], ["whole"], 0.3),
+                         ("arp", [81, 80], ["arp8"], 0.3)]),
     "ambient": dict(tempo=(60, 96), meter="4/4", prog=["modal_minor", "pop_major"], bars=2,
                     drums=None, kits=[], bass=([38, 39, 35], ["whole"]), bass_p=0.6, roles=[
                         ("pad", [88, 89, 90, 91, 92, 94, 95], ["whole"], 1.0),
@@ -318,7 +350,7 @@ STYLE_WEIGHTS = {
     "rock": 1.2, "pop": 1.4, "funk": 1.0, "disco": 0.6, "house": 0.9, "hip-hop": 0.9,
     "reggae": 0.5, "jazz swing": 0.9, "bossa nova": 0.6, "metal": 0.6, "country": 0.6,
     "ballad": 0.8, "soul": 0.8, "blues shuffle": 0.7, "waltz": 0.5, "6/8 ballad": 0.4, "ambient": 0.7,
-    "orchestral": 0.8,
+    "orchestral": 0.8, "5/4 jazz": 0.35, "7/8 rock": 0.35,
 }
 
 STYLE_WORD = {  # style -> the caption's style words
@@ -326,8 +358,13 @@ STYLE_WORD = {  # style -> the caption's style words
     "hip-hop": "hip-hop beat", "reggae": "reggae", "jazz swing": "jazz swing",
     "bossa nova": "bossa nova", "metal": "metal", "country": "country", "ballad": "ballad", "soul": "soul",
     "blues shuffle": "blues shuffle", "waltz": "waltz", "6/8 ballad": "6/8 ballad",
-    "ambient": "ambient", "orchestral": "orchestral",
+    "ambient": "ambient", "orchestral": "orchestral", "5/4 jazz": "5/4 jazz",
+    "7/8 rock": "7/8 rock",
 }
+
+
+# Sixteenths per bar. Tempo counts quarter notes, except in 6/8 (dotted quarters).
+STEPS_PER_BAR = {"4/4": 16, "3/4": 12, "6/8": 12, "5/4": 20, "7/8": 14}
 
 
 class _Grid:
@@ -432,7 +469,7 @@ class GrooveComposer:
         st = STYLES[style]
         tempo = float(int(rng.integers(st["tempo"][0], st["tempo"][1] + 1)))
         meter = st["meter"]
-        spb = {"4/4": 16, "3/4": 12, "6/8": 12}[meter]
+        spb = STEPS_PER_BAR[meter]
         if meter == "6/8":
             tempo_q = tempo * 1.5  # tempo counts dotted quarters; the grid counts quarters
         else:
@@ -459,7 +496,7 @@ class GrooveComposer:
                     key=key_name(tonic, mode), meter=meter, source="groove")
         ctx = dict(grid=grid, spb=spb, chords=chords, n_bars=n_bars, scale=scale, style=style)
 
-        want = int(rng.integers(3, 7))
+        want = int(rng.integers(3, 8))  # 3-7 stems: contexts of 2-6 instruments
         parts: list[Part] = []
         if st["drums"] and rng.random() < st.get("drum_p", 0.95):
             parts.append(self._drums(ctx, st))
@@ -545,6 +582,8 @@ class GrooveComposer:
         return Part("drums", kit, self._clip(notes), drum=True)
 
     def _pitched(self, ctx, role: str, program: int, pattern_name: str) -> Part:
+        if role == "bass" and pattern_name == "walking":
+            return self._walking(ctx, program)
         rng, grid, spb, chords = self.rng, ctx["grid"], ctx["spb"], ctx["chords"]
         bank = BASS_PATTERNS if role == "bass" else COMP_PATTERNS
         pats = [p for p in bank.get(pattern_name, []) if len(p) == spb]
@@ -569,6 +608,9 @@ class GrooveComposer:
             root, ivs = chords[b]
             next_root = chords[b + 1][0] if b + 1 < len(chords) else root
             pat = pat_b if (b % 4 == 3) else pat_a
+            # a bass fill: the phrase's last beat becomes a scale run into the next root
+            fill = role == "bass" and b % 4 == 3 and b + 1 < ctx["n_bars"] and rng.random() < 0.5
+            fill_from = spb - 4 if fill else spb
             pcs = [(root + i) % 12 for i in ivs]
             if power:
                 r = 40 + ((root - 40) % 12)
@@ -577,6 +619,9 @@ class GrooveComposer:
                 voicing = _voicing(pcs, center, prev, n_voice, lo, hi)
                 prev = voicing
             for i, ch, length in _events(pat):
+                if i >= fill_from:
+                    continue
+                length = min(length, fill_from - i)
                 t = grid.time(b * spb + i) + _jitter(rng, 0.006)
                 t_end = grid.time(b * spb + i + length) - 0.01
                 dur = max(0.06, (t_end - t) * (legato if length == 1 else 0.98))
@@ -603,7 +648,79 @@ class GrooveComposer:
                 else:
                     for p in voicing:
                         notes.append(Note(t + _jitter(rng, 0.003), t + dur, p, vel - 4))
+            if fill:
+                target = _bass_pitch("R", next_root, (), next_root, max(lo, 28))
+                notes.extend(self._bass_run(ctx, b, target, base_vel, legato))
         return Part(role, int(program), self._clip(notes))
+
+    def _bass_run(self, ctx, bar: int, target: int, base_vel: int, legato: float) -> list[Note]:
+        """A fill in the last beat of `bar`: 3 or 4 scale tones stepping up (or down) to the
+        note next to `target`, the next bar's root, as a bassist leads into a new phrase."""
+        rng, grid, spb, scale = self.rng, ctx["grid"], ctx["spb"], ctx["scale"]
+        n = 4 if rng.random() < 0.6 else 3
+        steps = [spb - 4, spb - 3, spb - 2, spb - 1] if n == 4 else [spb - 4, spb - 2, spb - 1]
+        up = rng.random() < 0.6  # from below, usually
+        run, p = [], target
+        while len(run) < n:
+            p += -1 if up else 1
+            if p % 12 in scale:
+                run.append(p)
+        run.reverse()  # ends next to the target
+        out = []
+        for k, (i, pitch) in enumerate(zip(steps, run, strict=True)):
+            t = grid.time(bar * spb + i) + _jitter(rng, 0.005)
+            t_end = grid.time(bar * spb + (steps[k + 1] if k + 1 < n else spb)) - 0.01
+            vel = base_vel + (6 if k == 0 else 0) + int(rng.integers(-6, 7))
+            out.append(Note(t, t + max(0.05, (t_end - t) * legato), pitch, vel))
+        return out
+
+    def _walking(self, ctx, program: int) -> Part:
+        """A walking bass: one legato note per beat, the chord's root on beat 1, chord and
+        scale tones moving by small steps towards the next root, and on the last beat a
+        note a semitone or a tone from it (chromatic or diatonic approach)."""
+        rng, grid, spb, chords = self.rng, ctx["grid"], ctx["spb"], ctx["chords"]
+        lo, _ = program_range(program)
+        lo = max(lo, 28)
+        top = lo + 24
+        beats = spb // 4
+        scale = set(ctx["scale"])
+        base_vel = int(rng.integers(76, 100))
+        legato = float(rng.uniform(0.85, 0.95))
+
+        def near(pc: int, ref: int) -> int:
+            return min((q for q in range(lo, top + 1) if q % 12 == pc), key=lambda q: abs(q - ref))
+
+        notes: list[Note] = []
+        prev = near(chords[0][0], lo + 10)
+        for b in range(ctx["n_bars"]):
+            root, ivs = chords[b]
+            chord = {(root + i) % 12 for i in ivs}
+            next_root = chords[b + 1][0] if b + 1 < len(chords) else root
+            line = [near(root, prev)]
+            target = near(next_root, line[0])
+            for k in range(1, beats - 1):
+                cands = [q for q in range(lo, top + 1)
+                         if (q % 12 in chord or q % 12 in scale) and 1 <= abs(q - line[-1]) <= 5]
+                # stay within reach of the approach note (steps of 5 at most, then 7)
+                reach = [q for q in cands if abs(q - target) <= 5 * (beats - 2 - k) + 5]
+                cands = reach or cands
+                w = np.array([np.exp(-abs(q - target) / 3.0)
+                              * (2.0 if (q % 12 in chord and k % 2 == 0) else 1.0)
+                              * (0.1 if q in line else 1.0) for q in cands])
+                line.append(int(cands[int(rng.choice(len(cands), p=w / w.sum()))]))
+            if beats > 1:
+                approach = [target + d for d in (-1, 1, -2, 2)
+                            if lo <= target + d <= top and (abs(d) == 1 or (target + d) % 12 in scale)
+                            and target + d != line[-1]]
+                close = [q for q in approach if abs(q - line[-1]) <= 7]
+                close = [q for q in close if q not in line] or close or approach
+                line.append(int(close[int(rng.integers(len(close)))]))
+            for k, pitch in enumerate(line):
+                t = grid.time(b * spb + 4 * k) + _jitter(rng, 0.006)
+                vel = base_vel + (8 if k % 2 == 0 else 0) + int(rng.integers(-6, 7))
+                notes.append(Note(t, t + grid.beat * legato, pitch, vel))
+            prev = line[-1]
+        return Part("bass", int(program), self._clip(notes))
 
     def _melody(self, ctx, program: int) -> Part:
         rng, grid, spb, chords = self.rng, ctx["grid"], ctx["spb"], ctx["chords"]

@@ -32,7 +32,8 @@ RESERVED_SOURCES = (
     ("the TimGM6mb SoundFont (Debian timgm6mb-soundfont)", "timgm6mb"),
     ("the openttd-openmsx MIDI tunes (Debian openttd-openmsx)", "openmsx"),
 )
-JUDGE_CASE_FILES = {"role.txt", "context.flac"}  # a case folder of the evaluation judge
+JUDGE_CASE_FILES = {"role.txt", "context.flac"}
+SOUNDFONT_SUFFIXES = (".sf2", ".sf3")  # a case folder of the evaluation judge
 
 
 def reserved_source(path: str | os.PathLike) -> str | None:
@@ -44,7 +45,7 @@ def reserved_source(path: str | os.PathLike) -> str | None:
     """
     p = Path(path).resolve()
     names = [p.as_posix().lower()]
-    if p.is_file() and p.suffix.lower() == ".sf2":
+    if p.is_file() and p.suffix.lower() in SOUNDFONT_SUFFIXES:
         with open(p, "rb") as f:
             names.append(f.read(4096).decode("latin-1").lower())
     elif p.is_dir():
@@ -108,7 +109,10 @@ def render_notes(
         wav = Path(tmp) / "part.wav"
         mid.write_bytes(midi_bytes(notes, program, drum=drum, reverb=reverb))
         cmd = [exe, "-ni", "-q", "-C", "0", "-O", "float", "-T", "wav",
-               "-r", str(SAMPLE_RATE), "-F", str(wav), str(sf2), str(mid)]
+               "-r", str(SAMPLE_RATE)]
+        if sf2.suffix.lower() == ".sf3":  # decode only the Vorbis samples this part plays
+            cmd += ["-o", "synth.dynamic-sample-loading=1"]
+        cmd += ["-F", str(wav), str(sf2), str(mid)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         if proc.returncode != 0 or not wav.exists():
             msg = (proc.stderr or proc.stdout).strip().splitlines()
