@@ -20,17 +20,23 @@ from __future__ import annotations
 import hashlib
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
 from engine.models.cae.archs import KIND
 from engine.models.cae.nets import Decoder, Encoder
-from engine.models.cae.phase import PhaseBuilder, smooth_texture
+from engine.models.cae.phase import PhaseBuilder, decohere, low_band_weight, smooth_texture
 from engine.models.cae.spectral import Spectral
 
 _NOISE_BLOCK = 512  # STFT frames per independently seeded noise block
 _SEED_MOD = 2**62
 _PHASE_BLOCK = 4096  # STFT frames per block of phase rebuilding and overlap-add
+# How decoded spectra become audio (config "decode_phase"; docs/cae.md):
+#   "hybrid" (default): the network's own phases below ~1 kHz with their frame-locked part
+#       removed, rebuilt phases above;  "rebuilt": rebuilt phases everywhere (round 6);
+#   "network": the network's phases as they are (they buzz at k x 93.75 Hz).
+DECODE_PHASES = ("hybrid", "rebuilt", "network")
 
 
 def encode_plan(batch: int, frames: int, limit: int, ctx: int):
@@ -237,25 +243,47 @@ class ConsistencyAutoencoder(nn.Module):
             out[i] = field[:, off : off + stop - start]
         return out
 
-    def _synthesize(self, mags: torch.Tensor, seeds: list[int]) -> torch.Tensor:
+    def _synthesize(self, mags: torch.Tensor, seeds: list[int],
+                    low: torch.Tensor | None = None) -> torch.Tensor:
         """(B, bins, n) decoded magnitudes -> (B, n * stft_hop) audio: the frame texture
         smoothed, phases rebuilt (`engine.models.cae.phase`), overlap-added block by block so the
-        complex frames never exist for the whole file at once."""
+        complex frames never exist for the whole file at once. `low` (B, L, n), if given, is the
+        network's own complex spectrum of the lowest L bins, crossfaded in by `low_band_weight`."""
         sp = self.spectral
-        B, _, n = mags.shape
+        B, bins, n = mags.shape
         env = sp.envelope(n).clamp_min(1e-3)
         span = torch.zeros(B, env.shape[0])
         block = _PHASE_BLOCK
+        w = torch.from_numpy(low_band_weight(bins)).float()[: low.shape[1], None] if low is not None else None
         for b in range(B):
             smooth = smooth_texture(mags[b].numpy())
             build = PhaseBuilder(sp.n_fft, sp.hop, seed=seeds[b] % (2**32))
             for f0 in range(0, n, block):
                 f1 = min(f0 + block, n)
-                X = torch.from_numpy(build(smooth[:, f0:f1]))[None]
-                y = sp.overlap_add(X)[0]
+                X = torch.from_numpy(build(smooth[:, f0:f1]))
+                if low is not None:
+                    L = low.shape[1]
+                    X[:L] = w * low[b, :, f0:f1] + (1.0 - w) * X[:L]
+                y = sp.overlap_add(X[None])[0]
                 span[b, f0 * sp.hop : f0 * sp.hop + y.shape[0]] += y
         span /= env
         return span[:, sp.pad : sp.pad + n * sp.hop]
+
+    def _low_band(self, waves: torch.Tensor) -> torch.Tensor:
+        """(B, n * stft_hop) network-phase audio -> (B, L, n) its lowest bins' STFT (the bins
+        `low_band_weight` uses), frame-locked phases removed (`decohere`); in blocks of
+        frames, so the full spectrum never exists for the whole file."""
+        sp = self.spectral
+        L = int(np.count_nonzero(low_band_weight(sp.bins)))
+        padded = sp.pad_wave(waves)
+        B, n = waves.shape[0], waves.shape[1] // sp.hop
+        out = torch.zeros(B, L, n, dtype=torch.complex64)
+        for f0 in range(0, n, _PHASE_BLOCK):
+            f1 = min(f0 + _PHASE_BLOCK, n)
+            seg = padded[:, f0 * sp.hop : (f1 - 1) * sp.hop + sp.n_fft]
+            X = torch.stft(seg, sp.n_fft, sp.hop, window=sp.window, center=False, return_complex=True)
+            out[:, :, f0:f1] = X[:, :L]
+        return torch.stack([decohere(out[b]) for b in range(B)])
 
     def decode(
         self,
@@ -290,10 +318,14 @@ class ConsistencyAutoencoder(nn.Module):
         limit = max(1, int(max_chunk_frames or self.max_chunk_frames))
         plan = decode_plan(F_, limit, int(self.config["decode_overlap"]), self.hop)
         windows = self._decoded_windows(latents, seeds, plan, limit, steps)
-        if self.config.get("decode_phase", "rebuilt") == "network":
-            out = self._crossfade_waves(windows, plan, B, F_)
+        mode = self.config.get("decode_phase", "hybrid")
+        if mode not in DECODE_PHASES:
+            raise ValueError(f"decode_phase must be one of {', '.join(DECODE_PHASES)}, not {mode!r}")
+        waves, mags = self._crossfade(windows, plan, B, F_, mode != "rebuilt", mode != "network")
+        if mode == "network":
+            out = waves
         else:
-            out = self._synthesize(self._crossfade_magnitudes(windows, plan, B, F_), seeds)
+            out = self._synthesize(mags, seeds, self._low_band(waves) if mode == "hybrid" else None)
         if length <= total:
             return out[:, :length].contiguous()
         return torch.nn.functional.pad(out, (0, length - total))
@@ -316,30 +348,28 @@ class ConsistencyAutoencoder(nn.Module):
 
             yield group, self.sample_spec(z, noise(0), steps, noise(1) if two_steps else None)
 
-    def _crossfade_waves(self, windows, plan, B: int, F_: int) -> torch.Tensor:
-        """The network's own output (its phases too), windows crossfaded on samples."""
+    def _crossfade(self, windows, plan, B: int, F_: int, waves: bool, mags: bool):
+        """Crossfade the decoded windows into whole-file (waves (B, F_ * hop) or None,
+        magnitudes (B, bins, frames) or None): the network's own output (its phases too) on
+        samples, and its magnitudes frame by frame with the sample crossfade's weights at each
+        frame's centre."""
         W, starts, weights = plan
         H, P = self.hop, self.spectral.pad
-        out, wsum = torch.zeros(B, F_ * H), torch.zeros(F_ * H)
-        for s, w in zip(starts, weights):
-            wsum[s * H : (s + W) * H] += w
-        for group, spec in windows:
-            y = self.spectral.inverse_span(spec)[:, P : P + W * H].float().cpu()
-            for j, (b, k) in enumerate(group):
-                out[b, starts[k] * H : (starts[k] + W) * H] += y[j] * weights[k]
-        return out / wsum.clamp_min(1e-8)
-
-    def _crossfade_magnitudes(self, windows, plan, B: int, F_: int) -> torch.Tensor:
-        """The decoded magnitudes of the whole file (B, bins, frames), windows crossfaded
-        frame by frame with the sample crossfade's weights at each frame's centre."""
-        W, starts, weights = plan
         fpl, step = self.frames_per_latent, self.spectral.hop
         fw = [w[step // 2 :: step] for w in weights]
-        mags, fsum = torch.zeros(B, self.spectral.bins, F_ * fpl), torch.zeros(F_ * fpl)
-        for s, w in zip(starts, fw):
-            fsum[s * fpl : (s + W) * fpl] += w
+        out = torch.zeros(B, F_ * H) if waves else None
+        mag_out = torch.zeros(B, self.spectral.bins, F_ * fpl) if mags else None
+        wsum, fsum = torch.zeros(F_ * H), torch.zeros(F_ * fpl)
+        for s, w, f in zip(starts, weights, fw):
+            wsum[s * H : (s + W) * H] += w
+            fsum[s * fpl : (s + W) * fpl] += f
         for group, spec in windows:
-            mag = self.spectral.decompress(spec).abs().float().cpu()
+            y = self.spectral.inverse_span(spec)[:, P : P + W * H].float().cpu() if waves else None
+            mag = self.spectral.decompress(spec).abs().float().cpu() if mags else None
             for j, (b, k) in enumerate(group):
-                mags[b, :, starts[k] * fpl : (starts[k] + W) * fpl] += mag[j] * fw[k]
-        return mags / fsum.clamp_min(1e-8)
+                if waves:
+                    out[b, starts[k] * H : (starts[k] + W) * H] += y[j] * weights[k]
+                if mags:
+                    mag_out[b, :, starts[k] * fpl : (starts[k] + W) * fpl] += mag[j] * fw[k]
+        return (out / wsum.clamp_min(1e-8) if waves else None,
+                mag_out / fsum.clamp_min(1e-8) if mags else None)
