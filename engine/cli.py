@@ -377,7 +377,8 @@ def _bundle_defaults(req, args, bundle):
 
 def cmd_generate(args) -> int:
     from engine.bundles.bundle import load_bundle
-    from engine.generate import GenerationRequest, Generator, pick_device
+    from engine.generation.driver import Generator, pick_device
+    from engine.generation.request import GenerationRequest
 
     _check_out(Path(args.out))
     req = _request_from_args(args, GenerationRequest)
@@ -397,7 +398,8 @@ def cmd_arrange(args) -> int:
     from engine.arrange import Part, arrange, arrangement_mix
     from engine.audio import write_audio
     from engine.bundles.bundle import load_bundle
-    from engine.generate import GenerationRequest, Generator, pick_device
+    from engine.generation.driver import Generator, pick_device
+    from engine.generation.request import GenerationRequest
 
     if not args.parts:
         raise RiffwrightError("arrange needs at least one --prompt or --reference")

@@ -111,7 +111,7 @@ def _config(path) -> dict:
 def cmd_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from engine.generate import pick_device
+    from engine.generation.driver import pick_device
 
     device = str(pick_device(args.device))
     if args.train_cmd == "cae":

@@ -462,7 +462,8 @@ def _takes(k: int, it: dict, gen_dir: Path | None, gen, out: Path, sr: int, n: i
     """The takes measured for item `k`: read from `gen_dir`, or generated (seed `k`) with the
     first written to `out` for listening."""
 
-    from engine.generate import GenerationRequest, run_to_end
+    from engine.generation.driver import run_to_end
+    from engine.generation.request import GenerationRequest
 
     if gen_dir is not None:
         stems = _generated_takes(gen_dir / it["id"], sr, n)
@@ -567,7 +568,7 @@ def _summary(b, gen, items: list[dict], rows: list[dict], embs: dict, seconds: f
     """The report's summary: the settings actually used, the note-level figures per role,
     the encoder-judged and secondary figures."""
 
-    from engine.generate import GenerationRequest
+    from engine.generation.request import GenerationRequest
 
     prompted = any(it["prompt"] for it in items)
     used = gen.resolve(GenerationRequest(steps=request["steps"],
@@ -608,7 +609,7 @@ def evaluate_model(bundle_dir=None, data=None, out="eval-model", limit: int = 16
     measure instead of generating; contexts without one are skipped. `cfg_context`/`cfg_clap`
     override the bundle's default guidance; `text_prior=False` prompts with the raw text
     embedding even when the bundle has a text prior."""
-    from engine.generate import Generator
+    from engine.generation.driver import Generator
 
     b = load_bundle(bundle_dir, device=device)
     gen = Generator(b)

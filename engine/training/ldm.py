@@ -54,7 +54,8 @@ from engine.diffusion.context_features import FEATURE_DIM, features_from_spectra
 from engine.diffusion.edm import EDMLoss, EDMPrecond
 from engine.errors import RiffwrightError
 from engine.fsutil import atomic_path
-from engine.generate import GenerationRequest, Generator, pick_device, run_to_end
+from engine.generation.driver import Generator, pick_device, run_to_end
+from engine.generation.request import GenerationRequest
 from engine.models.cae import latent_stats
 from engine.models.conditioning.prior import DEFAULT_K, make_prior
 from engine.models.unet import UNet1d, arch_config, param_count, warm_start
