@@ -60,7 +60,7 @@ from engine.models.cae import latent_stats
 from engine.models.conditioning.prior import DEFAULT_K, make_prior
 from engine.models.unet import UNet1d, arch_config, param_count, warm_start
 from engine.train_state import has_state, load_state, save_state, state_paths, stop_on_sigterm
-from engine.training.dataset.pairs import LatentPairs, encode_dataset_latents
+from engine.training.dataset.pairs import LatentPairs, PairRules, encode_dataset_latents
 from engine.weights import load_into, read_checkpoint, save_module
 
 CLAP_CROP_S = 5.0
@@ -638,8 +638,10 @@ def _batches(cfg: LDMTrainConfig, out: Path, b, index: dict, mean: torch.Tensor,
 
     pairs = LatentPairs(out / "latents" / "index.json", "train", cfg.frames,
                         seed=cfg.seed * 1000 + step * world + rank,
-                        p_drop_context=cfg.p_drop_context, p_drop_clap=cfg.p_drop_clap,
-                        p_empty_context=cfg.p_empty_context, load_clap_audio=False)
+                        rules=PairRules(p_drop_context=cfg.p_drop_context,
+                                        p_drop_clap=cfg.p_drop_clap,
+                                        p_empty_context=cfg.p_empty_context),
+                        load_clap_audio=False)
     feats = (ContextFeatureWindows(out / "features", FEATURE_DIM)
              if cfg.context_features or cfg.feature_loss else None)
     return _Batches(cfg, dev, mean, std, pairs, ClapCrops(out / "clap", index["sample_rate"]),
