@@ -32,6 +32,7 @@ from engine.models.conditioning.common import FAMILY_PROMPTS
 from engine.models.conditioning.features import normalise_logmel
 from engine.models.conditioning.text import build_vocab
 from engine.training.dataset import load_manifest
+from engine.training.loop import due, log_json, set_lr
 
 FRAME_RATE = 50  # log-mel frames per second at hop 960, 48 kHz
 
@@ -296,8 +297,7 @@ def train_encoder(
         x = normalise_logmel(_shift_bands(torch.from_numpy(batch), rng, band_shift))
         caps = [_augment_caption(items[i].caption, rng, caption_keep) for i in idx]
         ids, grams = cond.tokenizer.encode(caps)
-        for g in opt.param_groups:
-            g["lr"] = _lr_at(step, steps, lr, warmup)
+        set_lr(opt, _lr_at(step, steps, lr, warmup))
         a = cond.encode_logmel(x)
         t = cond.encode_tokens(ids, grams)
         loss = contrastive_loss(a, t, cond.logit_scale, caps)
@@ -309,7 +309,7 @@ def train_encoder(
             cond.logit_scale.clamp_(0.0, math.log(100.0))
         step += 1
         loss_val = float(loss.detach())
-        if step % 10 == 0 or step == steps:
+        if due(step, 10, steps):
             done = step - start_step
             eta = (time.time() - t0) / done * (steps - step)
             rec = {
@@ -318,11 +318,10 @@ def train_encoder(
                 "temperature": round(float(1.0 / cond.logit_scale.detach().exp()), 4),
                 "eta_s": round(eta, 1),
             }
-            with open(log_path, "a") as f:
-                f.write(json.dumps(rec) + "\n")
+            log_json(log_path, rec)
             if progress is not None:
                 progress(rec)
-        if step % checkpoint_every == 0 or step == steps:
+        if due(step, checkpoint_every, steps):
             save_builtin(copy.deepcopy(cond).eval(), out_path)  # rounds the copy, not cond
             _save_state(state_path, cond, opt, step, rng, extra)
     from engine.models.conditioning.builtin import load_builtin
