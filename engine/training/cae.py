@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -222,6 +222,21 @@ class TrainConfig:
     mix_prob: float = 0.5
     balance_families: bool = False
 
+    @classmethod
+    def from_options(cls, **options) -> TrainConfig:
+        """A config from options by name: this class's fields and the loss schedule's
+        (`stage_steps`, `spectral_weight`, `mel_weight`...), as `train_cae` and a --config
+        file give them; a name that is neither is one RiffwrightError line."""
+        sched_names = {f.name for f in fields(CTSchedule)}
+        own = {f.name for f in fields(cls)} - {"schedule"}
+        unknown = sorted(set(options) - sched_names - own)
+        if unknown:
+            raise RiffwrightError(f"unknown CAE training option(s): {', '.join(unknown)}")
+        kw = {k: v for k, v in options.items() if k in own}
+        kw["init"] = str(kw["init"]) if kw.get("init") else None
+        sched = CTSchedule(**{k: v for k, v in options.items() if k in sched_names})
+        return cls(schedule=sched, **kw)
+
 
 WARMUP_STEPS = 200  # a fresh CAE's learning-rate warm-up (none from trained weights)
 
@@ -364,28 +379,13 @@ def _train_loop(run: _CaeRun, callback, relist_every: int) -> None:
 def train_cae(
     data_dir_or_manifest: str | Path,
     out_dir: str | Path,
-    arch: str = "small",
-    steps: int = 10000,
-    batch_size: int = 8,
-    crop_frames: int = 16,
-    lr: float = 2e-4,
-    stage_steps: int = 1000,
-    checkpoint_every: int = 200,
-    log_every: int = 10,
-    threads: int | None = None,
-    seed: int = 0,
+    *,
     device: str = "cpu",
+    threads: int | None = None,
     resume: bool = True,
     callback=None,
     relist_every: int = 500,
-    ema_decay: float = 0.999,
-    spectral_weight: float = 0.0,
-    mel_weight: float = 0.0,
-    head_channels: int = 0,
-    init: str | Path | None = None,
-    freeze_encoder: bool = False,
-    mix_prob: float = 0.5,
-    balance_families: bool = False,
+    **options,
 ) -> Path:
     """Train (or resume training) a CAE; returns the path of the EMA weights file.
 
@@ -409,19 +409,15 @@ def train_cae(
     warm-up then); `freeze_encoder` trains its decoder alone, so a diffusion model trained on
     its latents stays compatible while the decoder improves. `balance_families` draws single
     stems, every instrument family equally often (it needs a dataset manifest).
+    `options` are `TrainConfig`'s fields and `CTSchedule`'s by name (`arch`, `steps`,
+    `batch_size`, `crop_frames`, `lr`, `stage_steps`, `seed`, `ema_decay`...); an unknown
+    one is refused before anything is written.
     """
+    cfg = TrainConfig.from_options(**options)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if threads:
         torch.set_num_threads(int(threads))
-    sched = CTSchedule(stage_steps=stage_steps, spectral_weight=spectral_weight,
-                       mel_weight=mel_weight)
-    cfg = TrainConfig(arch=arch, head_channels=head_channels, steps=steps,
-                      batch_size=batch_size, crop_frames=crop_frames, lr=lr,
-                      ema_decay=ema_decay, seed=seed, checkpoint_every=checkpoint_every,
-                      log_every=log_every, schedule=sched, init=str(init) if init else None,
-                      freeze_encoder=freeze_encoder, mix_prob=mix_prob,
-                      balance_families=balance_families)
     run = _CaeRun.start(cfg, data_dir_or_manifest, out, device, resume)
     _train_loop(run, callback, relist_every)
     return out / "cae.safetensors"
