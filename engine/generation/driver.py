@@ -222,23 +222,32 @@ class Generator:
         ticker = ticker or Ticker("sample", time.perf_counter())
         ticker.total = n_steps * len(windows)
         for w in windows:
-            sl = slice(w.start, w.end)
-            noise = randn_per_take(gens, (c, w.end - w.start), dev)
-            x = noise * sigmas[0].item() if init is None else out[..., sl] + sigmas[0].item() * noise
-            w_known, w_keep = self._window_known(job, out, w, k, c)
-            hook = chain_hooks(
-                inpaint_hook(w_known, w_keep, gens) if bool(w_keep.any()) else None,
-                loop_hook(job.loop[0], job.loop[1], n_steps) if job.loop else None)
-            ctx = None if job.context is None else job.context[..., sl]
-            denoiser = guided(b.precond, ctx, job.clap, job.r.cfg_context, job.r.cfg_clap)
-            with torch.inference_mode():
-                for step in SAMPLERS[job.r.sampler](denoiser, x, sigmas.to(dev),
-                                                    step_hook=hook, s_churn=job.r.s_churn,
-                                                    generator=gens):
-                    x = step.x
-                    yield ticker.tick(step.denoised)
-            out[..., sl] = x if hook is None else hook.finish(x)
+            yield from self._sample_window(job, out, w, gens, sigmas, init is not None, ticker)
         return out
+
+    def _sample_window(self, job: Sampling, out: torch.Tensor, w, gens, sigmas: torch.Tensor,
+                       from_init: bool, ticker: Ticker):
+        """Sample one window into `out` (in place); yields Progress. It starts from noise,
+        or with `from_init` from `out`'s latents noised to the first level; the frames the
+        job holds and those the previous window made are inpainted."""
+        dev, sl = self.device, slice(w.start, w.end)
+        k, c = out.shape[0], out.shape[1]
+        n_steps = len(sigmas) - 1
+        noise = randn_per_take(gens, (c, w.end - w.start), dev)
+        x = out[..., sl] + sigmas[0].item() * noise if from_init else noise * sigmas[0].item()
+        w_known, w_keep = self._window_known(job, out, w, k, c)
+        hook = chain_hooks(
+            inpaint_hook(w_known, w_keep, gens) if bool(w_keep.any()) else None,
+            loop_hook(job.loop[0], job.loop[1], n_steps) if job.loop else None)
+        ctx = None if job.context is None else job.context[..., sl]
+        denoiser = guided(self.bundle.precond, ctx, job.clap, job.r.cfg_context,
+                          job.r.cfg_clap)
+        with torch.inference_mode():
+            for step in SAMPLERS[job.r.sampler](denoiser, x, sigmas.to(dev), step_hook=hook,
+                                                s_churn=job.r.s_churn, generator=gens):
+                x = step.x
+                yield ticker.tick(step.denoised)
+        out[..., sl] = x if hook is None else hook.finish(x)
 
     def _window_known(self, job: Sampling, out: torch.Tensor, w, k: int, c: int
                       ) -> tuple[torch.Tensor, torch.Tensor]:
