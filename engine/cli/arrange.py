@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from engine.audio import write_audio
 from engine.cli import output
 from engine.cli.generate import drive, load_model, progress_printer, with_bundle_defaults
 from engine.cli.request import OUT_RATE, add_generation_arguments, load, request_from_args
@@ -33,7 +34,6 @@ def _part_label(part) -> str:
 
 def run(args) -> int:
     from engine.arrange import Part, arrange, arrangement_mix
-    from engine.audio import write_audio
     from engine.generation.driver import Generator
 
     if not args.parts:

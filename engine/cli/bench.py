@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from engine.bench import print_report, run_bench
+
 
 def add_parser(sub, parser_class) -> None:
     b = sub.add_parser("bench", help="time generation, encode and decode")
@@ -20,7 +22,6 @@ def add_parser(sub, parser_class) -> None:
 
 
 def run(args) -> int:
-    from engine.bench import print_report, run_bench
 
     if args.threads:
         import torch

@@ -9,6 +9,9 @@ from pathlib import Path
 
 from engine.audio import SUPPORTED_EXTENSIONS
 from engine.bundles.bundle import find_bundle, read_manifest
+from engine.models.cae import load_cae
+from engine.training.conditioner import evaluate_encoder
+from engine.training.evaluate import evaluate_model
 
 
 def add_parser(sub, parser_class) -> None:
@@ -54,7 +57,6 @@ def _test_files(data: Path) -> list[Path]:
 
 
 def run_cae(args: argparse.Namespace) -> int:
-    from engine.models.cae import load_cae
     from engine.training.cae_eval import evaluate_cae
 
     bundle = find_bundle(args.model)
@@ -66,7 +68,6 @@ def run_cae(args: argparse.Namespace) -> int:
 
 
 def run_encoder(args: argparse.Namespace) -> int:
-    from engine.training.conditioner import evaluate_encoder
 
     bundle = find_bundle(args.model)
     spec = read_manifest(bundle)["conditioner"]
@@ -76,7 +77,6 @@ def run_encoder(args: argparse.Namespace) -> int:
 
 
 def run_model(args: argparse.Namespace) -> int:
-    from engine.training.evaluate import evaluate_model
 
     summary = evaluate_model(args.model, data=args.data, out=args.out, limit=args.limit,
                              steps=args.steps, contexts=args.contexts, targets=args.targets,

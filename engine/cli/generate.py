@@ -11,6 +11,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from engine.bundles.bundle import load_bundle
 from engine.cli import output
 from engine.cli.request import (
     add_generation_arguments,
@@ -80,7 +81,6 @@ def drive(gen, show):
 
 def load_model(args):
     """The device and the bundle --device and --model name (loaded there)."""
-    from engine.bundles.bundle import load_bundle
     from engine.generation.driver import pick_device
 
     device = pick_device(args.device)

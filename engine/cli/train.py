@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from engine.errors import RiffwrightError
+from engine.training.conditioner import train_encoder
 
 # `train cae` options that override the --config file's keys of the same name when given
 CAE_OPTIONS = ("init", "freeze_encoder", "head_channels", "spectral_weight", "mel_weight",
@@ -83,7 +84,6 @@ def run_cae(args: argparse.Namespace) -> int:
 
 
 def run_encoder(args: argparse.Namespace) -> int:
-    from engine.training.conditioner import train_encoder
 
     _device(args)  # an unusable --device fails before the data is read
     result = train_encoder(args.data, Path(args.out) / "conditioner.safetensors",
