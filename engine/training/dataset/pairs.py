@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import combinations
@@ -185,6 +186,74 @@ def context_subsets(n: int, rng: np.random.Generator, max_mixes: int = 16) -> li
     return chosen
 
 
+def _song_audio(root: Path, song: dict) -> np.ndarray:
+    """(stems, T) float32: the song's stems, mono, padded to the longest."""
+    import soundfile as sf
+
+    audio = [sf.read(str(root / st["path"]), dtype="float32", always_2d=True)[0].mean(axis=1)
+             for st in song["stems"]]
+    n = max(len(a) for a in audio)
+    return np.stack([np.pad(a, (0, n - len(a))) for a in audio]).astype(np.float32)
+
+
+def _save_stem_latents(tmp: Path, song: dict, z: np.ndarray, audio: np.ndarray,
+                       hop: int) -> list[dict]:
+    """Each stem's latent and frame activity into `tmp`; their index entries."""
+    stems = []
+    for i, st in enumerate(song["stems"]):
+        name = Path(st["path"]).stem
+        np.save(tmp / f"{name}.npy", z[i].astype(np.float16))
+        np.save(tmp / f"{name}.act.npy", _frame_activity(audio[i], hop))
+        stems.append({"latent": f"songs/{song['id']}/{name}.npy",
+                      "activity": f"songs/{song['id']}/{name}.act.npy",
+                      "audio": st["path"], "family": st.get("family"),
+                      "caption": st.get("caption", "")})
+    return stems
+
+
+def _save_mix_latents(tmp: Path, song: dict, audio: np.ndarray, encode,
+                      subsets: list[tuple]) -> list[dict]:
+    """The latents of the summed audio of each subset (encoded four at a time) into
+    `tmp`; their index entries."""
+    mixes = []
+    for b0 in range(0, len(subsets), 4):
+        chunk = subsets[b0:b0 + 4]
+        zm = encode(np.stack([audio[list(s)].sum(axis=0) for s in chunk]))
+        for j, s in enumerate(chunk):
+            m = b0 + j
+            np.save(tmp / f"mix-{m:02d}.npy", zm[j].astype(np.float16))
+            mixes.append({"latent": f"songs/{song['id']}/mix-{m:02d}.npy",
+                          "members": list(s)})
+    return mixes
+
+
+def _encode_song(song: dict, k: int, root: Path, out: Path, encode, hop: int, seed: int,
+                 max_mixes: int) -> dict:
+    """Encode one song's stems and context mixes into a staging folder, then move it into
+    place as `out/songs/<id>` (replacing a half-written one); its index entry."""
+    sdir = out / "songs" / song["id"]
+    audio = _song_audio(root, song)
+    tmp = out / "songs" / f".tmp-{song['id']}-{os.getpid()}"
+    tmp.mkdir(parents=True, exist_ok=True)
+    z = encode(audio)
+    stems = _save_stem_latents(tmp, song, z, audio, hop)
+    subsets = context_subsets(len(song["stems"]), np.random.default_rng([seed, k]), max_mixes)
+    entry = {"id": song["id"], "split": song["split"], "frames": int(z.shape[-1]),
+             "stems": stems, "mixes": _save_mix_latents(tmp, song, audio, encode, subsets)}
+    atomic_write_json(tmp / "latents.json", entry)
+    if sdir.exists():
+        shutil.rmtree(sdir)
+    os.replace(tmp, sdir)
+    return entry
+
+
+def _model_device(cae) -> str:
+    try:
+        return str(next(cae.parameters()).device)
+    except (AttributeError, StopIteration):
+        return "cpu"
+
+
 def encode_dataset_latents(
     dataset_dir: str | os.PathLike,
     cae,
@@ -211,10 +280,7 @@ def encode_dataset_latents(
     (out / "songs").mkdir(parents=True, exist_ok=True)
     hop = int(getattr(cae, "hop", HOP))
     if device is None:
-        try:
-            device = str(next(cae.parameters()).device)
-        except (AttributeError, StopIteration):
-            device = "cpu"
+        device = _model_device(cae)
 
     def encode(batch: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -226,49 +292,11 @@ def encode_dataset_latents(
     songs = [s for s in manifest["songs"] if s["split"] in splits]
     index_songs = []
     for k, song in enumerate(songs):
-        sdir = out / "songs" / song["id"]
-        meta_path = sdir / "latents.json"
+        meta_path = out / "songs" / song["id"] / "latents.json"
         if meta_path.is_file():
             index_songs.append(json.loads(meta_path.read_text()))
             continue
-        import soundfile as sf
-
-        audio = [sf.read(str(root / st["path"]), dtype="float32", always_2d=True)[0].mean(axis=1)
-                 for st in song["stems"]]
-        n = max(len(a) for a in audio)
-        audio = np.stack([np.pad(a, (0, n - len(a))) for a in audio]).astype(np.float32)
-        tmp = out / "songs" / f".tmp-{song['id']}-{os.getpid()}"
-        tmp.mkdir(parents=True, exist_ok=True)
-        z = encode(audio)
-        stems = []
-        for i, st in enumerate(song["stems"]):
-            name = Path(st["path"]).stem
-            np.save(tmp / f"{name}.npy", z[i].astype(np.float16))
-            np.save(tmp / f"{name}.act.npy", _frame_activity(audio[i], hop))
-            stems.append({"latent": f"songs/{song['id']}/{name}.npy",
-                          "activity": f"songs/{song['id']}/{name}.act.npy",
-                          "audio": st["path"], "family": st.get("family"),
-                          "caption": st.get("caption", "")})
-        rng = np.random.default_rng([seed, k])
-        subsets = context_subsets(len(song["stems"]), rng, max_mixes)
-        mixes = []
-        for b0 in range(0, len(subsets), 4):
-            chunk = subsets[b0:b0 + 4]
-            zm = encode(np.stack([audio[list(s)].sum(axis=0) for s in chunk]))
-            for j, s in enumerate(chunk):
-                m = b0 + j
-                np.save(tmp / f"mix-{m:02d}.npy", zm[j].astype(np.float16))
-                mixes.append({"latent": f"songs/{song['id']}/mix-{m:02d}.npy",
-                              "members": list(s)})
-        entry = {"id": song["id"], "split": song["split"], "frames": int(z.shape[-1]),
-                 "stems": stems, "mixes": mixes}
-        atomic_write_json(tmp / "latents.json", entry)
-        if sdir.exists():
-            import shutil
-
-            shutil.rmtree(sdir)
-        os.replace(tmp, sdir)
-        index_songs.append(entry)
+        index_songs.append(_encode_song(song, k, root, out, encode, hop, seed, max_mixes))
         if progress:
             progress(k + 1, len(songs), song["id"])
     index = {"version": 1, "cae": getattr(cae, "id", type(cae).__name__), "hop": hop,
