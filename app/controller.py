@@ -2,7 +2,7 @@
 
 Every edit becomes an undo command on the `UndoStack`; the view only ever reads the session.
 `build_job` turns a musician's action (Generate, Inpaint, Vary, Continue, Regenerate, Arrange)
-and the panel settings into a `Job`: the request fields for `engine.generate` plus where the
+and the panel settings into a `Job`: the request fields for `engine.generation` plus where the
 results land. `land_results` turns the stems into take lanes (one undo step).
 """
 

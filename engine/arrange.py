@@ -19,7 +19,8 @@ import numpy as np
 from engine.document.inputs import mix_down
 from engine.errors import RequestError
 from engine.gain import apply_ceiling
-from engine.generate import GenerationRequest, Generator, Progress, Stem
+from engine.generation.driver import Generator
+from engine.generation.request import GenerationRequest, Progress, Stem
 
 
 @dataclass(frozen=True, eq=False)

@@ -101,14 +101,8 @@ def run_bench(arch: str | None = None, model: str | None = None, device: str = "
               steps: int = 30, repeat: int = 1) -> dict:
     import torch
 
-    from engine.generate import (
-        STREAM_NOISE,
-        GenerationRequest,
-        Generator,
-        Sampling,
-        pick_device,
-        run_to_end,
-    )
+    from engine.generation.driver import STREAM_NOISE, Generator, Sampling, pick_device, run_to_end
+    from engine.generation.request import GenerationRequest
 
     dev = pick_device(device)
     with tempfile.TemporaryDirectory() as tmp:

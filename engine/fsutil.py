@@ -70,6 +70,24 @@ def atomic_write_json(path: str | os.PathLike, obj, indent: int | None = 1) -> N
     atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
 
 
+def read_json_object(path: Path, error: type[Exception] = RiffwrightError,
+                     holds: str = "a JSON object") -> dict:
+    """The JSON object in a file the user gave (a manifest, a session), or `error` with
+    one line: the file cannot be read, is not JSON (the parser's words, cut short), or
+    holds something else than an object (`holds` says what it should hold)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise error(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        obj = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as e:  # not UTF-8, not JSON, nested too deep
+        raise error(f"{path} is not valid JSON ({str(e)[:200]})") from None
+    if not isinstance(obj, dict):
+        raise error(f"{path} must hold {holds}")
+    return obj
+
+
 # --------------------------------------------------------------------------------------------
 # never overwrite, say what went wrong, clean up after a crash
 

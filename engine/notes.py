@@ -243,6 +243,39 @@ def _varlen(data: bytes, i: int) -> tuple[int, int]:
             return v, i
 
 
+def _bpm(us_per_beat: bytes) -> float | None:
+    """A Set Tempo's beats per minute; None for 0 us a beat (malformed)."""
+    us = int.from_bytes(us_per_beat, "big")
+    return 60e6 / us if us else None
+
+
+def _track_tempo(data: bytes, j: int, end: int, tempo: float | None,
+                 num: int | None) -> tuple[float | None, int | None]:
+    """`tempo` and `num`, each filled in from the track's events in data[j:end] (its first
+    Set Tempo and Time Signature) where still None."""
+    status = 0
+    while j < end:
+        _, j = _varlen(data, j)
+        if data[j] & 0x80:
+            status, j = data[j], j + 1
+        if status == 0xFF:
+            kind = data[j]
+            length, j = _varlen(data, j + 1)
+            if kind == 0x51 and tempo is None and length == 3:
+                tempo = _bpm(data[j:j + 3])
+            elif kind == 0x58 and num is None and length >= 1:
+                num = int(data[j])
+            j += length
+            status = 0  # meta and sysex events cancel running status
+        elif status in (0xF0, 0xF7):
+            length, j = _varlen(data, j)
+            j += length
+            status = 0
+        else:
+            j += 1 if 0xC0 <= status < 0xE0 else 2
+    return tempo, num
+
+
 def midi_tempo(data: bytes) -> tuple[float | None, int | None]:
     """The first tempo (BPM) and time-signature numerator in a Standard MIDI File, or None.
 
@@ -256,28 +289,9 @@ def midi_tempo(data: bytes) -> tuple[float | None, int | None]:
             return None, None
         i = 8 + int.from_bytes(data[4:8], "big")
         while i + 8 <= len(data) and (tempo is None or num is None):
-            size = int.from_bytes(data[i + 4:i + 8], "big")
-            j, end, status = i + 8, i + 8 + size, 0
+            end = i + 8 + int.from_bytes(data[i + 4:i + 8], "big")
             if data[i:i + 4] == b"MTrk":
-                while j < end:
-                    _, j = _varlen(data, j)
-                    if data[j] & 0x80:
-                        status, j = data[j], j + 1
-                    if status == 0xFF:
-                        kind = data[j]
-                        length, j = _varlen(data, j + 1)
-                        if kind == 0x51 and tempo is None and length == 3:
-                            tempo = 60e6 / int.from_bytes(data[j:j + 3], "big")
-                        elif kind == 0x58 and num is None and length >= 1:
-                            num = int(data[j])
-                        j += length
-                        status = 0  # meta and sysex events cancel running status
-                    elif status in (0xF0, 0xF7):
-                        length, j = _varlen(data, j)
-                        j += length
-                        status = 0
-                    else:
-                        j += 1 if 0xC0 <= status < 0xE0 else 2
+                tempo, num = _track_tempo(data, i + 8, end, tempo, num)
             i = end
     except IndexError:
         return None, None

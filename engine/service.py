@@ -14,7 +14,7 @@ is built, on the sending side, so a stray object (a whole session) is never pick
 - events (engine -> GUI): `Ready`, `LoadFailed`, `Progress`, `Done`, `JobCancelled`,
   `JobFailed`, `Report`, `Exited`
 
-`Run.request` holds `engine.generate.GenerationRequest`'s fields by name; the engine builds
+`Run.request` holds `engine.generation.request.GenerationRequest`'s fields by name; the engine builds
 the request strictly, so a field it does not know is an error (a `JobFailed` naming it),
 never silently dropped. `Arrange` is the iterative arrangement of `engine.arrange` (one stem
 per part, part i with seed + i), answered like a `Run`: progress, then one `Done` with every
@@ -164,7 +164,7 @@ class Progress:
 @dataclass(frozen=True)
 class StemResult:
     """A generated stem as it crosses the process boundary (the fields of engine `Stem`,
-    which lives with torch in `engine.generate`)."""
+    which the engine process makes in `engine.generation`)."""
 
     audio: np.ndarray  # (channels, T) float32
     sample_rate: int
@@ -231,7 +231,7 @@ def build_request(fields: dict):
     """`GenerationRequest(**fields)`, refusing fields it does not have (a RequestError
     naming them): a misspelt or renamed field must fail loudly, not generate something else."""
     from engine.errors import RequestError
-    from engine.generate import GenerationRequest
+    from engine.generation.request import GenerationRequest
 
     known = {f.name for f in dataclasses.fields(GenerationRequest)}
     unknown = sorted(set(fields) - known)
@@ -241,9 +241,9 @@ def build_request(fields: dict):
 
 
 def load_generator(path: str | None, device: str):
-    """Load a bundle and wrap it in an `engine.generate.Generator`."""
+    """Load a bundle and wrap it in an `engine.generation.driver.Generator`."""
     from engine.bundles.bundle import find_bundle, load_bundle
-    from engine.generate import Generator, pick_device
+    from engine.generation.driver import Generator, pick_device
 
     dev = pick_device(device)
     bundle = load_bundle(find_bundle(path), dev)

@@ -305,6 +305,18 @@ def test_training_learns_and_silence_stays_silent():
     assert rms[-1] < 0.01 * rms[:-1].min(), rms
 
 
+def test_train_cae_refuses_an_unknown_option_before_writing(tmp_path):
+    from engine.errors import RiffwrightError
+    from engine.training.cae import TrainConfig, train_cae
+
+    with pytest.raises(RiffwrightError, match="unknown CAE training option.*stepz"):
+        train_cae(tmp_path / "data", tmp_path / "run", arch="tiny", stepz=3)
+    assert not (tmp_path / "run").exists()
+    cfg = TrainConfig.from_options(arch="tiny", stage_steps=7, mel_weight=0.5, init="")
+    assert (cfg.arch, cfg.schedule.stage_steps, cfg.schedule.mel_weight, cfg.init) == (
+        "tiny", 7, 0.5, None)
+
+
 def test_train_cae_checkpoints_and_resumes(tmp_path):
     from engine.training.cae import train_cae
 

@@ -10,9 +10,10 @@ import torch
 from engine.audio import load_audio, resample
 from engine.bundles.bundle import default_bundle_dir, is_bundle, load_bundle, read_manifest
 from engine.gain import CEILING_DBTP, apply_ceiling, guard_full_scale, true_peak
-from engine.generate import GenerationRequest, Generator, run_to_end
+from engine.generation.driver import Generator, run_to_end
+from engine.generation.procedures import match_bridge_level
+from engine.generation.request import GenerationRequest
 from engine.models.cae.phase import TEXTURE_KERNEL, decohere, rebuild_phase, smooth_texture
-from engine.procedures import match_bridge_level
 
 SR = 48000
 LINE_HZ = 48000 / 512  # the CAE's frame-pair rate: 93.75 Hz

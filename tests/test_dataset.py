@@ -14,7 +14,7 @@ import pytest
 sf = pytest.importorskip("soundfile")
 
 from engine.training.dataset import FAMILIES, build_dataset, load_manifest, split_for  # noqa: E402
-from engine.training.dataset.pairs import iter_pairs  # noqa: E402
+from engine.training.dataset.pairs import PairRules, iter_pairs  # noqa: E402
 
 SR = 48000
 HAVE_RENDERER = shutil.which("fluidsynth") is not None and any(
@@ -254,7 +254,7 @@ def test_pairs_exclude_target_and_are_deterministic(tmp_path):
     root = _tiny_dataset(tmp_path / "ds")
     win = 2 * SR
     pairs = list(iter_pairs(root / "manifest.json", "train", win, seed=3, count=40,
-                            clap_samples=SR))
+                            rules=PairRules(clap_samples=SR)))
     seen_empty = False
     for p in pairs:
         assert p["target"].shape == (win,) and p["context"].shape == (win,)
@@ -274,7 +274,7 @@ def test_pairs_exclude_target_and_are_deterministic(tmp_path):
     assert seen_empty  # the subset may be empty
     assert any(p["drop_context"] for p in pairs) and any(p["drop_clap"] for p in pairs)
     again = list(iter_pairs(root / "manifest.json", "train", win, seed=3, count=40,
-                            clap_samples=SR))
+                            rules=PairRules(clap_samples=SR)))
     assert [(p["song"], p["offset"], p["target_stem"], p["context_stems"]) for p in pairs] == [
         (p["song"], p["offset"], p["target_stem"], p["context_stems"]) for p in again]
 
@@ -316,7 +316,7 @@ def test_latent_pairs_use_encoded_mixes(tmp_path):
     got = np.load(tmp_path / "lat" / mix["latent"]).astype(np.float32)
     np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-3)
 
-    lp = LatentPairs(idx, "train", frames=16, seed=1, clap_samples=SR)
+    lp = LatentPairs(idx, "train", frames=16, seed=1, rules=PairRules(clap_samples=SR))
     for _ in range(30):
         p = lp.sample()
         assert p["target"].shape == (64, 16) and p["context"].shape == (64, 16)

@@ -155,6 +155,10 @@ def test_midi_tempo_reads_the_first_tempo_and_metre():
     assert notes.midi_tempo(smf) == (120.0, 3)
     assert notes.midi_tempo(b"not midi") == (None, None)
     assert notes.midi_tempo(smf[:30]) == (None, None)  # cut short
+    # a Set Tempo of 0 us a beat is malformed, not a crash; a later valid one is read
+    zero = b"\x00\xff\x51\x03\x00\x00\x00"
+    assert notes.midi_tempo(b"MThd" + struct.pack(">IHHH", 6, 0, 1, 480)
+                            + track(zero + meta)) == (120.0, 3)
 
 
 def test_summary_intervals_and_gap_closed():

@@ -10,14 +10,14 @@ import torch
 
 from engine.bundles.bundle import init_bundle, load_bundle
 from engine.errors import Cancelled, RequestError
-from engine.generate import (
+from engine.generation.driver import (
     STREAM_NOISE,
     TRANSITION_FADE_S,
-    GenerationRequest,
     Generator,
     Sampling,
     run_to_end,
 )
+from engine.generation.request import GenerationRequest
 
 SR = 48000
 STEPS = 4
@@ -246,7 +246,7 @@ def test_bad_requests_say_what_is_wrong(gen, kw, msg):
 
 
 def test_previews_are_the_current_estimate_and_decode(gen):
-    from engine.generate import decode_preview
+    from engine.generation.driver import decode_preview
 
     evs = [e for e in _events(gen.run(GenerationRequest(duration=1.0, steps=3), previews=True))
            if e.stage == "sample"]

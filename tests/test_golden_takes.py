@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from engine.bundles.bundle import load_bundle
-from engine.generate import GenerationRequest, Generator, run_to_end
+from engine.generation.driver import Generator, run_to_end
+from engine.generation.request import GenerationRequest
 
 SR = 48000
 STEPS = 3

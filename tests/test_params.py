@@ -78,13 +78,13 @@ def test_panel_ranges_come_from_the_table(qtbot):
 @pytest.fixture(scope="module")
 def gen(tiny_bundle):
     from engine.bundles.bundle import load_bundle
-    from engine.generate import Generator
+    from engine.generation.driver import Generator
 
     return Generator(load_bundle(tiny_bundle, device="cpu"))
 
 
 def test_requests_are_frozen_and_resolve_to_a_frozen_record(gen):
-    from engine.generate import GenerationRequest, ResolvedRequest
+    from engine.generation.request import GenerationRequest, ResolvedRequest
 
     req = GenerationRequest(prompt="bass", steps=3, seed=4, takes=2)
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -101,7 +101,7 @@ def test_requests_are_frozen_and_resolve_to_a_frozen_record(gen):
 def test_take_generator_is_the_one_seed_formula():
     import torch
 
-    from engine.generate import take_generator
+    from engine.generation.driver import take_generator
 
     a = torch.randn(4, generator=take_generator(7, 1))
     assert torch.equal(a, torch.randn(4, generator=take_generator(7, 1)))
@@ -112,7 +112,8 @@ def test_take_generator_is_the_one_seed_formula():
 def test_arrangement_hears_the_parts_before_it(gen):
     from engine.arrange import Part, arrange, arrangement_mix, part_request
     from engine.document.inputs import mix_down
-    from engine.generate import GenerationRequest, run_to_end
+    from engine.generation.driver import run_to_end
+    from engine.generation.request import GenerationRequest
 
     sr = 48000
     t = np.arange(sr * 2) / sr
@@ -142,7 +143,7 @@ def test_arrangement_hears_the_parts_before_it(gen):
 
 def test_an_arrangement_refuses_a_bad_part_before_any_work(gen):
     from engine.arrange import Part, arrange
-    from engine.generate import GenerationRequest
+    from engine.generation.request import GenerationRequest
 
     parts = [Part("prompt", "ok"), Part("prompt", "  ")]
     with pytest.raises(RequestError, match="prompt is empty"):

@@ -5,8 +5,7 @@ import pytest
 import torch
 
 from engine.diffusion.edm import EDMPrecond, karras_sigmas, sample
-from engine.models.unet import UNet1d, arch_config
-from engine.procedures import (
+from engine.generation.procedures import (
     equal_power_fade,
     guidance_branches,
     guided,
@@ -18,6 +17,7 @@ from engine.procedures import (
     splice,
     tile_period,
 )
+from engine.models.unet import UNet1d, arch_config
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +145,8 @@ def test_a_long_take_has_no_burst_at_its_end():
     window holds only the overlap (holding 115 of 128 frames made its free tail 10-15 dB
     louder than the rest)."""
     from engine.bundles.bundle import default_bundle_dir, is_bundle, load_bundle
-    from engine.generate import GenerationRequest, Generator, run_to_end
+    from engine.generation.driver import Generator, run_to_end
+    from engine.generation.request import GenerationRequest
 
     if not is_bundle(default_bundle_dir()):
         pytest.skip("needs the default bundle")

@@ -10,7 +10,8 @@ import torch
 
 from engine.bundles.bundle import load_bundle
 from engine.errors import BundleError, RequestError
-from engine.generate import GenerationRequest, Generator, run_to_end
+from engine.generation.driver import Generator, run_to_end
+from engine.generation.request import GenerationRequest
 from engine.models.conditioning.prior import load_prior, make_prior
 from engine.training.ldm import build_text_prior
 

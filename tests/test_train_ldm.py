@@ -11,7 +11,8 @@ import soundfile as sf
 import torch
 
 from engine.bundles.bundle import init_bundle, load_bundle
-from engine.generate import GenerationRequest, Generator, run_to_end
+from engine.generation.driver import Generator, run_to_end
+from engine.generation.request import GenerationRequest
 from engine.training.ldm import LDMTrainConfig, train_ldm
 
 SR = 48000

@@ -31,7 +31,7 @@ from typing import Any
 
 from engine.diffusion.context_features import context_features
 from engine.errors import BundleError
-from engine.fsutil import atomic_write_bytes
+from engine.fsutil import atomic_write_bytes, read_json_object
 from engine.models.cae import create_cae, latent_stats, load_cae
 from engine.models.conditioning import (
     check_conditioner_matches,
@@ -171,27 +171,8 @@ def _check_sections(m: dict, where: str) -> None:
         _inside_name(m["prior"]["file"], where + " prior", "file")
 
 
-def read_manifest(path: str | os.PathLike) -> dict:
-    """Read and validate `bundle.json`; name exactly what is wrong.
-
-    Every field `load_bundle` uses is type-checked here, and every file the bundle holds
-    must be named by a relative path inside the folder; only the LAION-CLAP / Music2Latent
-    checkpoints, which are never shipped in a bundle, may be absolute paths (explicit,
-    read-only external references, read through the restricted unpickler only).
-    """
-    path = Path(path)
-    f = path / MANIFEST
-    if not f.is_file():
-        raise BundleError(f"{path} is not a model bundle (no {MANIFEST})")
-    try:
-        m = json.loads(f.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-        raise BundleError(f"{f} is not valid JSON ({str(e)[:200]})") from None
-    except OSError as e:
-        raise BundleError(f"cannot read {f}: {e.strerror or e}") from None
-    if not isinstance(m, dict):
-        raise BundleError(f"{f} must hold a JSON object")
-    where = str(f)
+def _check_format(m: dict, where: str) -> None:
+    """A format this version reads, a sample rate in range."""
     fmt = _require(m, "format", int, where)
     if fmt > FORMAT_VERSION:
         raise BundleError(f"{where}: format {fmt} is newer than this Riffwright understands "
@@ -199,6 +180,10 @@ def read_manifest(path: str | os.PathLike) -> dict:
     sr = _require(m, "sample_rate", int, where)
     if not 1000 <= sr <= 768_000:
         raise BundleError(f"{where}: sample rate {sr} is out of range")
+
+
+def _check_latent(m: dict, where: str) -> None:
+    """The latent's size and hop, and its per-channel mean and (positive) std."""
     lat = _require(m, "latent", dict, where)
     dim = _require(lat, "dim", int, where + " latent")
     hop = _require(lat, "hop", int, where + " latent")
@@ -212,13 +197,20 @@ def read_manifest(path: str | os.PathLike) -> dict:
             raise BundleError(f"{where}: latent {k} must hold numbers")
     if any(s <= 0 for s in lat["std"]):
         raise BundleError(f"{where}: latent std must be positive")
+
+
+def _check_section_types(m: dict, where: str) -> None:
+    """The model sections are objects, and the ldm and prior name their files."""
     for section in ("cae", "conditioner", "ldm"):
         _require(m, section, dict, where)
     _require(m["ldm"], "file", str, where + " ldm")
     if "prior" in m:
         _require(m, "prior", dict, where)
         _require(m["prior"], "file", str, where + " prior")
-    _check_sections(m, where)
+
+
+def _check_sampling(m: dict, where: str) -> None:
+    """The name, sigma_data and the inference windows (filled in where left out)."""
     if m.get("name") is not None and not isinstance(m["name"], str):
         raise BundleError(f"{where}: field 'name' has the wrong type")
     m.setdefault("sigma_data", 1.0)
@@ -231,6 +223,10 @@ def read_manifest(path: str | os.PathLike) -> dict:
             raise BundleError(f"{where}: {k} must be a whole number")
     if m["window_frames"] < 1 or m["overlap_frames"] >= m["window_frames"]:
         raise BundleError(f"{where}: overlap_frames must be below window_frames")
+
+
+def _check_defaults(m: dict, where: str) -> None:
+    """The bundle's parameter defaults, checked against the table and completed by it."""
     defaults = m.get("defaults", {})
     if not isinstance(defaults, dict):
         raise BundleError(f"{where}: field 'defaults' has the wrong type")
@@ -238,6 +234,25 @@ def read_manifest(path: str | os.PathLike) -> dict:
     if problem is not None:
         raise BundleError(f"{where}: {problem}")
     m["defaults"] = {**DEFAULT_PARAMETERS, **defaults}
+
+
+def read_manifest(path: str | os.PathLike) -> dict:
+    """Read and validate `bundle.json`; name exactly what is wrong.
+
+    Every field `load_bundle` uses is type-checked here, and every file the bundle holds
+    must be named by a relative path inside the folder; only the LAION-CLAP / Music2Latent
+    checkpoints, which are never shipped in a bundle, may be absolute paths (explicit,
+    read-only external references, read through the restricted unpickler only).
+    """
+    path = Path(path)
+    f = path / MANIFEST
+    if not f.is_file():
+        raise BundleError(f"{path} is not a model bundle (no {MANIFEST})")
+    m = read_json_object(f, BundleError)
+    where = str(f)
+    for check in (_check_format, _check_latent, _check_section_types, _check_sections,
+                  _check_sampling, _check_defaults):
+        check(m, where)
     return m
 
 

@@ -162,6 +162,49 @@ def _refuse_links(src: Path) -> None:
                                   "file; it was not added")
 
 
+def _check_complete(src: Path, manifest: dict) -> None:
+    """Every file the manifest names is there and not empty (an interrupted copy)."""
+    for rel in _bundle_files(src, manifest):
+        f = src / rel
+        if not f.is_file():
+            raise BundleError(f"{src} is incomplete: {rel} (named in {MANIFEST}) is missing")
+        if f.stat().st_size == 0:
+            raise BundleError(f"{src} is damaged: {rel} is empty (an interrupted copy?)")
+
+
+def _copy_tree(src: Path, dest: Path, progress: Progress | None, total: int) -> None:
+    """Copy the bundle's plain files into `dest` (links are never followed; caches and
+    Finder files are left out), reporting bytes copied of `total`."""
+    done = 0
+    for f in sorted(src.rglob("*")):
+        rel = f.relative_to(src)
+        if any(part in {"__pycache__", ".DS_Store"} for part in rel.parts):
+            continue
+        if f.is_symlink():  # appeared after the check: still never followed
+            raise BundleError(f"{src} contains a link ({rel}); it was not added")
+        if f.is_dir():
+            (dest / rel).mkdir(parents=True, exist_ok=True)
+        elif f.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            done = _copy_file(f, dest / rel, progress, done, total, nofollow=True)
+
+
+def _swap_in(tmp: Path, dest: Path, name: str) -> Path | None:
+    """Move the finished copy to `dest`; the bundle it replaced, moved aside (to remove
+    once all went well), or None. A failed move puts the replaced bundle back."""
+    old = None
+    if dest.exists():
+        old = _staging() / f"{name}.{uuid.uuid4().hex[:8]}.old"
+        os.replace(dest, old)
+    try:
+        os.replace(tmp, dest)
+    except OSError:
+        if old is not None and not dest.exists():
+            os.replace(old, dest)
+        raise
+    return old
+
+
 def add_bundle(src: str | os.PathLike, name: str | None = None, *, replace: bool = False,
                progress: Progress | None = None) -> Path:
     """Copy a bundle folder into the models folder after validating it; return the new path.
@@ -172,13 +215,7 @@ def add_bundle(src: str | os.PathLike, name: str | None = None, *, replace: bool
     if not src.is_dir():
         raise BundleError(f"{src} is not a folder")
     _refuse_links(src)
-    manifest = read_manifest(src)  # raises BundleError naming the problem
-    for rel in _bundle_files(src, manifest):
-        f = src / rel
-        if not f.is_file():
-            raise BundleError(f"{src} is incomplete: {rel} (named in {MANIFEST}) is missing")
-        if f.stat().st_size == 0:
-            raise BundleError(f"{src} is damaged: {rel} is empty (an interrupted copy?)")
+    _check_complete(src, read_manifest(src))  # raises BundleError naming the problem
     name = _check_name(name or src.name)
     root = models_dir()
     dest = root / name
@@ -190,30 +227,13 @@ def add_bundle(src: str | os.PathLike, name: str | None = None, *, replace: bool
     total = _tree_size(src)
     _check_space(root, total)
     tmp = _staging() / f"{name}.{uuid.uuid4().hex[:8]}.partial"
-    old: Path | None = None
     try:
         tmp.mkdir()
-        done = 0
-        for f in sorted(src.rglob("*")):
-            rel = f.relative_to(src)
-            if any(part in {"__pycache__", ".DS_Store"} for part in rel.parts):
-                continue
-            if f.is_symlink():  # appeared after the check: still never followed
-                raise BundleError(f"{src} contains a link ({rel}); it was not added")
-            if f.is_dir():
-                (tmp / rel).mkdir(parents=True, exist_ok=True)
-            elif f.is_file():
-                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                done = _copy_file(f, tmp / rel, progress, done, total, nofollow=True)
+        _copy_tree(src, tmp, progress, total)
         read_manifest(tmp)  # the copy reads back
-        if dest.exists():
-            old = _staging() / f"{name}.{uuid.uuid4().hex[:8]}.old"
-            os.replace(dest, old)
-        os.replace(tmp, dest)
+        old = _swap_in(tmp, dest, name)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and not dest.exists():
-            os.replace(old, dest)
         raise RiffwrightError(f"could not copy {src} into {root}: {e.strerror or e}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -295,26 +315,33 @@ def list_models() -> list[dict]:
         active = str(find_bundle())
     except RiffwrightError:
         active = None
+    return [_bundle_entry(b, active) for b in list_bundles()] + _checkpoint_entries()
+
+
+def _bundle_entry(b: dict, active: str | None) -> dict:
+    """`list_models`' row for one bundle `list_bundles` found."""
+    entry = {"type": "bundle", "name": b.get("name") or Path(b["path"]).name,
+             "path": b["path"], "origin": b["origin"], "arch": b.get("arch") or "",
+             "active": b["path"] == active, "removable": b["origin"] == "user"}
+    if "error" in b:
+        entry["status"] = b["error"]
+        return entry
+    try:
+        trained = read_manifest(b["path"]).get("trained", True)
+    except RiffwrightError as e:
+        trained, entry["status"] = True, str(e)
+    entry.setdefault("status", "ok" if trained else "untrained")
+    return entry
+
+
+def _checkpoint_entries() -> list[dict]:
+    """`list_models`' rows for the checkpoints installed in the user's models folder."""
     out = []
-    for b in list_bundles():
-        entry = {"type": "bundle", "name": b.get("name") or Path(b["path"]).name,
-                 "path": b["path"], "origin": b["origin"], "arch": b.get("arch") or "",
-                 "active": b["path"] == active, "removable": b["origin"] == "user"}
-        if "error" in b:
-            entry["status"] = b["error"]
-        else:
-            try:
-                trained = read_manifest(b["path"]).get("trained", True)
-            except RiffwrightError as e:
-                trained, entry["status"] = True, str(e)
-            entry.setdefault("status", "ok" if trained else "untrained")
-        out.append(entry)
     root = user_models_dir() / CHECKPOINTS
     for kind in CHECKPOINT_KINDS:
         folder = root / kind
-        if not folder.is_dir():
-            continue
-        for f in sorted(folder.iterdir()):
+        files = sorted(folder.iterdir()) if folder.is_dir() else []
+        for f in files:
             if not f.is_file() or f.name.endswith(".json"):
                 continue
             try:

@@ -6,7 +6,7 @@ samplers are plain functions with one signature, `sample(denoiser, x, sigmas, ca
 
 A *denoiser* here is any callable `denoiser(x, sigma) -> D(x; sigma)` with x of shape
 (B, C, F) and sigma of shape (B,). Guidance, inpainting and loop sampling are wrappers around
-a denoiser or around a step (see `engine.procedures`), never copies of these loops.
+a denoiser or around a step (see `engine.generation.procedures`), never copies of these loops.
 """
 
 from __future__ import annotations

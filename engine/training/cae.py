@@ -14,10 +14,9 @@ through the same loss (its latents condition both branches; the target branch is
 from __future__ import annotations
 
 import functools
-import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ from engine.models.cae import KIND, create_cae, load_cae, with_head
 from engine.models.cae.spectral import mel_filterbank
 from engine.train_state import has_state, load_state, save_state, stop_on_sigterm
 from engine.training.cae_data import CropSampler, family_balanced_stems, list_sources
+from engine.training.loop import due, ema_update, log_json, set_lr, warmup_lr
 from engine.weights import save_module
 
 # ----------------------------------------------------------------------------- loss
@@ -195,10 +195,7 @@ def train_step(cae, opt, spec: torch.Tensor, step: int, sched: CTSchedule, ema=N
     gnorm = torch.nn.utils.clip_grad_norm_(cae.parameters(), grad_clip)
     opt.step()
     if ema is not None:
-        decay = min(ema_decay, (1.0 + step) / (10.0 + step))  # warm-up: early EMA tracks fast
-        with torch.no_grad():
-            for pe, p in zip(ema.parameters(), cae.parameters()):
-                pe.lerp_(p.detach(), 1.0 - decay)
+        ema_update(ema, cae, ema_decay, step)
     stats["grad_norm"] = float(gnorm)
     return stats
 
@@ -224,6 +221,24 @@ class TrainConfig:
     freeze_encoder: bool = False  # train the decoder alone; the latents stay as they are
     mix_prob: float = 0.5
     balance_families: bool = False
+
+    @classmethod
+    def from_options(cls, **options) -> TrainConfig:
+        """A config from options by name: this class's fields and the loss schedule's
+        (`stage_steps`, `spectral_weight`, `mel_weight`...), as `train_cae` and a --config
+        file give them; a name that is neither is one RiffwrightError line."""
+        sched_names = {f.name for f in fields(CTSchedule)}
+        own = {f.name for f in fields(cls)} - {"schedule"}
+        unknown = sorted(set(options) - sched_names - own)
+        if unknown:
+            raise RiffwrightError(f"unknown CAE training option(s): {', '.join(unknown)}")
+        kw = {k: v for k, v in options.items() if k in own}
+        kw["init"] = str(kw["init"]) if kw.get("init") else None
+        sched = CTSchedule(**{k: v for k, v in options.items() if k in sched_names})
+        return cls(schedule=sched, **kw)
+
+
+WARMUP_STEPS = 200  # a fresh CAE's learning-rate warm-up (none from trained weights)
 
 
 def _save_state(out: Path, cae, ema, opt, step: int, cfg: TrainConfig) -> None:
@@ -251,31 +266,126 @@ def _sources(data, cfg: TrainConfig) -> tuple[list[list[Path]], list[float] | No
     return list_sources(data, "train"), None
 
 
+
+@dataclass
+class _CaeRun:
+    """One training call: the model and its average, the optimiser, the crops and where
+    it all goes."""
+
+    cfg: TrainConfig
+    data: str | Path
+    out: Path
+    device: str
+    cae: torch.nn.Module
+    ema: torch.nn.Module
+    opt: torch.optim.Optimizer
+    step: int
+    sampler: CropSampler
+    gen: torch.Generator
+
+    @classmethod
+    def start(cls, cfg: TrainConfig, data, out: Path, device: str, resume: bool) -> _CaeRun:
+        """A fresh run, or the checkpoint in `out` resumed (`resume`); logs its start."""
+        torch.manual_seed(cfg.seed)
+        cae = _start_model(cfg, device)
+        ema = _start_model(cfg, device)
+        ema.load_state_dict(cae.state_dict())
+        ema.requires_grad_(False)
+        ema.eval()
+        trained = cae
+        if cfg.freeze_encoder:
+            cae.encoder.requires_grad_(False)
+            trained = cae.decoder
+        opt = torch.optim.AdamW(trained.parameters(), lr=cfg.lr, betas=(0.9, 0.99),
+                                weight_decay=0.0)
+        step = 0
+        if resume and has_state(out):
+            step = int(load_state(out, {"model": cae, "ema": ema}, opt)["step"])
+            set_lr(opt, cfg.lr)
+        groups, weights = _sources(data, cfg)
+        sampler = CropSampler(groups, cfg.crop_frames * cae.hop, cae.sample_rate,
+                              mix_prob=cfg.mix_prob, seed=cfg.seed + step, weights=weights)
+        gen = torch.Generator().manual_seed(cfg.seed * 7919 + step)
+        log_json(out / "train.log", {
+            "event": "start", "step": step, "arch": cae.config.get("arch"),
+            "groups": len(groups), "params": cae.num_parameters(),
+            "frozen_encoder": cfg.freeze_encoder, "time": time.time()})
+        return cls(cfg, data, out, device, cae, ema, opt, step, sampler, gen)
+
+    def train_step(self) -> dict:
+        """One step on a fresh batch of crops (the learning rate warmed up first, unless
+        the run started from trained weights); the step's stats."""
+        cfg = self.cfg
+        wave = self.sampler.batch(cfg.batch_size).to(self.device)
+        with torch.no_grad():
+            spec = self.cae.spectral(wave)
+        if not cfg.init:
+            set_lr(self.opt, warmup_lr(cfg.lr, self.step, WARMUP_STEPS))
+        stats = train_step(self.cae, self.opt, spec, self.step, cfg.schedule, self.ema,
+                           cfg.ema_decay, cfg.grad_clip, self.gen)
+        if cfg.freeze_encoder:
+            self.cae.encoder.eval()
+        self.step += 1
+        return stats
+
+    def save(self) -> None:
+        _save_state(self.out, self.cae, self.ema, self.opt, self.step, self.cfg)
+
+    def relist(self) -> None:
+        """List the data again: a data set that is still being built grows."""
+        fresh, fresh_weights = _sources(self.data, self.cfg)
+        if len(fresh) != len(self.sampler.groups):
+            self.sampler.groups, self.sampler.weights = fresh, fresh_weights
+            log_json(self.out / "train.log",
+                     {"event": "data", "step": self.step, "groups": len(fresh)})
+
+
+def _log_mean(out: Path, stats: list[dict], step: int, seconds: float) -> None:
+    """One log line: the mean of each stat over the steps since the last line, and speed."""
+    mean = {k: float(np.mean([a[k] for a in stats])) for k in stats[0]}
+    mean.update(step=step, sec_per_step=seconds / len(stats))
+    log_json(out / "train.log", mean)
+
+
+def _train_loop(run: _CaeRun, callback, relist_every: int) -> None:
+    """Step to `cfg.steps`, logging, checkpointing and relisting the data on the way; a
+    stop (Ctrl-C, `kill PID`, a raising callback) checkpoints the step reached."""
+    cfg = run.cfg
+    t0, acc, saved, last = time.time(), [], run.step, None
+    restore = stop_on_sigterm()
+    try:
+        while run.step < cfg.steps:
+            stats = last = run.train_step()
+            acc.append(stats)
+            if callback is not None:
+                callback(run.step, stats)
+            if due(run.step, cfg.log_every, cfg.steps):
+                _log_mean(run.out, acc, run.step, time.time() - t0)
+                t0, acc = time.time(), []
+            if due(run.step, cfg.checkpoint_every, cfg.steps):
+                run.save()
+                saved = run.step
+            if run.step % relist_every == 0:
+                run.relist()
+            if not math.isfinite(stats["loss"]):
+                raise RiffwrightError(f"training diverged at step {run.step} (loss is not "
+                                      "finite)")
+    finally:
+        if run.step > saved and last is not None and math.isfinite(last["loss"]):
+            run.save()
+        restore()
+
+
 def train_cae(
     data_dir_or_manifest: str | Path,
     out_dir: str | Path,
-    arch: str = "small",
-    steps: int = 10000,
-    batch_size: int = 8,
-    crop_frames: int = 16,
-    lr: float = 2e-4,
-    stage_steps: int = 1000,
-    checkpoint_every: int = 200,
-    log_every: int = 10,
-    threads: int | None = None,
-    seed: int = 0,
+    *,
     device: str = "cpu",
+    threads: int | None = None,
     resume: bool = True,
     callback=None,
     relist_every: int = 500,
-    ema_decay: float = 0.999,
-    spectral_weight: float = 0.0,
-    mel_weight: float = 0.0,
-    head_channels: int = 0,
-    init: str | Path | None = None,
-    freeze_encoder: bool = False,
-    mix_prob: float = 0.5,
-    balance_families: bool = False,
+    **options,
 ) -> Path:
     """Train (or resume training) a CAE; returns the path of the EMA weights file.
 
@@ -299,82 +409,15 @@ def train_cae(
     warm-up then); `freeze_encoder` trains its decoder alone, so a diffusion model trained on
     its latents stays compatible while the decoder improves. `balance_families` draws single
     stems, every instrument family equally often (it needs a dataset manifest).
+    `options` are `TrainConfig`'s fields and `CTSchedule`'s by name (`arch`, `steps`,
+    `batch_size`, `crop_frames`, `lr`, `stage_steps`, `seed`, `ema_decay`...); an unknown
+    one is refused before anything is written.
     """
+    cfg = TrainConfig.from_options(**options)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if threads:
         torch.set_num_threads(int(threads))
-    sched = CTSchedule(stage_steps=stage_steps, spectral_weight=spectral_weight,
-                       mel_weight=mel_weight)
-    cfg = TrainConfig(arch=arch, head_channels=head_channels, steps=steps,
-                      batch_size=batch_size, crop_frames=crop_frames, lr=lr,
-                      ema_decay=ema_decay, seed=seed, checkpoint_every=checkpoint_every,
-                      log_every=log_every, schedule=sched, init=str(init) if init else None,
-                      freeze_encoder=freeze_encoder, mix_prob=mix_prob,
-                      balance_families=balance_families)
-    torch.manual_seed(seed)
-    cae = _start_model(cfg, device)
-    ema = _start_model(cfg, device)
-    ema.load_state_dict(cae.state_dict())
-    ema.requires_grad_(False)
-    ema.eval()
-    trained = cae
-    if freeze_encoder:
-        cae.encoder.requires_grad_(False)
-        trained = cae.decoder
-    opt = torch.optim.AdamW(trained.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
-    step = 0
-    if resume and has_state(out):
-        step = int(load_state(out, {"model": cae, "ema": ema}, opt)["step"])
-        for g in opt.param_groups:
-            g["lr"] = lr
-    groups, weights = _sources(data_dir_or_manifest, cfg)
-    sampler = CropSampler(groups, crop_frames * cae.hop, cae.sample_rate, mix_prob=mix_prob,
-                          seed=seed + step, weights=weights)
-    gen = torch.Generator().manual_seed(seed * 7919 + step)
-    warmup = 0 if init else 200
-    log = open(out / "train.log", "a")
-    log.write(json.dumps({"event": "start", "step": step, "arch": cae.config.get("arch"),
-                          "groups": len(groups), "params": cae.num_parameters(),
-                          "frozen_encoder": freeze_encoder, "time": time.time()}) + "\n")
-    log.flush()
-    t0, acc, saved, last = time.time(), [], step, None
-    restore = stop_on_sigterm()
-    try:
-        while step < steps:
-            wave = sampler.batch(batch_size).to(device)
-            with torch.no_grad():
-                spec = cae.spectral(wave)
-            if warmup:
-                for g in opt.param_groups:
-                    g["lr"] = lr * min(1.0, (step + 1) / warmup)
-            stats = train_step(cae, opt, spec, step, sched, ema, cfg.ema_decay, cfg.grad_clip, gen)
-            if freeze_encoder:
-                cae.encoder.eval()
-            step += 1
-            acc.append(stats)
-            last = stats
-            if callback is not None:
-                callback(step, stats)
-            if step % log_every == 0 or step == steps:
-                mean = {k: float(np.mean([a[k] for a in acc])) for k in acc[0]}
-                mean.update(step=step, sec_per_step=(time.time() - t0) / len(acc))
-                log.write(json.dumps(mean) + "\n")
-                log.flush()
-                t0, acc = time.time(), []
-            if step % checkpoint_every == 0 or step == steps:
-                _save_state(out, cae, ema, opt, step, cfg)
-                saved = step
-            if step % relist_every == 0:  # a data set that is still being built grows
-                fresh, fresh_weights = _sources(data_dir_or_manifest, cfg)
-                if len(fresh) != len(sampler.groups):
-                    sampler.groups, sampler.weights = fresh, fresh_weights
-                    log.write(json.dumps({"event": "data", "step": step, "groups": len(fresh)}) + "\n")
-            if not math.isfinite(stats["loss"]):
-                raise RiffwrightError(f"training diverged at step {step} (loss is not finite)")
-    finally:
-        if step > saved and last is not None and math.isfinite(last["loss"]):
-            _save_state(out, cae, ema, opt, step, cfg)
-        log.close()
-        restore()
+    run = _CaeRun.start(cfg, data_dir_or_manifest, out, device, resume)
+    _train_loop(run, callback, relist_every)
     return out / "cae.safetensors"

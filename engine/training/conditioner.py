@@ -32,6 +32,7 @@ from engine.models.conditioning.common import FAMILY_PROMPTS
 from engine.models.conditioning.features import normalise_logmel
 from engine.models.conditioning.text import build_vocab
 from engine.training.dataset import load_manifest
+from engine.training.loop import due, log_json, set_lr
 
 FRAME_RATE = 50  # log-mel frames per second at hop 960, 48 kHz
 
@@ -215,6 +216,90 @@ def _lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
     return lr * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0))))
 
 
+@dataclass
+class _EncoderBatches:
+    """Draws the encoder's training batches: stems weighted so that every family counts
+    (1/sqrt of its size), a random length per batch, crops preferring sound, a band shift
+    and captions with some of their parts left out."""
+
+    items: list[StemItem]
+    mels: list[np.ndarray]
+    batch_size: int
+    frames: tuple[int, int]  # the fewest and most log-mel frames of a batch
+    caption_keep: float
+    band_shift: int
+
+    def __post_init__(self):
+        fam = [it.family or "?" for it in self.items]
+        counts = {f: fam.count(f) for f in set(fam)}
+        weights = np.array([1.0 / math.sqrt(counts[f]) for f in fam])
+        self.weights = weights / weights.sum()
+
+    def draw(self, rng: np.random.Generator):
+        """(normalised log-mel batch, captions); the draws in a fixed order, so a seed
+        (and a resumed generator) gives the same batches."""
+        import torch
+
+        frames = int(rng.integers(self.frames[0], self.frames[1] + 1))
+        idx = rng.choice(len(self.items), size=self.batch_size, replace=False, p=self.weights)
+        batch = np.stack([_crop(self.mels[i], frames, rng) for i in idx]).astype(np.float32)
+        x = normalise_logmel(_shift_bands(torch.from_numpy(batch), rng, self.band_shift))
+        caps = [_augment_caption(self.items[i].caption, rng, self.caption_keep) for i in idx]
+        return x, caps
+
+
+def _encoder_config(items: list[StemItem], state_path: Path, resume: bool,
+                    model_config: dict | None, seed: int) -> dict:
+    """A resumed run's config (it keeps the vocabulary it started with: new words hash to
+    OOV ids), else `model_config` with a vocabulary of the captions and family prompts."""
+    if resume and state_path.is_file():
+        return _stored_config(state_path)
+    vocab = build_vocab([it.caption for it in items] + list(FAMILY_PROMPTS.values()))
+    config = dict(model_config or {})
+    config.setdefault("vocab", vocab)
+    config.setdefault("seed", seed)
+    return config
+
+
+def _encoder_optimiser(cond, lr: float, weight_decay: float):
+    """AdamW with weight decay on the matrices only (not on norms, biases, the scale)."""
+    import torch
+
+    decay, no_decay = [], []
+    for n, p in cond.named_parameters():
+        (no_decay if p.ndim < 2 or n == "logit_scale" else decay).append(p)
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0}],
+        lr=lr, betas=(0.9, 0.98),
+    )
+
+
+def _encoder_step(cond, opt, x, caps: list[str]) -> float:
+    """One contrastive step (clipped gradients, the temperature kept in range); its loss."""
+    import torch
+
+    ids, grams = cond.tokenizer.encode(caps)
+    a = cond.encode_logmel(x)
+    t = cond.encode_tokens(ids, grams)
+    loss = contrastive_loss(a, t, cond.logit_scale, caps)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(cond.parameters(), 1.0)
+    opt.step()
+    with torch.no_grad():
+        cond.logit_scale.clamp_(0.0, math.log(100.0))
+    return float(loss.detach())
+
+
+def _progress_record(cond, opt, step: int, steps: int, loss: float, eta: float) -> dict:
+    return {
+        "step": step, "steps": steps, "loss": round(loss, 4),
+        "lr": round(opt.param_groups[0]["lr"], 6),
+        "temperature": round(float(1.0 / cond.logit_scale.detach().exp()), 4),
+        "eta_s": round(eta, 1),
+    }
+
+
 def train_encoder(
     dataset_dir: str | Path,
     out_path: str | Path,
@@ -243,90 +328,47 @@ def train_encoder(
     """
     import torch
 
-    from engine.models.conditioning.builtin import BuiltinConditioner, save_builtin
+    from engine.models.conditioning.builtin import BuiltinConditioner, load_builtin, save_builtin
 
     if threads:
         torch.set_num_threads(int(threads))
     out_path = Path(out_path)
-    out_dir = out_path.parent
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
     state_path = out_path.with_name(out_path.name + ".state.safetensors")
     log_path = Path(log_path) if log_path else out_path.with_name(out_path.stem + ".log.jsonl")
 
     items = [it for it in read_stems(dataset_dir, ("train",)) if it.path.is_file()]
     if len(items) < 2:
         raise RiffwrightError(f"{dataset_dir} has fewer than 2 training stems")
-    if resume and state_path.is_file():
-        # a resumed run keeps the vocabulary it started with (new words hash to OOV ids)
-        config = _stored_config(state_path)
-    else:
-        vocab = build_vocab([it.caption for it in items] + list(FAMILY_PROMPTS.values()))
-        config = dict(model_config or {})
-        config.setdefault("vocab", vocab)
-        config.setdefault("seed", seed)
-    cond = BuiltinConditioner(config)
+    cond = BuiltinConditioner(_encoder_config(items, state_path, resume, model_config, seed))
     cond.train()
-
-    feat_dir = out_dir / "features"
-    mels = [stem_logmel(cond, it, feat_dir) for it in items]
-    fam = [it.family or "?" for it in items]
-    counts = {f: fam.count(f) for f in set(fam)}
-    weights = np.array([1.0 / math.sqrt(counts[f]) for f in fam])
-    weights /= weights.sum()
-
-    decay, no_decay = [], []
-    for n, p in cond.named_parameters():
-        (no_decay if p.ndim < 2 or n == "logit_scale" else decay).append(p)
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0}],
-        lr=lr, betas=(0.9, 0.98),
-    )
+    batches = _EncoderBatches(
+        items, [stem_logmel(cond, it, out_path.parent / "features") for it in items],
+        min(batch_size, len(items)),
+        (int(min_seconds * FRAME_RATE), int(max_seconds * FRAME_RATE)), caption_keep,
+        band_shift)
+    opt = _encoder_optimiser(cond, lr, weight_decay)
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     step, extra = 0, {}
     if resume and state_path.is_file():
         step, extra = _load_state(state_path, cond, opt, rng)
-    bs = min(batch_size, len(items))
     t0, loss_val = time.time(), float("nan")
     start_step = step
     while step < steps:
-        frames = int(rng.integers(int(min_seconds * FRAME_RATE), int(max_seconds * FRAME_RATE) + 1))
-        idx = rng.choice(len(items), size=bs, replace=False, p=weights)
-        batch = np.stack([_crop(mels[i], frames, rng) for i in idx]).astype(np.float32)
-        x = normalise_logmel(_shift_bands(torch.from_numpy(batch), rng, band_shift))
-        caps = [_augment_caption(items[i].caption, rng, caption_keep) for i in idx]
-        ids, grams = cond.tokenizer.encode(caps)
-        for g in opt.param_groups:
-            g["lr"] = _lr_at(step, steps, lr, warmup)
-        a = cond.encode_logmel(x)
-        t = cond.encode_tokens(ids, grams)
-        loss = contrastive_loss(a, t, cond.logit_scale, caps)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(cond.parameters(), 1.0)
-        opt.step()
-        with torch.no_grad():
-            cond.logit_scale.clamp_(0.0, math.log(100.0))
+        x, caps = batches.draw(rng)
+        set_lr(opt, _lr_at(step, steps, lr, warmup))
+        loss_val = _encoder_step(cond, opt, x, caps)
         step += 1
-        loss_val = float(loss.detach())
-        if step % 10 == 0 or step == steps:
-            done = step - start_step
-            eta = (time.time() - t0) / done * (steps - step)
-            rec = {
-                "step": step, "steps": steps, "loss": round(loss_val, 4),
-                "lr": round(opt.param_groups[0]["lr"], 6),
-                "temperature": round(float(1.0 / cond.logit_scale.detach().exp()), 4),
-                "eta_s": round(eta, 1),
-            }
-            with open(log_path, "a") as f:
-                f.write(json.dumps(rec) + "\n")
+        if due(step, 10, steps):
+            eta = (time.time() - t0) / (step - start_step) * (steps - step)
+            rec = _progress_record(cond, opt, step, steps, loss_val, eta)
+            log_json(log_path, rec)
             if progress is not None:
                 progress(rec)
-        if step % checkpoint_every == 0 or step == steps:
+        if due(step, checkpoint_every, steps):
             save_builtin(copy.deepcopy(cond).eval(), out_path)  # rounds the copy, not cond
             _save_state(state_path, cond, opt, step, rng, extra)
-    from engine.models.conditioning.builtin import load_builtin
-
     if not out_path.is_file():
         save_builtin(copy.deepcopy(cond).eval(), out_path)
     return {
@@ -356,6 +398,51 @@ def _ranks_metrics(sim: np.ndarray, q_labels: list[str], d_labels: list[str], ks
     return res
 
 
+def _eval_items(dataset_dir, split: str, families: list[str] | None,
+                max_stems: int | None) -> list[StemItem]:
+    """The split's stems of a known family (of `families`), at most `max_stems` of them
+    (the same pick every time)."""
+    items = [it for it in read_stems(dataset_dir, (split,)) if it.path.is_file()]
+    items = [it for it in items if it.family in FAMILY_PROMPTS]
+    if families:
+        items = [it for it in items if it.family in families]
+    if max_stems and len(items) > max_stems:
+        pick = np.random.default_rng(0).choice(len(items), size=max_stems, replace=False)
+        items = [items[i] for i in sorted(pick)]
+    if not items:
+        raise RiffwrightError(f"no '{split}' stems with a known family in {dataset_dir}")
+    return items
+
+
+def _audio_embeddings(cond, items: list[StemItem], progress) -> np.ndarray:
+    """(N, dim): each stem's audio embedding, through the real `embed_audio`."""
+    import soundfile as sf
+
+    embs = []
+    for n, it in enumerate(items):
+        audio, sr = sf.read(str(it.path), dtype="float32", always_2d=True)
+        embs.append(cond.embed_audio(audio.mean(axis=1), sr)[0].numpy())
+        if progress is not None:
+            progress(n + 1, len(items))
+    return np.stack(embs)
+
+
+def _per_family(sim: np.ndarray, order: np.ndarray, truth: np.ndarray, present: list[str],
+                labels: list[str]) -> dict:
+    """{family: {"n", "accuracy", "ap"}}: how often its stems are classified right, and the
+    average precision of its prompt's ranking."""
+    per = {}
+    for fi, f in enumerate(present):
+        mask = truth == fi
+        sub = _ranks_metrics(sim[fi : fi + 1], [f], labels, ks=(5,))
+        per[f] = {
+            "n": int(mask.sum()),
+            "accuracy": round(float(np.mean(order[mask, 0] == fi)), 4),
+            "ap": sub["mAP"],
+        }
+    return per
+
+
 def evaluate_encoder(
     conditioner_or_path,
     dataset_dir: str | Path,
@@ -376,28 +463,11 @@ def evaluate_encoder(
     - "caption_recall@1", "caption_recall@5": each stem's own caption retrieves that exact stem;
     - "per_family": {family: {"n", "accuracy", "ap"}}; "n_stems", "n_families", "conditioner".
     """
-    import soundfile as sf
-
-
     cond = conditioner_or_path
     if isinstance(cond, (str, Path)):
         cond = load_conditioner(cond, device)
-    items = [it for it in read_stems(dataset_dir, (split,)) if it.path.is_file()]
-    items = [it for it in items if it.family in FAMILY_PROMPTS]
-    if families:
-        items = [it for it in items if it.family in families]
-    if max_stems and len(items) > max_stems:
-        pick = np.random.default_rng(0).choice(len(items), size=max_stems, replace=False)
-        items = [items[i] for i in sorted(pick)]
-    if not items:
-        raise RiffwrightError(f"no '{split}' stems with a known family in {dataset_dir}")
-    embs = []
-    for n, it in enumerate(items):
-        audio, sr = sf.read(str(it.path), dtype="float32", always_2d=True)
-        embs.append(cond.embed_audio(audio.mean(axis=1), sr)[0].numpy())
-        if progress is not None:
-            progress(n + 1, len(items))
-    audio_emb = np.stack(embs)
+    items = _eval_items(dataset_dir, split, families, max_stems)
+    audio_emb = _audio_embeddings(cond, items, progress)
     labels = [it.family for it in items]
     present = [f for f in FAMILY_PROMPTS if f in set(labels)]
     fam_text = cond.embed_text([FAMILY_PROMPTS[f] for f in present]).numpy()
@@ -412,16 +482,7 @@ def evaluate_encoder(
     crank = (csim > np.diag(csim)[:, None]).sum(1)  # stems scoring strictly better
     res["caption_recall@1"] = round(float(np.mean(crank < 1)), 4)
     res["caption_recall@5"] = round(float(np.mean(crank < 5)), 4)
-    per = {}
-    for fi, f in enumerate(present):
-        mask = truth == fi
-        sub = _ranks_metrics(sim[fi : fi + 1], [f], labels, ks=(5,))
-        per[f] = {
-            "n": int(mask.sum()),
-            "accuracy": round(float(np.mean(order[mask, 0] == fi)), 4),
-            "ap": sub["mAP"],
-        }
-    res["per_family"] = per
+    res["per_family"] = _per_family(sim, order, truth, present, labels)
     res["n_stems"] = len(items)
     res["n_families"] = len(present)
     res["conditioner"] = cond.id

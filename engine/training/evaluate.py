@@ -393,7 +393,31 @@ def _file_items(root: Path, targets, n: int, limit: int) -> list[dict]:
     return items
 
 
+def _mismatched_stem(songs: list[dict], song: dict, target: dict, k: int) -> dict | None:
+    """A stem of another song to measure against (same family when there is one): what a
+    take that ignored the context would match as well."""
+    others = [st for s2 in songs if s2["id"] != song["id"] for st in s2["stems"]]
+    same = [st for st in others if st.get("family") == target.get("family")] or others
+    return same[k % len(same)] if same else None
+
+
+def _song_item(root: Path, song: dict, ti: int, mis: dict | None, n: int) -> dict:
+    """A test song's item: stem `ti` is the truth, the sum of the others the context."""
+    target = song["stems"][ti]
+    ctx = sum(_read(root / st["path"], n) for i, st in enumerate(song["stems"]) if i != ti)
+    return {
+        "id": song["id"], "context": ctx, "truth": _read(root / target["path"], n),
+        "mismatched": _read(root / mis["path"], n) if mis else None,
+        "prompt": target.get("caption") or target.get("instrument"),
+        "family": target.get("family"), "role": _role_of(target.get("family")),
+        "tempo": float(song.get("tempo") or 0) or None,
+        "beats_per_bar": int(str(song.get("meter") or "4/4").split("/")[0]),
+        "bar_s": _bar_seconds(song)}
+
+
 def _dataset_items(data, n: int, limit: int) -> list[dict]:
+    """Items from a dataset's test songs of two or more stems: song k's target is its stem
+    k (cycling)."""
     from engine.errors import RiffwrightError
 
     m = load_manifest(data)
@@ -404,19 +428,8 @@ def _dataset_items(data, n: int, limit: int) -> list[dict]:
     items = []
     for k, song in enumerate(songs[:limit]):
         ti = k % len(song["stems"])
-        target = song["stems"][ti]
-        ctx = sum(_read(root / st["path"], n) for i, st in enumerate(song["stems"]) if i != ti)
-        others = [(s2, st) for s2 in songs if s2["id"] != song["id"] for st in s2["stems"]]
-        same = [o for o in others if o[1].get("family") == target.get("family")] or others
-        mis = same[k % len(same)] if same else None
-        items.append({
-            "id": song["id"], "context": ctx, "truth": _read(root / target["path"], n),
-            "mismatched": _read(root / mis[1]["path"], n) if mis else None,
-            "prompt": target.get("caption") or target.get("instrument"),
-            "family": target.get("family"), "role": _role_of(target.get("family")),
-            "tempo": float(song.get("tempo") or 0) or None,
-            "beats_per_bar": int(str(song.get("meter") or "4/4").split("/")[0]),
-            "bar_s": _bar_seconds(song)})
+        mis = _mismatched_stem(songs, song, song["stems"][ti], k)
+        items.append(_song_item(root, song, ti, mis, n))
     return items
 
 
@@ -462,7 +475,8 @@ def _takes(k: int, it: dict, gen_dir: Path | None, gen, out: Path, sr: int, n: i
     """The takes measured for item `k`: read from `gen_dir`, or generated (seed `k`) with the
     first written to `out` for listening."""
 
-    from engine.generate import GenerationRequest, run_to_end
+    from engine.generation.driver import run_to_end
+    from engine.generation.request import GenerationRequest
 
     if gen_dir is not None:
         stems = _generated_takes(gen_dir / it["id"], sr, n)
@@ -567,7 +581,7 @@ def _summary(b, gen, items: list[dict], rows: list[dict], embs: dict, seconds: f
     """The report's summary: the settings actually used, the note-level figures per role,
     the encoder-judged and secondary figures."""
 
-    from engine.generate import GenerationRequest
+    from engine.generation.request import GenerationRequest
 
     prompted = any(it["prompt"] for it in items)
     used = gen.resolve(GenerationRequest(steps=request["steps"],
@@ -608,7 +622,7 @@ def evaluate_model(bundle_dir=None, data=None, out="eval-model", limit: int = 16
     measure instead of generating; contexts without one are skipped. `cfg_context`/`cfg_clap`
     override the bundle's default guidance; `text_prior=False` prompts with the raw text
     embedding even when the bundle has a text prior."""
-    from engine.generate import Generator
+    from engine.generation.driver import Generator
 
     b = load_bundle(bundle_dir, device=device)
     gen = Generator(b)
@@ -638,6 +652,45 @@ def _cell(d: dict | None) -> str:
     return f"{d['mean']:.3f} [{d['lo']:.2f}, {d['hi']:.2f}]"
 
 
+def _gap_text(gap: dict | None) -> str:
+    if not gap:
+        return "–"
+    if not gap["bounds_separated"]:
+        return "n/a (truth ≯ mismatched)"
+    return f"{gap['value']:.2f} [{gap['lo']:.2f}, {gap['hi']:.2f}]"
+
+
+def _role_section(role: str, r: dict) -> list[str]:
+    """The report's table of one role's note-level figures."""
+    labels = {key: label for key, label, _ in FIGURES}
+    lines = ["", f"## {role} ({r['contexts']} contexts; beats {r['tempo']})", "",
+             "| figure | generated | ground truth | mismatched | naive DSP | gap closed "
+             "| n (gen. undefined) |", "|---|---|---|---|---|---|---|"]
+    for key, f in r["figures"].items():
+        lines.append(f"| {labels[key]} | {' | '.join(_cell(f.get(x)) for x in STEMS)} | "
+                     f"{_gap_text(f.get('gap_closed'))} | {f['n']} ({f['gen_undefined']}) |")
+    if "grid_hit" in r["figures"]:
+        lines += ["", f"Chance level of the grid hits (onsets at random times): "
+                  f"{r['grid_chance']:.3f}."]
+    return lines
+
+
+def _encoder_rows(s: dict) -> list[str]:
+    """The rows of the figures judged by the bundle's own encoder (none without them)."""
+    rows = []
+    for metric, label in (("prompt", "prompt adherence"), ("family_ok", "family accuracy")):
+        if f"{metric}_generated" in s:
+            cells = [f"{s[k]:.3f}" if (k := f'{metric}_{n}') in s else "–"
+                     for n in ("generated", "ground_truth", "mismatched")]
+            gap = s.get(f"{metric}_gap_closed")
+            rows.append(f"| {label} | {' | '.join(cells)} | "
+                        f"{'–' if gap is None else f'{gap:.2f}'} |")
+    if "frechet_generated" in s:
+        rows.append(f"| Fréchet distance to real stems | {s['frechet_generated']:.3f} | 0 | "
+                    f"{s.get('frechet_mismatched', float('nan')):.3f} | |")
+    return rows
+
+
 def _markdown(s: dict) -> str:
     if s.get("generated_from"):
         how = f"takes read from `{s['generated_from']}`"
@@ -651,35 +704,9 @@ def _markdown(s: dict) -> str:
              "another piece, 1 is as good as the real part; an interval that includes 0 is no "
              "evidence of fit. Where the ground truth does not clearly beat the mismatched stem "
              "(its bootstrap interval of the difference includes 0) the gap is n/a."]
-    labels = {key: label for key, label, _ in FIGURES}
     for role, r in s.get("note_level", {}).items():
-        lines += ["", f"## {role} ({r['contexts']} contexts; beats {r['tempo']})", "",
-                  "| figure | generated | ground truth | mismatched | naive DSP | gap closed "
-                  "| n (gen. undefined) |", "|---|---|---|---|---|---|---|"]
-        for key, f in r["figures"].items():
-            gap = f.get("gap_closed")
-            if not gap:
-                gap_s = "–"
-            elif not gap["bounds_separated"]:
-                gap_s = "n/a (truth ≯ mismatched)"
-            else:
-                gap_s = f"{gap['value']:.2f} [{gap['lo']:.2f}, {gap['hi']:.2f}]"
-            lines.append(f"| {labels[key]} | {' | '.join(_cell(f.get(x)) for x in STEMS)} | "
-                         f"{gap_s} | {f['n']} ({f['gen_undefined']}) |")
-        if "grid_hit" in r["figures"]:
-            lines += ["", f"Chance level of the grid hits (onsets at random times): "
-                      f"{r['grid_chance']:.3f}."]
-    extra = []
-    for metric, label in (("prompt", "prompt adherence"), ("family_ok", "family accuracy")):
-        if f"{metric}_generated" in s:
-            cells = [f"{s[k]:.3f}" if (k := f'{metric}_{n}') in s else "–"
-                     for n in ("generated", "ground_truth", "mismatched")]
-            gap = s.get(f"{metric}_gap_closed")
-            extra.append(f"| {label} | {' | '.join(cells)} | "
-                         f"{'–' if gap is None else f'{gap:.2f}'} |")
-    if "frechet_generated" in s:
-        extra.append(f"| Fréchet distance to real stems | {s['frechet_generated']:.3f} | 0 | "
-                     f"{s.get('frechet_mismatched', float('nan')):.3f} | |")
+        lines += _role_section(role, r)
+    extra = _encoder_rows(s)
     if extra:
         lines += ["", "## Judged by Riffwright's own encoder", "",
                   "Optimistic: the encoder was trained on the same data as the model.", "",

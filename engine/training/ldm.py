@@ -54,12 +54,14 @@ from engine.diffusion.context_features import FEATURE_DIM, features_from_spectra
 from engine.diffusion.edm import EDMLoss, EDMPrecond
 from engine.errors import RiffwrightError
 from engine.fsutil import atomic_path
-from engine.generate import GenerationRequest, Generator, pick_device, run_to_end
+from engine.generation.driver import Generator, pick_device, run_to_end
+from engine.generation.request import GenerationRequest
 from engine.models.cae import latent_stats
 from engine.models.conditioning.prior import DEFAULT_K, make_prior
 from engine.models.unet import UNet1d, arch_config, param_count, warm_start
 from engine.train_state import has_state, load_state, save_state, state_paths, stop_on_sigterm
-from engine.training.dataset.pairs import LatentPairs, encode_dataset_latents
+from engine.training.dataset.pairs import LatentPairs, PairRules, encode_dataset_latents
+from engine.training.loop import ema_update, log_json, set_lr, warmup_lr
 from engine.weights import load_into, read_checkpoint, save_module
 
 CLAP_CROP_S = 5.0
@@ -406,8 +408,7 @@ def _log_line(out: Path | None, record: dict, text: str, rank: int) -> None:
         return
     print(text, flush=True)
     if out is not None:
-        with open(out / "train.log", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        log_json(out / "train.log", record)
 
 
 def _export_bundle(src_bundle: Path, out: Path, ema: torch.nn.Module, stats: dict, cfg,
@@ -637,8 +638,10 @@ def _batches(cfg: LDMTrainConfig, out: Path, b, index: dict, mean: torch.Tensor,
 
     pairs = LatentPairs(out / "latents" / "index.json", "train", cfg.frames,
                         seed=cfg.seed * 1000 + step * world + rank,
-                        p_drop_context=cfg.p_drop_context, p_drop_clap=cfg.p_drop_clap,
-                        p_empty_context=cfg.p_empty_context, load_clap_audio=False)
+                        rules=PairRules(p_drop_context=cfg.p_drop_context,
+                                        p_drop_clap=cfg.p_drop_clap,
+                                        p_empty_context=cfg.p_empty_context),
+                        load_clap_audio=False)
     feats = (ContextFeatureWindows(out / "features", FEATURE_DIM)
              if cfg.context_features or cfg.feature_loss else None)
     return _Batches(cfg, dev, mean, std, pairs, ClapCrops(out / "clap", index["sample_rate"]),
@@ -700,18 +703,14 @@ def _train_step(src: _Batches, model: _Model, loss_fn: EDMLoss, step: int, autoc
 
     cfg = src.cfg
     t = _draw_batch(src)
-    for g in model.opt.param_groups:
-        g["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
+    set_lr(model.opt, warmup_lr(cfg.lr, step, cfg.warmup))
     with autocast if autocast is not None else contextlib.nullcontext():
         loss = _loss(src, model, loss_fn, t)
     model.opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.net.parameters(), cfg.grad_clip)
     model.opt.step()
-    with torch.no_grad():
-        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-        for pe, pn in zip(model.ema.parameters(), model.net.parameters()):
-            pe.lerp_(pn, 1 - decay)
+    ema_update(model.ema, model.net, cfg.ema_decay, step)
     return float(loss.detach())
 
 

@@ -43,53 +43,21 @@ GM_NAMES = (
 assert len(GM_NAMES) == 128
 
 
+# each run of programs of one family: (its first program, the family; None: not one of ours)
+_FAMILY_SPANS = (
+    (0, "piano"), (8, None),  # chromatic percussion is not one of our families
+    (16, "organ"), (22, "woodwind"), (23, "organ"),  # 22 is the harmonica
+    (24, "guitar"), (32, "bass"), (40, "strings"), (47, "drums"),  # 47: timpani
+    (48, "strings"), (50, "synth"), (52, "voice"), (54, "synth"), (55, None),
+    (56, "brass"), (62, "synth"), (64, "woodwind"), (80, "synth"), (104, "guitar"),
+    (108, None), (109, "woodwind"), (110, "strings"), (111, "woodwind"), (112, "drums"),
+    (120, None),
+)
+
+
 def _family_of(program: int) -> str | None:
-    p = program
-    if p < 8:
-        return "piano"
-    if p < 16:
-        return None  # chromatic percussion: not one of our families
-    if p < 21 or p == 21 or p == 23:
-        return "organ"
-    if p == 22:
-        return "woodwind"
-    if p < 32:
-        return "guitar"
-    if p < 40:
-        return "bass"
-    if p < 47:
-        return "strings"
-    if p == 47:
-        return "drums"
-    if p in (48, 49):
-        return "strings"
-    if p in (50, 51):
-        return "synth"
-    if p in (52, 53):
-        return "voice"
-    if p == 54:
-        return "synth"
-    if p == 55:
-        return None
-    if p < 62:
-        return "brass"
-    if p < 64:
-        return "synth"
-    if p < 80:
-        return "woodwind"
-    if p < 104:
-        return "synth"
-    if p < 108:
-        return "guitar"
-    if p == 108:
-        return None
-    if p in (109, 111):
-        return "woodwind"
-    if p == 110:
-        return "strings"
-    if p < 120:
-        return "drums"
-    return None
+    """The family of the span `program` falls in."""
+    return [family for first, family in _FAMILY_SPANS if first <= program][-1]
 
 
 GM_FAMILY = tuple(_family_of(p) for p in range(128))

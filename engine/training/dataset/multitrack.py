@@ -178,64 +178,97 @@ def _load_mono(path: Path) -> np.ndarray:
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
-def _stem_list(song: Path, layout: str) -> tuple[list[dict], dict]:
-    """[{files, instrument, family, program, drum}], song info {style}."""
-    info: dict = {"style": ""}
-    stems: list[dict] = []
-    if layout == "slakh":
-        meta = read_simple_yaml((song / "metadata.yaml").read_text())
-        for name, m in sorted((meta.get("stems") or {}).items()):
-            if not isinstance(m, dict) or m.get("audio_rendered") is False:
-                continue
-            files = [f for f in _audio_files(song / "stems") if f.stem == name]
-            if not files:
-                continue
-            drum = bool(m.get("is_drum"))
-            prog = m.get("program_num")
-            prog = int(prog) if isinstance(prog, int) and 0 <= prog < 128 else None
-            if drum:
-                fam, inst = "drums", "drums"
-            elif prog is not None:
-                fam, inst = GM_FAMILY[prog], GM_NAMES[prog]
-            else:
-                fam, inst = None, str(m.get("midi_program_name") or "stem").lower()
-            if fam is None:
-                fam = SLAKH_CLASS.get(str(m.get("inst_class", "")).lower())
+def _slakh_identity(m: dict) -> tuple[str | None, str, int | None, bool]:
+    """A Slakh stem's family, instrument name, GM program and drum flag, from its metadata:
+    the program's, else the stem's own names, else its instrument class."""
+    drum = bool(m.get("is_drum"))
+    prog = m.get("program_num")
+    prog = int(prog) if isinstance(prog, int) and 0 <= prog < 128 else None
+    if drum:
+        fam, inst = "drums", "drums"
+    elif prog is not None:
+        fam, inst = GM_FAMILY[prog], GM_NAMES[prog]
+    else:
+        fam, inst = None, str(m.get("midi_program_name") or "stem").lower()
+    if fam is None:
+        fam = SLAKH_CLASS.get(str(m.get("inst_class", "")).lower())
+    return fam, inst, None if drum else prog, drum
+
+
+def _slakh_stems(song: Path) -> list[dict]:
+    """The rendered stems `metadata.yaml` lists, with the files found for each."""
+    meta = read_simple_yaml((song / "metadata.yaml").read_text())
+    stems = []
+    for name, m in sorted((meta.get("stems") or {}).items()):
+        if not isinstance(m, dict) or m.get("audio_rendered") is False:
+            continue
+        files = [f for f in _audio_files(song / "stems") if f.stem == name]
+        if files:
+            fam, inst, prog, drum = _slakh_identity(m)
             stems.append({"files": files, "instrument": inst, "family": fam,
-                          "program": None if drum else prog, "drum": drum})
-    elif layout == "moisesdb":
-        data = json.loads((song / "data.json").read_text())
-        info["style"] = str(data.get("genre") or "").lower()
-        types = {s.get("stemName"): [t.get("trackType", "") for t in s.get("tracks", [])]
-                 for s in data.get("stems", []) if isinstance(s, dict)}
-        for d in sorted(x for x in song.iterdir() if x.is_dir()):
-            files = _audio_files(d)
-            if not files:
-                continue
-            fam, inst = MOISES_STEMS.get(d.name, (None, d.name.replace("_", " ")))
-            kinds = " ".join(types.get(d.name, [])).lower()
-            if fam is None and kinds:
-                fam, _ = guess_family(kinds)
-                if d.name == "wind":
-                    fam = "brass" if any(w in kinds for w in ("trumpet", "trombone", "horn",
-                                                               "tuba", "brass")) else "woodwind"
-            if kinds and len(set(types.get(d.name, []))) == 1:
-                inst = types[d.name][0].lower()
+                          "program": prog, "drum": drum})
+    return stems
+
+
+_BRASS_WORDS = ("trumpet", "trombone", "horn", "tuba", "brass")
+
+
+def _moises_identity(folder: str, kinds: list[str]) -> tuple[str | None, str]:
+    """A MoisesDB stem folder's family and instrument name: the folder's own, else a guess
+    from its tracks' types (a `wind` folder is brass or woodwind by them)."""
+    fam, inst = MOISES_STEMS.get(folder, (None, folder.replace("_", " ")))
+    words = " ".join(kinds).lower()
+    if fam is None and words:
+        fam, _ = guess_family(words)
+        if folder == "wind":
+            fam = "brass" if any(w in words for w in _BRASS_WORDS) else "woodwind"
+    if words and len(set(kinds)) == 1:
+        inst = kinds[0].lower()
+    return fam, inst
+
+
+def _moises_stems(song: Path) -> tuple[list[dict], dict]:
+    """One stem per folder with audio; the song's genre from `data.json`."""
+    data = json.loads((song / "data.json").read_text())
+    info = {"style": str(data.get("genre") or "").lower()}
+    types = {s.get("stemName"): [t.get("trackType", "") for t in s.get("tracks", [])]
+             for s in data.get("stems", []) if isinstance(s, dict)}
+    stems = []
+    for d in sorted(x for x in song.iterdir() if x.is_dir()):
+        files = _audio_files(d)
+        if files:
+            fam, inst = _moises_identity(d.name, types.get(d.name, []))
             stems.append({"files": files, "instrument": inst, "family": fam,
                           "program": None, "drum": fam == "drums"})
-    else:
-        for f in _audio_files(song):
-            if f.stem.lower() in MIX_NAMES:
-                continue
-            if layout == "musdb":
-                fam, inst = {"bass": ("bass", "bass"), "drums": ("drums", "drums"),
-                             "vocals": ("voice", "vocals")}.get(
-                                 f.stem.lower(), (None, "other instruments"))
-            else:
-                fam, inst = guess_family(f.name)
-            stems.append({"files": [f], "instrument": inst, "family": fam, "program": None,
-                          "drum": fam == "drums"})
     return stems, info
+
+
+_MUSDB_STEMS = {"bass": ("bass", "bass"), "drums": ("drums", "drums"),
+                "vocals": ("voice", "vocals")}
+
+
+def _file_stems(song: Path, layout: str) -> list[dict]:
+    """One stem per audio file but the mix (MUSDB names, else a guess from the name)."""
+    stems = []
+    for f in _audio_files(song):
+        if f.stem.lower() in MIX_NAMES:
+            continue
+        if layout == "musdb":
+            fam, inst = _MUSDB_STEMS.get(f.stem.lower(), (None, "other instruments"))
+        else:
+            fam, inst = guess_family(f.name)
+        stems.append({"files": [f], "instrument": inst, "family": fam, "program": None,
+                      "drum": fam == "drums"})
+    return stems
+
+
+def _stem_list(song: Path, layout: str) -> tuple[list[dict], dict]:
+    """[{files, instrument, family, program, drum}], song info {style}."""
+    if layout == "slakh":
+        return _slakh_stems(song), {"style": ""}
+    if layout == "moisesdb":
+        return _moises_stems(song)
+    return _file_stems(song, layout), {"style": ""}
 
 
 def _split_from_path(song: Path) -> str | None:
@@ -250,6 +283,68 @@ def _split_from_path(song: Path) -> str | None:
     return None
 
 
+def _stem_audio(stems: list[dict]) -> list[np.ndarray]:
+    """Each stem's files summed (aligned at zero), all padded to the longest."""
+    audios = []
+    for st in stems:
+        parts = [_load_mono(f) for f in st["files"]]
+        mix = np.zeros(max(len(p) for p in parts), dtype=np.float32)
+        for p in parts:
+            mix[: len(p)] += p
+        audios.append(mix)
+    total = max(len(a) for a in audios)
+    return [np.pad(a, (0, total - len(a))) for a in audios]
+
+
+def _segment_gain(cut: list[np.ndarray], keep: list[int]) -> float:
+    """One gain for a segment's stems: the mix at -16 dB active RMS, but the mix and every
+    stem below full scale."""
+    mix = np.sum([cut[i] for i in keep], axis=0)
+    r = active_rms(mix)
+    gain = 10 ** (-16 / 20) / r if r > 0 else 1.0
+    gain = min(gain, 0.95 / max(float(np.abs(mix).max()), 1e-9))
+    return min(gain, 0.99 / max(max(float(np.abs(cut[i]).max()) for i in keep), 1e-9))
+
+
+def _write_segment(staging: Path, song_id: str, stems: list[dict], cut: list[np.ndarray],
+                   keep: list[int], style: str) -> list[dict]:
+    """Write a segment's sounding stems (one gain for all) into `staging`; their manifest
+    entries."""
+    gain = _segment_gain(cut, keep)
+    entries = []
+    used = set()
+    for i in keep:
+        st = stems[i]
+        name = f"{len(entries):02d}-{slug(st['instrument'], 40)}"
+        while name in used:
+            name += "x"
+        used.add(name)
+        write_wav(staging / f"{name}.wav", fade_edges(cut[i] * gain))
+        entries.append({
+            "path": f"songs/{song_id}/{name}.wav", "instrument": st["instrument"],
+            "family": st["family"], "program": st["program"],
+            "register": "full" if st["drum"] else None, "drum": st["drum"],
+            "caption": make_caption(st["instrument"], st["family"], None, style, None),
+        })
+    return entries
+
+
+def _segments(audios: list[np.ndarray], seconds: float, max_segments: int | None):
+    """Yield (k, the stems' audio of segment k): whole segments of `seconds` (a song of at
+    least half a segment gives one, padded), at most `max_segments`."""
+    seg = int(round(seconds * SAMPLE_RATE))
+    total = len(audios[0])
+    n_seg = max(1, total // seg) if total >= seg // 2 else 0
+    if max_segments is not None:
+        n_seg = min(n_seg, int(max_segments))
+    for k in range(n_seg):
+        cut = [np.zeros(seg, dtype=np.float32) for _ in audios]
+        for c, a in zip(cut, audios, strict=True):
+            chunk = a[k * seg:(k + 1) * seg]
+            c[: len(chunk)] = chunk
+        yield k, cut
+
+
 def import_song(out_dir: Path, song: Path, seconds: float, layout: str,
                 max_segments: int | None = None, name: str | None = None) -> str:
     """Import one multitrack song as segments `songs/<slug>-NNN/` (slug of the layout and
@@ -262,62 +357,22 @@ def import_song(out_dir: Path, song: Path, seconds: float, layout: str,
     stems, info = _stem_list(song, layout)
     if not stems:
         return "skipped: no stems"
-    audios = []
-    for st in stems:
-        parts = [_load_mono(f) for f in st["files"]]
-        n = max(len(p) for p in parts)
-        mix = np.zeros(n, dtype=np.float32)
-        for p in parts:
-            mix[: len(p)] += p
-        audios.append(mix)
-    total = max(len(a) for a in audios)
-    audios = [np.pad(a, (0, total - len(a))) for a in audios]
-    seg = int(round(seconds * SAMPLE_RATE))
-    n_seg = max(1, total // seg) if total >= seg // 2 else 0
-    if max_segments is not None:
-        n_seg = min(n_seg, int(max_segments))
     piece = f"{layout}:{song.name}"
     split = _split_from_path(song) or split_for(piece)
     written = []
-    for k in range(n_seg):
-        cut = [np.zeros(seg, dtype=np.float32) for _ in audios]
-        for c, a in zip(cut, audios, strict=True):
-            chunk = a[k * seg:(k + 1) * seg]
-            c[: len(chunk)] = chunk
+    for k, cut in _segments(_stem_audio(stems), seconds, max_segments):
         keep = [i for i, c in enumerate(cut) if not is_silent(c)]
         if not keep:
             continue
-        mix = np.sum([cut[i] for i in keep], axis=0)
-        r = active_rms(mix)
-        gain = 10 ** (-16 / 20) / r if r > 0 else 1.0
-        gain = min(gain, 0.95 / max(float(np.abs(mix).max()), 1e-9))
-        gain = min(gain, 0.99 / max(max(float(np.abs(cut[i]).max()) for i in keep), 1e-9))
         song_id = f"{base}-{k:03d}"
-        if (out_dir / "songs" / song_id).exists():
-            written.append(song_id)
-            continue
-        staging = staging_dir(out_dir, song_id)
-        entries = []
-        used = set()
-        for i in keep:
-            st = stems[i]
-            name = f"{len(entries):02d}-{slug(st['instrument'], 40)}"
-            while name in used:
-                name += "x"
-            used.add(name)
-            write_wav(staging / f"{name}.wav", fade_edges(cut[i] * gain))
-            entries.append({
-                "path": f"songs/{song_id}/{name}.wav", "instrument": st["instrument"],
-                "family": st["family"], "program": st["program"],
-                "register": "full" if st["drum"] else None, "drum": st["drum"],
-                "caption": make_caption(st["instrument"], st["family"], None, info["style"],
-                                        None),
-            })
-        entry = {"id": song_id, "split": split, "tempo": None, "key": None, "meter": None,
-                 "style": info["style"], "seconds": float(seconds), "piece": piece,
-                 "source": str(song), "stems": entries}
-        atomic_write_json(staging / "song.json", entry)
-        commit_song_dir(staging, out_dir / "songs" / song_id)
+        if not (out_dir / "songs" / song_id).exists():
+            staging = staging_dir(out_dir, song_id)
+            entries = _write_segment(staging, song_id, stems, cut, keep, info["style"])
+            entry = {"id": song_id, "split": split, "tempo": None, "key": None, "meter": None,
+                     "style": info["style"], "seconds": float(seconds), "piece": piece,
+                     "source": str(song), "stems": entries}
+            atomic_write_json(staging / "song.json", entry)
+            commit_song_dir(staging, out_dir / "songs" / song_id)
         written.append(song_id)
     marker.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(marker, {"song": str(song), "segments": written})

@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 
@@ -52,6 +54,34 @@ def _read_window(path: Path, start: int, n: int) -> np.ndarray:
     return x
 
 
+@dataclass(frozen=True)
+class PairRules:
+    """How a pair is drawn, the same for audio pairs (`iter_pairs`) and latent pairs
+    (`LatentPairs`): how often the context is empty and each condition dropped, how long
+    the CLAP source is, and how much of the window the target must play."""
+
+    p_drop_context: float = 0.2
+    p_drop_clap: float = 0.2
+    p_empty_context: float = 0.1
+    clap_samples: int = 5 * SAMPLE_RATE
+    min_active: float = 0.3
+
+    def offset(self, rng: np.random.Generator, span: int,
+               activity: Callable[[int], float]) -> int:
+        """A window offset in 0..span where the target plays (`activity(offset)` at least
+        `min_active`), drawn up to six times; the last draw when none plays enough."""
+        for _ in range(6):
+            off = int(rng.integers(0, span + 1))
+            if activity(off) >= self.min_active:
+                break
+        return off
+
+    def drops(self, rng: np.random.Generator) -> dict:
+        """The pair's two drop flags (context first, then CLAP: the order of the draws)."""
+        return {"drop_context": bool(rng.random() < self.p_drop_context),
+                "drop_clap": bool(rng.random() < self.p_drop_clap)}
+
+
 def _draw_subset(rng: np.random.Generator, others: list[int], p_empty: float) -> list[int]:
     if not others or rng.random() < p_empty:
         return []
@@ -70,11 +100,7 @@ def iter_pairs(
     window_samples: int = DEFAULT_WINDOW,
     seed: int = 0,
     *,
-    p_drop_context: float = 0.2,
-    p_drop_clap: float = 0.2,
-    p_empty_context: float = 0.1,
-    clap_samples: int = 5 * SAMPLE_RATE,
-    min_active: float = 0.3,
+    rules: PairRules = PairRules(),
     count: int | None = None,
     family_balanced: bool = False,
 ) -> Iterator[dict]:
@@ -93,7 +119,7 @@ def iter_pairs(
     if not songs:
         raise RiffwrightError(f"the dataset has no songs in split {split!r}")
     rng = np.random.default_rng(seed)
-    clap_samples = int(min(clap_samples, window_samples))
+    clap_samples = int(min(rules.clap_samples, window_samples))
     by_family: dict[str, list[tuple[int, int]]] = {}
     for si, s in enumerate(songs):
         for ti, st in enumerate(s["stems"]):
@@ -111,13 +137,11 @@ def iter_pairs(
         total = int(round(float(song["seconds"]) * manifest["sample_rate"]))
         span = max(0, total - window_samples)
         tpath = root / song["stems"][ti]["path"]
-        for _ in range(6):  # look for a window where the target plays
-            off = int(rng.integers(0, span + 1))
-            target = _read_window(tpath, off, window_samples)
-            if active_fraction(target) >= min_active:
-                break
+        off = rules.offset(rng, span, lambda o, t=tpath: active_fraction(
+            _read_window(t, o, window_samples)))
+        target = _read_window(tpath, off, window_samples)
         others = [i for i in range(len(song["stems"])) if i != ti]
-        subset = _draw_subset(rng, others, p_empty_context)
+        subset = _draw_subset(rng, others, rules.p_empty_context)
         context = np.zeros(window_samples, dtype=np.float32)
         for i in subset:
             context += _read_window(root / song["stems"][i]["path"], off, window_samples)
@@ -127,8 +151,7 @@ def iter_pairs(
             "target": target,
             "context": context,
             "clap_source": target[c_off:c_off + clap_samples].copy(),
-            "drop_context": bool(rng.random() < p_drop_context),
-            "drop_clap": bool(rng.random() < p_drop_clap),
+            **rules.drops(rng),
             "song": song["id"],
             "offset": off,
             "target_stem": ti,
@@ -163,6 +186,74 @@ def context_subsets(n: int, rng: np.random.Generator, max_mixes: int = 16) -> li
     return chosen
 
 
+def _song_audio(root: Path, song: dict) -> np.ndarray:
+    """(stems, T) float32: the song's stems, mono, padded to the longest."""
+    import soundfile as sf
+
+    audio = [sf.read(str(root / st["path"]), dtype="float32", always_2d=True)[0].mean(axis=1)
+             for st in song["stems"]]
+    n = max(len(a) for a in audio)
+    return np.stack([np.pad(a, (0, n - len(a))) for a in audio]).astype(np.float32)
+
+
+def _save_stem_latents(tmp: Path, song: dict, z: np.ndarray, audio: np.ndarray,
+                       hop: int) -> list[dict]:
+    """Each stem's latent and frame activity into `tmp`; their index entries."""
+    stems = []
+    for i, st in enumerate(song["stems"]):
+        name = Path(st["path"]).stem
+        np.save(tmp / f"{name}.npy", z[i].astype(np.float16))
+        np.save(tmp / f"{name}.act.npy", _frame_activity(audio[i], hop))
+        stems.append({"latent": f"songs/{song['id']}/{name}.npy",
+                      "activity": f"songs/{song['id']}/{name}.act.npy",
+                      "audio": st["path"], "family": st.get("family"),
+                      "caption": st.get("caption", "")})
+    return stems
+
+
+def _save_mix_latents(tmp: Path, song: dict, audio: np.ndarray, encode,
+                      subsets: list[tuple]) -> list[dict]:
+    """The latents of the summed audio of each subset (encoded four at a time) into
+    `tmp`; their index entries."""
+    mixes = []
+    for b0 in range(0, len(subsets), 4):
+        chunk = subsets[b0:b0 + 4]
+        zm = encode(np.stack([audio[list(s)].sum(axis=0) for s in chunk]))
+        for j, s in enumerate(chunk):
+            m = b0 + j
+            np.save(tmp / f"mix-{m:02d}.npy", zm[j].astype(np.float16))
+            mixes.append({"latent": f"songs/{song['id']}/mix-{m:02d}.npy",
+                          "members": list(s)})
+    return mixes
+
+
+def _encode_song(song: dict, k: int, root: Path, out: Path, encode, hop: int, seed: int,
+                 max_mixes: int) -> dict:
+    """Encode one song's stems and context mixes into a staging folder, then move it into
+    place as `out/songs/<id>` (replacing a half-written one); its index entry."""
+    sdir = out / "songs" / song["id"]
+    audio = _song_audio(root, song)
+    tmp = out / "songs" / f".tmp-{song['id']}-{os.getpid()}"
+    tmp.mkdir(parents=True, exist_ok=True)
+    z = encode(audio)
+    stems = _save_stem_latents(tmp, song, z, audio, hop)
+    subsets = context_subsets(len(song["stems"]), np.random.default_rng([seed, k]), max_mixes)
+    entry = {"id": song["id"], "split": song["split"], "frames": int(z.shape[-1]),
+             "stems": stems, "mixes": _save_mix_latents(tmp, song, audio, encode, subsets)}
+    atomic_write_json(tmp / "latents.json", entry)
+    if sdir.exists():
+        shutil.rmtree(sdir)
+    os.replace(tmp, sdir)
+    return entry
+
+
+def _model_device(cae) -> str:
+    try:
+        return str(next(cae.parameters()).device)
+    except (AttributeError, StopIteration):
+        return "cpu"
+
+
 def encode_dataset_latents(
     dataset_dir: str | os.PathLike,
     cae,
@@ -189,10 +280,7 @@ def encode_dataset_latents(
     (out / "songs").mkdir(parents=True, exist_ok=True)
     hop = int(getattr(cae, "hop", HOP))
     if device is None:
-        try:
-            device = str(next(cae.parameters()).device)
-        except (AttributeError, StopIteration):
-            device = "cpu"
+        device = _model_device(cae)
 
     def encode(batch: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -204,49 +292,11 @@ def encode_dataset_latents(
     songs = [s for s in manifest["songs"] if s["split"] in splits]
     index_songs = []
     for k, song in enumerate(songs):
-        sdir = out / "songs" / song["id"]
-        meta_path = sdir / "latents.json"
+        meta_path = out / "songs" / song["id"] / "latents.json"
         if meta_path.is_file():
             index_songs.append(json.loads(meta_path.read_text()))
             continue
-        import soundfile as sf
-
-        audio = [sf.read(str(root / st["path"]), dtype="float32", always_2d=True)[0].mean(axis=1)
-                 for st in song["stems"]]
-        n = max(len(a) for a in audio)
-        audio = np.stack([np.pad(a, (0, n - len(a))) for a in audio]).astype(np.float32)
-        tmp = out / "songs" / f".tmp-{song['id']}-{os.getpid()}"
-        tmp.mkdir(parents=True, exist_ok=True)
-        z = encode(audio)
-        stems = []
-        for i, st in enumerate(song["stems"]):
-            name = Path(st["path"]).stem
-            np.save(tmp / f"{name}.npy", z[i].astype(np.float16))
-            np.save(tmp / f"{name}.act.npy", _frame_activity(audio[i], hop))
-            stems.append({"latent": f"songs/{song['id']}/{name}.npy",
-                          "activity": f"songs/{song['id']}/{name}.act.npy",
-                          "audio": st["path"], "family": st.get("family"),
-                          "caption": st.get("caption", "")})
-        rng = np.random.default_rng([seed, k])
-        subsets = context_subsets(len(song["stems"]), rng, max_mixes)
-        mixes = []
-        for b0 in range(0, len(subsets), 4):
-            chunk = subsets[b0:b0 + 4]
-            zm = encode(np.stack([audio[list(s)].sum(axis=0) for s in chunk]))
-            for j, s in enumerate(chunk):
-                m = b0 + j
-                np.save(tmp / f"mix-{m:02d}.npy", zm[j].astype(np.float16))
-                mixes.append({"latent": f"songs/{song['id']}/mix-{m:02d}.npy",
-                              "members": list(s)})
-        entry = {"id": song["id"], "split": song["split"], "frames": int(z.shape[-1]),
-                 "stems": stems, "mixes": mixes}
-        atomic_write_json(tmp / "latents.json", entry)
-        if sdir.exists():
-            import shutil
-
-            shutil.rmtree(sdir)
-        os.replace(tmp, sdir)
-        index_songs.append(entry)
+        index_songs.append(_encode_song(song, k, root, out, encode, hop, seed, max_mixes))
         if progress:
             progress(k + 1, len(songs), song["id"])
     index = {"version": 1, "cae": getattr(cae, "id", type(cae).__name__), "hop": hop,
@@ -276,11 +326,7 @@ class LatentPairs:
         frames: int = DEFAULT_FRAMES,
         seed: int = 0,
         *,
-        p_drop_context: float = 0.2,
-        p_drop_clap: float = 0.2,
-        p_empty_context: float = 0.1,
-        clap_samples: int = 5 * SAMPLE_RATE,
-        min_active: float = 0.3,
+        rules: PairRules = PairRules(),
         load_clap_audio: bool = True,
         dataset_dir: str | os.PathLike | None = None,
     ):
@@ -299,11 +345,8 @@ class LatentPairs:
         self.frames = int(frames)
         self.hop = int(self.index["hop"])
         self.rng = np.random.default_rng(seed)
-        self.p_drop_context = p_drop_context
-        self.p_drop_clap = p_drop_clap
-        self.p_empty_context = p_empty_context
-        self.clap_samples = int(min(clap_samples, self.frames * self.hop))
-        self.min_active = min_active
+        self.rules = rules
+        self.clap_samples = int(min(rules.clap_samples, self.frames * self.hop))
         self.load_clap_audio = load_clap_audio
         self.silence = np.load(self.root / "silence.npy").astype(np.float32)
         self._cache: dict[str, np.ndarray] = {}
@@ -335,14 +378,12 @@ class LatentPairs:
         stem = song["stems"][ti]
         span = max(0, int(song["frames"]) - self.frames)
         act = self._load(stem["activity"])
-        for _ in range(6):
-            off = int(rng.integers(0, span + 1))
-            if float(np.mean(act[off:off + self.frames])) >= self.min_active:
-                break
+        off = self.rules.offset(rng, span,
+                                lambda o: float(np.mean(act[o:o + self.frames])))
         target = self._window(stem["latent"], off)
         choices = self._contexts_for(song, ti)
         rel = None
-        if not choices or rng.random() < self.p_empty_context:
+        if not choices or rng.random() < self.rules.p_empty_context:
             members, context = [], np.repeat(self.silence, self.frames, axis=1)
         else:
             members, rel = choices[int(rng.integers(len(choices)))]
@@ -355,8 +396,7 @@ class LatentPairs:
             clap = _read_window(self.dataset / stem["audio"], start, self.clap_samples)
         return {
             "target": target, "context": context, "context_empty": not members,
-            "drop_context": bool(rng.random() < self.p_drop_context),
-            "drop_clap": bool(rng.random() < self.p_drop_clap),
+            **self.rules.drops(rng),
             "clap_audio": clap, "clap_range": (start, start + self.clap_samples),
             "song": song["id"], "target_stem": ti, "target_latent": stem["latent"],
             "context_stems": list(members), "context_latent": rel, "frame_offset": off,

@@ -10,6 +10,7 @@ the test split.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -138,73 +139,111 @@ def _bar_length(meter: str) -> float:
         return 4.0
 
 
-def arrange_piece(rng: np.random.Generator, seconds: float, rel: str, group: str) -> Song:
-    style, (t_lo, t_hi) = GROUPS[group]
-    parts, total, meter = _read_parts(rel)
-    if len(parts) < 2 or total <= 0:
-        raise ValueError(f"{rel}: fewer than two parts")
-    if len(parts) > 6:
-        keep = sorted(rng.choice(len(parts), 6, replace=False).tolist())
-        parts = [parts[k] for k in keep]
+@dataclass(frozen=True)
+class _Excerpt:
+    """The stretch of a piece a song plays, in quarter notes, and the tempo it plays at."""
+
+    seconds: float
+    tempo: float
+    total: float  # the piece's length
+    bar: float
+    window: float  # the excerpt's length
+    start: float
+    reps: int  # how often the piece repeats to fill the window
+
+    @property
+    def sec_per_q(self) -> float:
+        return 60.0 / self.tempo
+
+
+def _excerpt(rng: np.random.Generator, seconds: float, group: str, total: float,
+             meter: str) -> _Excerpt:
+    """A tempo of the group's range and a window of `seconds` starting on a bar line."""
+    _, (t_lo, t_hi) = GROUPS[group]
     tempo = float(int(rng.integers(t_lo, t_hi + 1)))
     window = seconds * tempo / 60.0
     bar = _bar_length(meter)
     starts = [b * bar for b in range(int(total // bar) + 1) if b * bar + window <= total]
     start = float(starts[int(rng.integers(len(starts)))]) if starts else 0.0
     reps = int(np.ceil((start + window) / total)) if total > 0 else 1
+    return _Excerpt(seconds, tempo, total, bar, window, start, reps)
 
+
+def _ensemble(rng: np.random.Generator, group: str) -> tuple:
+    """The (top, inner, bottom) program pools of an ensemble drawn for the group."""
     ens_w = ENSEMBLE_WEIGHTS[group]
     names = list(ens_w)
     w = np.array([ens_w[n] for n in names], dtype=float)
-    ensemble = names[int(rng.choice(len(names), p=w / w.sum()))]
-    top, inner, bottom = ENSEMBLES[ensemble]
+    return ENSEMBLES[names[int(rng.choice(len(names), p=w / w.sum()))]]
+
+
+def _octave_shift(median: float, lo: int, hi: int) -> int:
+    """Whole octaves (at most three) that bring a voice's median pitch into the
+    instrument's comfortable range."""
+    shift = 0
+    while median + shift < lo + 2 and shift < 36:
+        shift += 12
+    while median + shift > hi - 2 and shift > -36:
+        shift -= 12
+    return shift
+
+
+def _voice_notes(rng: np.random.Generator, events, ex: _Excerpt, shift: int) -> list[Note]:
+    """A voice's notes in the excerpt, played: a little timing noise, legato, slow phrase
+    swells and accents on the beats."""
+    base_vel = int(rng.integers(66, 96))
+    legato = float(rng.uniform(0.88, 0.98))
+    phase = float(rng.uniform(0, 2 * np.pi))
+    notes = []
+    for r in range(ex.reps):
+        for off, dur, pitch in events:
+            o = off + r * ex.total - ex.start
+            if o < 0 or o >= ex.window:
+                continue
+            t = o * ex.sec_per_q + float(np.clip(rng.normal(0, 0.008), -0.02, 0.02))
+            t = max(0.0, t)
+            end = min(ex.seconds, (o + dur * legato) * ex.sec_per_q)
+            if end - t < 0.03:
+                continue
+            swell = 8 * np.sin(2 * np.pi * t / 9.0 + phase)  # slow phrase dynamics
+            accent = 6 if (o % ex.bar) == 0 else (3 if o % 1 == 0 else 0)
+            vel = int(base_vel + swell + accent + rng.integers(-6, 7))
+            notes.append(Note(t, end, pitch + shift, vel))
+    return notes
+
+
+def arrange_piece(rng: np.random.Generator, seconds: float, rel: str, group: str) -> Song:
+    """A song of `seconds` from a corpus piece: at most six of its parts, each given an
+    instrument of an ensemble (top, inner and bottom voices apart), transposed a little."""
+    style = GROUPS[group][0]
+    parts, total, meter = _read_parts(rel)
+    if len(parts) < 2 or total <= 0:
+        raise ValueError(f"{rel}: fewer than two parts")
+    if len(parts) > 6:
+        keep = sorted(rng.choice(len(parts), 6, replace=False).tolist())
+        parts = [parts[k] for k in keep]
+    ex = _excerpt(rng, seconds, group, total, meter)
+    top, inner, bottom = _ensemble(rng, group)
     transpose = int(rng.integers(-3, 4))
 
     # order voices by median pitch, top first
     medians = [float(np.median([e[2] for e in ev])) for _, ev in parts]
     order = np.argsort(medians)[::-1]
-    sec_per_q = 60.0 / tempo
     out_parts: list[Part] = []
-    all_notes: list[Note] = []
     for rank, idx in enumerate(order):
-        _, events = parts[idx]
-        pool = top if rank == 0 else (bottom if rank == len(order) - 1 else inner)
+        lowest = rank == len(order) - 1
+        pool = top if rank == 0 else (bottom if lowest else inner)
         program = int(pool[int(rng.integers(len(pool)))])
-        lo, hi = program_range(program)
-        med = medians[idx] + transpose
-        shift = 0
-        while med + shift < lo + 2 and shift < 36:
-            shift += 12
-        while med + shift > hi - 2 and shift > -36:
-            shift -= 12
-        base_vel = int(rng.integers(66, 96))
-        legato = float(rng.uniform(0.88, 0.98))
-        phase = float(rng.uniform(0, 2 * np.pi))
-        notes = []
-        for r in range(reps):
-            for off, dur, pitch in events:
-                o = off + r * total - start
-                if o < 0 or o >= window:
-                    continue
-                t = o * sec_per_q + float(np.clip(rng.normal(0, 0.008), -0.02, 0.02))
-                t = max(0.0, t)
-                end = min(seconds, (o + dur * legato) * sec_per_q)
-                if end - t < 0.03:
-                    continue
-                swell = 8 * np.sin(2 * np.pi * t / 9.0 + phase)  # slow phrase dynamics
-                accent = 6 if (o % bar) == 0 else (3 if o % 1 == 0 else 0)
-                vel = int(base_vel + swell + accent + rng.integers(-6, 7))
-                notes.append(Note(t, end, pitch + transpose + shift, vel))
+        shift = _octave_shift(medians[idx] + transpose, *program_range(program))
+        notes = _voice_notes(rng, parts[idx][1], ex, transpose + shift)
         if not notes:
             continue
-        level = -20.0 + (1.0 if rank == len(order) - 1 else 0.0) + float(rng.uniform(-1.5, 1.5))
-        part = Part(f"voice {rank + 1}", program, notes, level_db=level,
-                    reverb=int(rng.integers(40, 90)))
-        out_parts.append(part)
-        all_notes.extend(notes)
-    song = Song(piece=f"music21:{rel}", style=style, tempo=tempo, key=estimate_key(all_notes),
-                meter=meter, parts=out_parts, source=rel)
-    return song
+        level = -20.0 + (1.0 if lowest else 0.0) + float(rng.uniform(-1.5, 1.5))
+        out_parts.append(Part(f"voice {rank + 1}", program, notes, level_db=level,
+                              reverb=int(rng.integers(40, 90))))
+    all_notes = [n for part in out_parts for n in part.notes]
+    return Song(piece=f"music21:{rel}", style=style, tempo=ex.tempo,
+                key=estimate_key(all_notes), meter=meter, parts=out_parts, source=rel)
 
 
 def compose_from_corpus(rng: np.random.Generator, seconds: float, attempts: int = 6) -> Song:

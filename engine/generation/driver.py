@@ -1,28 +1,24 @@
-"""The generation API: a typed request in, progress events out, stems back.
+"""The generation driver: a typed request in, progress events out, stems back.
 
 `Generator.run(request)` is a plain Python generator (no Qt): it yields `Progress` events
 and returns a list of `Stem`s. The app drives it from a worker thread, the CLI from a loop.
 Cancel with a `threading.Event` (checked before every network step) or by closing the
 generator; either stops within one step and writes nothing.
 
-Every procedure of the feature table goes through one latent routine, `_sample_latents`,
+A run reads as plan (`plans.py`, one function per mode) -> encode -> condition -> sample ->
+decode and splice. Every procedure goes through one latent routine, `_sample_latents`,
 which composes the sampler with wrappers: guidance around the denoiser, inpainting and loop
 sampling around the step, windows for any length, a start from a noised latent for
-variations. See `engine.procedures`.
+variations. See `engine.generation.procedures`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
 import threading
 import time
 from collections.abc import Generator as PyGenerator
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -31,8 +27,8 @@ from engine import __version__
 from engine.diffusion.edm import SAMPLERS, karras_sigmas, sigmas_from_strength
 from engine.errors import Cancelled, RequestError
 from engine.gain import apply_ceiling, ceiling_gain
-from engine.params import PARAMS, pick
-from engine.procedures import (
+from engine.generation.plans import PLANS, Plan, Rates, fit, mono
+from engine.generation.procedures import (
     chain_hooks,
     guided,
     inpaint_hook,
@@ -40,17 +36,20 @@ from engine.procedures import (
     match_bridge_level,
     plan_windows,
     randn_per_take,
-    region_frames,
     splice,
 )
+from engine.generation.request import (
+    GenerationRequest,
+    Progress,
+    ResolvedRequest,
+    Stem,
+    audio_digest,
+    check_mode_inputs,
+)
+from engine.params import pick
 
-OUTPUT_RATE = 48000
-DEFAULT_SECONDS = 10.0
 SPLICE_FADE_S = 0.03
 TRANSITION_FADE_S = 0.08  # a bridge's fades: long, and inside the parts around it
-MAX_TAKES = int(PARAMS["takes"].high)
-MAX_STEPS = int(PARAMS["steps"].high)
-MAX_SECONDS = float(PARAMS["duration"].high)
 
 # the random streams of a take: every draw comes from take_generator(seed, stream)
 STREAM_NOISE = 0  # the sampler's start noise, inpainting's noise and churn
@@ -62,108 +61,6 @@ def take_generator(seed: int, stream: int) -> torch.Generator:
     """The CPU generator of one take's random stream: a take depends on its own seed only,
     and a seed gives the same take on every device."""
     return torch.Generator().manual_seed((seed * 1_000_003 + stream) % (2**63))
-
-Audio = np.ndarray  # (channels, T) or (T,) float32
-
-
-@dataclass(frozen=True, eq=False)
-class GenerationRequest:
-    """Everything that determines a take. All audio is float32 at `sample_rate`.
-
-    Parameters left as None take the bundle's defaults. Modes are exclusive: plain
-    generation (optionally over a context), `variation_of`, `inpaint` + `source`,
-    `continue_from`, `transition`.
-    """
-
-    context: Audio | None = None
-    sample_rate: int = OUTPUT_RATE
-    prompt: str | None = None
-    reference: Audio | None = None
-    mix: float | None = None
-    cfg_context: float | None = None
-    cfg_clap: float | None = None
-    steps: int | None = None
-    seed: int = 0
-    takes: int = 1
-    duration: float | None = None
-    stereo_width: float = 0.0
-    variation_of: Audio | None = None
-    strength: float | None = None
-    inpaint: tuple[float, float] | None = None
-    source: Audio | None = None
-    regenerate: bool = False
-    loop: tuple[int, float] | None = None
-    continue_from: Audio | None = None
-    transition: tuple[Audio, Audio] | None = None
-    gap: float = 4.0
-    sampler: str | None = None
-    s_churn: float = 0.0
-    # map the prompt's text embedding onto the training stems' audio embeddings with the
-    # bundle's text prior (None: whenever the bundle has one)
-    text_prior: bool | None = None
-    output_rate: int = OUTPUT_RATE
-    labels: dict[str, str] = field(default_factory=dict)  # file names etc. for provenance
-
-    @property
-    def mode(self) -> str:
-        if self.variation_of is not None:
-            return "variation"
-        if self.inpaint is not None:
-            return "regenerate" if self.regenerate else "inpaint"
-        if self.continue_from is not None:
-            return "continue"
-        if self.transition is not None:
-            return "transition"
-        return "accompaniment" if self.context is not None else "single"
-
-
-@dataclass
-class Progress:
-    stage: str  # "prepare", "encode", "condition", "sample", "stereo", "decode", "done"
-    step: int
-    total: int
-    eta_s: float | None = None
-    message: str = ""
-    preview: Any = None  # with run(previews=True): the current estimate D(x; σ) of the latents
-
-    @property
-    def fraction(self) -> float:
-        return self.step / self.total if self.total else 0.0
-
-
-@dataclass
-class Stem:
-    audio: np.ndarray  # (channels, T) float32
-    sample_rate: int
-    seed: int
-    take: int
-    provenance: dict
-
-    @property
-    def seconds(self) -> float:
-        return self.audio.shape[-1] / self.sample_rate
-
-    @property
-    def channels(self) -> int:
-        return self.audio.shape[0]
-
-    def save(self, path: str | Path, subtype: str = "PCM_24") -> Path:
-        """Write the WAV and its `.json` provenance sidecar, each atomically."""
-        from engine.audio import write_audio
-        from engine.weights import atomic_write_bytes
-
-        path = Path(path)
-        write_audio(path, self.audio, self.sample_rate, subtype=subtype)
-        side = path.with_suffix(".json")
-        atomic_write_bytes(side, (json.dumps(self.provenance, indent=2) + "\n").encode())
-        return path
-
-
-def audio_digest(audio: np.ndarray | None) -> str | None:
-    if audio is None:
-        return None
-    a = np.ascontiguousarray(audio, dtype=np.float32)
-    return hashlib.sha256(a.tobytes() + str(a.shape).encode()).hexdigest()[:16]
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -183,200 +80,6 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def _mono(audio: Audio) -> np.ndarray:
-    a = np.asarray(audio, dtype=np.float32)
-    return a if a.ndim == 1 else a.mean(axis=0)
-
-
-def _channels(audio: Audio) -> np.ndarray:
-    a = np.asarray(audio, dtype=np.float32)
-    return a[None, :] if a.ndim == 1 else a
-
-
-def _fit(audio: np.ndarray, length: int) -> np.ndarray:
-    """Cut or zero-pad the last axis to `length`."""
-    n = audio.shape[-1]
-    if n >= length:
-        return audio[..., :length]
-    pad = [(0, 0)] * (audio.ndim - 1) + [(0, length - n)]
-    return np.pad(audio, pad)
-
-
-def _check_audio(name: str, audio: Audio | None, sr: int) -> None:
-    if audio is None:
-        return
-    a = np.asarray(audio)
-    if a.ndim not in (1, 2) or a.shape[-1] == 0:
-        raise RequestError(f"{name}: the audio is empty")
-    if not np.isfinite(a).all():
-        raise RequestError(f"{name}: the audio contains NaN or infinite samples")
-    if a.shape[-1] < sr * 0.05:
-        raise RequestError(f"{name}: the audio is too short ({a.shape[-1] / sr:.3f} s)")
-
-
-@dataclass(frozen=True)
-class ResolvedRequest:
-    """A request's parameters with the bundle's defaults filled in, validated; what the
-    provenance records under "parameters" (all but seed and takes)."""
-
-    mode: str
-    steps: int
-    cfg_context: float
-    cfg_clap: float
-    sampler: str
-    s_churn: float
-    seed: int
-    takes: int
-    stereo_width: float
-    strength: float
-    mix: float | None
-    prompt: str | None
-    text_prior: bool
-    duration: float | None
-    inpaint: tuple[float, float] | None
-    loop: tuple[int, float] | None
-    gap: float | None
-
-    @property
-    def seeds(self) -> list[int]:
-        return [self.seed + i for i in range(self.takes)]
-
-    def parameters(self) -> dict:
-        """The provenance's "parameters": JSON-ready, without seed and takes."""
-        out = {f.name: getattr(self, f.name) for f in fields(self)
-               if f.name not in {"seed", "takes"}}
-        for k in ("inpaint", "loop"):
-            out[k] = list(out[k]) if out[k] is not None else None
-        return out
-
-
-@dataclass(frozen=True)
-class Lengths:
-    """One result's length at the three rates, and in latent frames."""
-
-    seconds: float
-    t_model: int
-    t_out: int
-    frames: int
-
-
-@dataclass(frozen=True)
-class Rates:
-    """The request's, the model's and the output's sample rates, and the latent hop."""
-
-    sr_in: int
-    sr_model: int
-    sr_out: int
-    hop: int
-
-    def lengths(self, samples_in: int) -> Lengths:
-        seconds = samples_in / self.sr_in
-        if seconds > MAX_SECONDS:
-            raise RequestError(f"{seconds:.0f} s is longer than the {MAX_SECONDS:g} s limit")
-        t_model = int(round(seconds * self.sr_model))
-        return Lengths(seconds, t_model, int(round(seconds * self.sr_out)),
-                       math.ceil(t_model / self.hop))
-
-    def to_model(self, audio: Audio) -> np.ndarray:
-        """Mono at the model's rate."""
-        from engine.audio import resample
-
-        mono = _mono(audio)
-        return resample(mono, self.sr_in, self.sr_model) if self.sr_in != self.sr_model \
-            else mono
-
-    def at_out(self, audio: Audio) -> np.ndarray:
-        """(channels, T) at the output rate."""
-        from engine.audio import resample
-
-        a = _channels(audio)
-        return a if self.sr_in == self.sr_out else resample(a, self.sr_in, self.sr_out)
-
-
-@dataclass(frozen=True, eq=False)
-class Plan:
-    """What a mode asks of the driver: the length, the latents to hold (`known_audio` where
-    `keep` is True), where to start (`init_audio` noised to `strength`, or the known latents
-    with `init_known`), and the user's audio the result is spliced into (`base`, `region`)."""
-
-    lengths: Lengths
-    known_audio: np.ndarray | None = None  # model-rate mono audio whose latents are kept
-    keep: torch.Tensor | None = None  # (frames,) bool
-    init_audio: np.ndarray | None = None  # model-rate mono audio to start from
-    init_known: bool = False
-    strength: float = 1.0
-    base: np.ndarray | None = None  # output-rate audio the result is spliced into
-    region: tuple[int, int] | None = None  # samples of `base` that are generated
-
-
-def _plan_new(req: GenerationRequest, r: ResolvedRequest, io: Rates) -> Plan:
-    """Plain generation, over a context or not: the duration, else the context's length."""
-    if req.duration is not None:
-        n = int(round(req.duration * io.sr_in))
-    elif req.context is not None:
-        n = np.asarray(req.context).shape[-1]
-    else:
-        n = int(round(DEFAULT_SECONDS * io.sr_in))
-    return Plan(io.lengths(n))
-
-
-def _plan_variation(req: GenerationRequest, r: ResolvedRequest, io: Rates) -> Plan:
-    """Start from the clip's latents noised to `strength`."""
-    ln = io.lengths(np.asarray(req.variation_of).shape[-1])
-    return Plan(ln, init_audio=_fit(io.to_model(req.variation_of), ln.t_model),
-                strength=r.strength)
-
-
-def _plan_inpaint(req: GenerationRequest, r: ResolvedRequest, io: Rates) -> Plan:
-    """Redraw a region of the source, holding the rest; regenerate also starts from the
-    source's own latents noised to `strength`."""
-    ln = io.lengths(np.asarray(req.source).shape[-1])
-    start, end = req.inpaint
-    regenerate = r.mode == "regenerate"
-    return Plan(ln, known_audio=_fit(io.to_model(req.source), ln.t_model),
-                keep=~region_frames(start, end, io.sr_model, io.hop, ln.frames),
-                init_known=regenerate, strength=r.strength if regenerate else 1.0,
-                base=_fit(io.at_out(req.source), ln.t_out),
-                region=(int(round(start * io.sr_out)), int(round(end * io.sr_out))))
-
-
-def _plan_continue(req: GenerationRequest, r: ResolvedRequest, io: Rates) -> Plan:
-    """Hold the clip, generate `duration` seconds after it."""
-    extra = req.duration if req.duration is not None else DEFAULT_SECONDS
-    clip_in = np.asarray(req.continue_from).shape[-1]
-    ln = io.lengths(clip_in + int(round(extra * io.sr_in)))
-    clip = io.at_out(req.continue_from)
-    clip_s = clip.shape[-1] / io.sr_out
-    return Plan(ln, known_audio=_fit(io.to_model(req.continue_from), ln.t_model),
-                keep=~region_frames(clip_s, ln.seconds, io.sr_model, io.hop, ln.frames,
-                                    margin=1),
-                base=_fit(clip, ln.t_out), region=(clip.shape[-1], ln.t_out))
-
-
-def _plan_transition(req: GenerationRequest, r: ResolvedRequest, io: Rates) -> Plan:
-    """Hold both clips with `gap` seconds of silence between them and generate the gap."""
-    a_in, z_in = (np.asarray(t) for t in req.transition)
-    ln = io.lengths(a_in.shape[-1] + int(round(req.gap * io.sr_in)) + z_in.shape[-1])
-    a_out, z_out = io.at_out(req.transition[0]), io.at_out(req.transition[1])
-    gap_out = ln.t_out - a_out.shape[-1] - z_out.shape[-1]
-    ch = max(a_out.shape[0], z_out.shape[0])
-    base = np.concatenate([np.broadcast_to(a_out, (ch, a_out.shape[-1])),
-                           np.zeros((ch, gap_out), np.float32),
-                           np.broadcast_to(z_out, (ch, z_out.shape[-1]))], axis=-1)
-    a_m, z_m = io.to_model(req.transition[0]), io.to_model(req.transition[1])
-    gap_m = ln.t_model - len(a_m) - len(z_m)
-    known = _fit(np.concatenate([a_m, np.zeros(max(gap_m, 0), np.float32), z_m]), ln.t_model)
-    a_s = a_out.shape[-1] / io.sr_out
-    return Plan(ln, known_audio=known,
-                keep=~region_frames(a_s, a_s + req.gap, io.sr_model, io.hop, ln.frames),
-                base=base, region=(a_out.shape[-1], a_out.shape[-1] + gap_out))
-
-
-PLANS = {"single": _plan_new, "accompaniment": _plan_new, "variation": _plan_variation,
-         "inpaint": _plan_inpaint, "regenerate": _plan_inpaint, "continue": _plan_continue,
-         "transition": _plan_transition}
-
-
 @dataclass(frozen=True, eq=False)
 class Sampling:
     """Everything the latent routine needs besides the seeds: the resolved parameters, the
@@ -389,31 +92,6 @@ class Sampling:
     known: torch.Tensor | None
     keep: torch.Tensor | None
     loop: tuple[int, float] | None  # repetitions and fraction of the steps forced periodic
-
-
-def _check_mode_inputs(req: GenerationRequest) -> None:
-    """The audio inputs and the regions of a request's mode."""
-    modes = [req.variation_of is not None, req.inpaint is not None,
-             req.continue_from is not None, req.transition is not None]
-    if sum(modes) > 1:
-        raise RequestError("choose one of variation, inpaint, continue and transition")
-    for name in ("context", "reference", "variation_of", "source", "continue_from"):
-        _check_audio(name.replace("_", " "), getattr(req, name), req.sample_rate)
-    if req.transition is not None:
-        for i, clip in enumerate(req.transition):
-            _check_audio(f"transition clip {i + 1}", clip, req.sample_rate)
-    if req.inpaint is not None:
-        if req.source is None:
-            raise RequestError("inpainting needs the source audio to repair (--source)")
-        start, end = req.inpaint
-        length = np.asarray(req.source).shape[-1] / req.sample_rate
-        if not (0 <= start < end <= length + 1e-6):
-            raise RequestError(f"the region {start:g}-{end:g} s lies outside the source "
-                               f"clip (0-{length:.2f} s)")
-    if req.loop is not None:
-        n, frac = req.loop
-        if int(n) < 1 or not 0 <= float(frac) <= 1:
-            raise RequestError("loop needs repetitions >= 1 and a fraction between 0 and 1")
 
 
 @dataclass
@@ -484,7 +162,7 @@ class Generator:
             raise RequestError(f"the model {self.bundle.name} has no text prior")
         if req.sample_rate < 8000 or req.sample_rate > 384000:
             raise RequestError(f"unsupported sample rate {req.sample_rate} Hz")
-        _check_mode_inputs(req)
+        check_mode_inputs(req)
 
     def _uses_text_prior(self, req: GenerationRequest) -> bool:
         """Whether the prompt goes through the bundle's text prior: only where a text
@@ -508,7 +186,7 @@ class Generator:
                 emb_t = self.bundle.embed_prompt(req.prompt, r.text_prior)
             if req.reference is not None:
                 emb_a = self.bundle.conditioner.embed_audio(
-                    _mono(req.reference), req.sample_rate).to(torch.float32)
+                    mono(req.reference), req.sample_rate).to(torch.float32)
         if emb_a is not None and emb_t is not None:
             from engine.models.conditioning import interpolate
 
@@ -544,23 +222,32 @@ class Generator:
         ticker = ticker or Ticker("sample", time.perf_counter())
         ticker.total = n_steps * len(windows)
         for w in windows:
-            sl = slice(w.start, w.end)
-            noise = randn_per_take(gens, (c, w.end - w.start), dev)
-            x = noise * sigmas[0].item() if init is None else out[..., sl] + sigmas[0].item() * noise
-            w_known, w_keep = self._window_known(job, out, w, k, c)
-            hook = chain_hooks(
-                inpaint_hook(w_known, w_keep, gens) if bool(w_keep.any()) else None,
-                loop_hook(job.loop[0], job.loop[1], n_steps) if job.loop else None)
-            ctx = None if job.context is None else job.context[..., sl]
-            denoiser = guided(b.precond, ctx, job.clap, job.r.cfg_context, job.r.cfg_clap)
-            with torch.inference_mode():
-                for step in SAMPLERS[job.r.sampler](denoiser, x, sigmas.to(dev),
-                                                    step_hook=hook, s_churn=job.r.s_churn,
-                                                    generator=gens):
-                    x = step.x
-                    yield ticker.tick(step.denoised)
-            out[..., sl] = x if hook is None else hook.finish(x)
+            yield from self._sample_window(job, out, w, gens, sigmas, init is not None, ticker)
         return out
+
+    def _sample_window(self, job: Sampling, out: torch.Tensor, w, gens, sigmas: torch.Tensor,
+                       from_init: bool, ticker: Ticker):
+        """Sample one window into `out` (in place); yields Progress. It starts from noise,
+        or with `from_init` from `out`'s latents noised to the first level; the frames the
+        job holds and those the previous window made are inpainted."""
+        dev, sl = self.device, slice(w.start, w.end)
+        k, c = out.shape[0], out.shape[1]
+        n_steps = len(sigmas) - 1
+        noise = randn_per_take(gens, (c, w.end - w.start), dev)
+        x = out[..., sl] + sigmas[0].item() * noise if from_init else noise * sigmas[0].item()
+        w_known, w_keep = self._window_known(job, out, w, k, c)
+        hook = chain_hooks(
+            inpaint_hook(w_known, w_keep, gens) if bool(w_keep.any()) else None,
+            loop_hook(job.loop[0], job.loop[1], n_steps) if job.loop else None)
+        ctx = None if job.context is None else job.context[..., sl]
+        denoiser = guided(self.bundle.precond, ctx, job.clap, job.r.cfg_context,
+                          job.r.cfg_clap)
+        with torch.inference_mode():
+            for step in SAMPLERS[job.r.sampler](denoiser, x, sigmas.to(dev), step_hook=hook,
+                                                s_churn=job.r.s_churn, generator=gens):
+                x = step.x
+                yield ticker.tick(step.denoised)
+        out[..., sl] = x if hook is None else hook.finish(x)
 
     def _window_known(self, job: Sampling, out: torch.Tensor, w, k: int, c: int
                       ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -593,7 +280,7 @@ class Generator:
         yield Progress("encode", 0, 1, None, "encoding audio")
         context = None
         if req.context is not None:
-            ctx = _fit(io.to_model(req.context), plan.lengths.t_model)
+            ctx = fit(io.to_model(req.context), plan.lengths.t_model)
             context = b.context_condition(self._encode(ctx), ctx)
         known = None if plan.known_audio is None else self._encode(plan.known_audio)
         init = known if plan.init_known else (
@@ -643,7 +330,7 @@ class Generator:
             audio = np.stack(chans)
             if b.sample_rate != sr_out:
                 audio = resample(audio, b.sample_rate, sr_out)
-            audio = _fit(audio, plan.lengths.t_out).astype(np.float32)
+            audio = fit(audio, plan.lengths.t_out).astype(np.float32)
             if plan.base is not None and plan.region is not None:
                 audio, level = self._splice_into(plan.base, audio, plan.region, r.mode, sr_out)
             else:

@@ -1,7 +1,7 @@
 """Sampling procedures as wrappers around the denoiser or around the step.
 
 None of these is a sampler of its own: each returns a denoiser, a step hook or a plain
-function that `engine.diffusion.edm`'s samplers and `engine.generate` compose.
+function that `engine.diffusion.edm`'s samplers and `engine.generation.driver` compose.
 
 - `guided`: two-scale classifier-free guidance, all branches in one batched forward pass.
 - `inpaint_hook`: replace the kept frames by the known latents noised to the current σ.

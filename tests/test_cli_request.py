@@ -1,0 +1,80 @@
+"""engine.cli.request: the generation flags become a `GenerationRequest` field by field
+(no model, no torch: the request is built from the parsed flags alone)."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from engine.cli import build_parser
+from engine.cli.request import OUT_RATE, request_from_args
+from engine.errors import RiffwrightError
+from engine.params import PARAMS
+
+
+def _request(*argv):
+    return request_from_args(build_parser().parse_args([*argv, "--out", "unused"]))
+
+
+@pytest.fixture
+def wav(tmp_path):
+    def make(name, seconds=1.0):
+        path = tmp_path / name
+        sf.write(path, np.zeros(int(seconds * OUT_RATE), np.float32), OUT_RATE)
+        return str(path)
+
+    return make
+
+
+def test_every_parameter_flag_sets_the_field_of_its_name():
+    req = _request("generate", "--mix", "0.3", "--cfg-context", "2", "--cfg-clap", "0.5",
+                   "--steps", "7", "--seed", "5", "--takes", "2", "--duration", "3",
+                   "--stereo-width", "0", "--sampler", "euler", "--strength", "0.4",
+                   "--gap", "2.5", "--prompt", "walking bass", "--loop", "4:0.5",
+                   "--no-text-prior")
+    got = {name: getattr(req, name) for name in ("mix", "cfg_context", "cfg_clap", "steps",
+                                                 "seed", "takes", "duration", "stereo_width",
+                                                 "sampler", "strength", "gap")}
+    assert got == {"mix": 0.3, "cfg_context": 2.0, "cfg_clap": 0.5, "steps": 7, "seed": 5,
+                   "takes": 2, "duration": 3.0, "stereo_width": 0.0, "sampler": "euler",
+                   "strength": 0.4, "gap": 2.5}
+    assert (req.prompt, req.loop, req.text_prior) == ("walking bass", (4, 0.5), False)
+    assert req.sample_rate == OUT_RATE and req.mode == "single"
+
+
+def test_flags_left_out_leave_the_bundle_to_decide():
+    req = _request("generate", "--seed", "1")
+    assert (req.mix, req.cfg_context, req.cfg_clap, req.steps, req.sampler, req.strength,
+            req.duration, req.text_prior, req.loop) == (None,) * 9
+    assert (req.takes, req.gap, req.stereo_width) == (PARAMS["takes"].default,
+                                                      PARAMS["gap"].default, 0.0)
+    assert 0 <= _request("generate").seed < 2**31  # no --seed: a fresh one
+
+
+def test_audio_flags_fill_their_fields_and_labels(wav):
+    a, b, c = wav("a.wav"), wav("b.wav", 0.5), wav("c.wav")
+    req = _request("generate", "--context", a, "--context", b, "--transition", a, c,
+                   "--seed", "0")
+    assert req.context.shape[-1] == OUT_RATE  # summed, aligned at zero
+    assert len(req.transition) == 2
+    assert req.labels == {"context": "a.wav, b.wav", "transition": "a.wav -> c.wav"}
+    req = _request("generate", "--inpaint", "0.1:0.4", "--source", c, "--seed", "0")
+    assert (req.inpaint, req.regenerate, req.labels) == ((0.1, 0.4), False, {"source": "c.wav"})
+    req = _request("generate", "--regenerate", "0.1:0.4", "--source", c, "--seed", "0")
+    assert (req.inpaint, req.regenerate, req.mode) == ((0.1, 0.4), True, "regenerate")
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--inpaint", "0:1", "--regenerate", "0:1"], "either --inpaint or --regenerate"),
+    (["--inpaint", "0:1"], "need --source"),
+    (["--source", "x.wav"], "only used with --inpaint"),
+    (["--duration", "0"], "--duration must be positive"),
+])
+def test_flag_mixes_that_make_no_request_are_one_line(argv, words):
+    with pytest.raises(RiffwrightError, match=words):
+        _request("generate", *argv)
+
+
+def test_arrange_shares_the_flags_without_generate_only_ones(wav):
+    req = _request("arrange", "--prompt", "bass", "--context", wav("a.wav"), "--seed", "3")
+    assert req.prompt is None and req.seed == 3 and req.labels == {"context": "a.wav"}
+    assert req.gap == PARAMS["gap"].default and req.strength is None
