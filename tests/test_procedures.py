@@ -136,8 +136,12 @@ def test_windows_cover_everything_and_overlap_by_the_held_frames():
         ws = plan_windows(frames, 128, 32)
         assert ws[0].start == 0 and ws[-1].end == frames
         assert all(w.end - w.start <= 128 for w in ws)
+        assert all(w.end - w.start == 128 for w in ws)  # every window as trained
         for prev, cur in zip(ws, ws[1:]):
-            assert cur.start < prev.end and cur.held == prev.end - cur.start == 32
+            assert cur.held == 32 and cur.start + cur.held <= prev.end  # holds made frames
+            assert cur.start > prev.start
+    assert [(w.start, w.end, w.held) for w in plan_windows(141, 128, 32)] == [(0, 128, 0),
+                                                                              (13, 141, 32)]
 
 
 def test_a_long_take_has_no_burst_at_its_end():

@@ -55,7 +55,7 @@ def param_flag(p: argparse.ArgumentParser, name: str, metavar: str = "",
     kw = {"choices": spec.choices} if spec.choices else {"type": spec.kind, "metavar": metavar}
     if filled:
         kw["default"] = spec.default
-    p.add_argument("--" + name.replace("_", "-"), help=cli_help(name, default_text), **kw)
+    p.add_argument(spec.flag, help=cli_help(name, default_text), **kw)
 
 
 def add_generation_arguments(p: argparse.ArgumentParser, arrange: bool = False) -> None:

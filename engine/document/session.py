@@ -42,7 +42,13 @@ import numpy as np
 from engine.audio import load_audio
 from engine.document.recipe import Recipe
 from engine.errors import AudioError, RiffwrightError
-from engine.fsutil import atomic_path, atomic_write_text, clean_stale_temps, user_write
+from engine.fsutil import (
+    atomic_path,
+    atomic_write_text,
+    clean_stale_temps,
+    read_json_object,
+    user_write,
+)
 
 MANIFEST_VERSION = 1
 MANIFEST_NAME = "session.json"
@@ -441,12 +447,7 @@ class Session:
         mf = folder / MANIFEST_NAME
         if not mf.is_file():
             raise SessionError(f"{folder} is not a Riffwright session (no {MANIFEST_NAME})")
-        try:
-            m = json.loads(mf.read_text(encoding="utf-8"))
-        except (OSError, ValueError, RecursionError) as e:
-            raise SessionError(f"cannot read {mf}: {str(e)[:200]}") from None
-        if not isinstance(m, dict):
-            raise SessionError(f"{mf} does not hold a session (not a JSON object)")
+        m = read_json_object(mf, SessionError, "a session (a JSON object)")
         try:
             return cls._from_manifest(folder, m)
         except SessionError:

@@ -26,7 +26,13 @@ from torch import nn
 
 from engine.models.cae.archs import KIND
 from engine.models.cae.nets import Decoder, Encoder
-from engine.models.cae.phase import PhaseBuilder, decohere, low_band_weight, smooth_texture
+from engine.models.cae.phase import (
+    PhaseBuilder,
+    decohere,
+    low_band_weight,
+    match_level,
+    smooth_texture,
+)
 from engine.models.cae.spectral import Spectral
 
 _NOISE_BLOCK = 512  # STFT frames per independently seeded noise block
@@ -269,9 +275,10 @@ class ConsistencyAutoencoder(nn.Module):
         span /= env
         return span[:, sp.pad : sp.pad + n * sp.hop]
 
-    def _low_band(self, waves: torch.Tensor) -> torch.Tensor:
+    def _low_band(self, waves: torch.Tensor, mags: torch.Tensor) -> torch.Tensor:
         """(B, n * stft_hop) network-phase audio -> (B, L, n) its lowest bins' STFT (the bins
-        `low_band_weight` uses), frame-locked phases removed (`decohere`); in blocks of
+        `low_band_weight` uses), frame-locked phases removed (`decohere`), brought to the level
+        of the decoded magnitudes `mags` (B, bins, n) (`match_level`); the STFT in blocks of
         frames, so the full spectrum never exists for the whole file."""
         sp = self.spectral
         L = int(np.count_nonzero(low_band_weight(sp.bins)))
@@ -283,7 +290,8 @@ class ConsistencyAutoencoder(nn.Module):
             seg = padded[:, f0 * sp.hop : (f1 - 1) * sp.hop + sp.n_fft]
             X = torch.stft(seg, sp.n_fft, sp.hop, window=sp.window, center=False, return_complex=True)
             out[:, :, f0:f1] = X[:, :L]
-        return torch.stack([decohere(out[b]) for b in range(B)])
+        w = low_band_weight(sp.bins)[:L]
+        return torch.stack([match_level(decohere(out[b]), mags[b, :L], w) for b in range(B)])
 
     def decode(
         self,
@@ -325,7 +333,7 @@ class ConsistencyAutoencoder(nn.Module):
         if mode == "network":
             out = waves
         else:
-            out = self._synthesize(mags, seeds, self._low_band(waves) if mode == "hybrid" else None)
+            out = self._synthesize(mags, seeds, self._low_band(waves, mags) if mode == "hybrid" else None)
         if length <= total:
             return out[:, :length].contiguous()
         return torch.nn.functional.pad(out, (0, length - total))
