@@ -125,7 +125,6 @@ class RulerViewBox(pg.ViewBox):
     def __init__(self, lanes: LaneView):
         super().__init__(enableMenu=False)
         self._lanes = lanes
-        self._drag_start = None
 
     def mouseClickEvent(self, ev):
         if ev.button() == Qt.LeftButton:
@@ -1048,8 +1047,3 @@ class LaneView(QWidget):
 
     def sizeHint(self):
         return super().sizeHint()
-
-
-def expanding(w: QWidget) -> QWidget:
-    w.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)
-    return w
