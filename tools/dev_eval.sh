@@ -24,6 +24,8 @@
 #   TAKES       takes per case                                   default: 2
 #   STEPS       sampler steps (empty = the bundle's default)     default: empty
 #   MODEL       bundle folder (empty = the default bundle)       default: empty
+#   PROMPT      the prompt: `role` (the case's role, e.g. "bass"), `none` (context only: see
+#               what the model picks by itself), or any text               default: role
 #   RIFFWRIGHT  the command that runs Riffwright's CLI           default: riffwright
 #               (from a checkout: "env PYTHONPATH=$PWD .venv/bin/python -m engine.cli")
 #   NICE        niceness for the long stages                      default: 10
@@ -44,6 +46,7 @@ TAKES=${TAKES:-2}
 STEPS=${STEPS:-}
 MODEL=${MODEL:-}
 RIFFWRIGHT=${RIFFWRIGHT:-riffwright}
+PROMPT=${PROMPT:-role}
 NICE=${NICE:-10}
 
 die() { echo "dev_eval: $*" >&2; exit 2; }
@@ -103,9 +106,15 @@ stage_generate() {
         tmp="$GEN/.tmp-$c"
         rm -rf "$tmp"
         echo "$(date +%T) generate $c"
+        prompt=()
+        case "$PROMPT" in
+            role) prompt=(--prompt "$(cat "$d/role.txt")") ;;
+            none) ;;
+            *) prompt=(--prompt "$PROMPT") ;;
+        esac
         # shellcheck disable=SC2086  # RIFFWRIGHT may be a command with arguments
         nice -n "$NICE" $RIFFWRIGHT generate --context "$d/context.flac" \
-            --prompt "$(cat "$d/role.txt")" --takes "$TAKES" --seed 0 --quiet \
+            "${prompt[@]}" --takes "$TAKES" --seed 0 --quiet \
             "${opts[@]}" --out "$tmp"
         rm -rf "${GEN:?}/$c"
         mv "$tmp" "$GEN/$c"
