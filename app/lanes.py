@@ -46,7 +46,7 @@ from PySide6.QtWidgets import (
 )
 
 from app import theme
-from engine.document.session import Session, Track
+from engine.document.session import Session, SessionEvent, Track
 
 HEADER_W = 250
 LANE_H = 86
@@ -743,42 +743,57 @@ class LaneView(QWidget):
         self._update_corner()
         self.fit()
 
-    def on_session_event(self, event: str, p: dict) -> None:
-        if event == "track_added":
-            self._add_row(p["track"], p.get("index"))
-            self._update_limits()
-            if len(self.rows) == 1 or p["track"].end > self.visible_range()[1] * self.session.sample_rate:
-                self.fit()
+    def on_session_event(self, event: SessionEvent, p: dict) -> None:
+        handler = {
+            SessionEvent.TRACK_ADDED: self._on_track_added,
+            SessionEvent.TRACK_REMOVED: self._on_track_removed,
+            SessionEvent.TRACK_CHANGED: self._on_track_changed,
+            SessionEvent.REGIONS_CHANGED: self._on_regions_changed,
+            SessionEvent.SESSION_CHANGED: self._on_session_changed,
+        }.get(event)
+        if handler is not None:
+            handler(p)
+
+    def _on_track_added(self, p: dict) -> None:
+        track = p["track"]
+        self._add_row(track, p.get("index"))
+        self._update_limits()
+        if len(self.rows) == 1 or track.end > self.visible_range()[1] * self.session.sample_rate:
+            self.fit()
+        self._restyle_all()
+        self.follow(track.id)
+
+    def _on_track_removed(self, p: dict) -> None:
+        self._remove_row(p["track"].id)
+        if self.selected == p["track"].id:
+            self.select(None)
+        self._update_limits()
+        self._restyle_all()
+
+    def _on_track_changed(self, p: dict) -> None:
+        row = self.rows.get(p["track"].id)
+        if row:
+            row.header.update_from(p["track"])
+            if p.get("attr") in ("gain_db", "color"):
+                row.plot.refresh()
+        self._restyle_all()
+
+    def _on_regions_changed(self, p: dict) -> None:
+        row = self.rows.get(p["track"].id)
+        if row:
+            sel = self.selected_region[1] if self.selected_region else None
+            row.plot.set_regions(p["track"], sel)
+
+    def _on_session_changed(self, p: dict) -> None:
+        attr = p.get("attr")
+        if attr == "loop":
+            self.show_loop(self.session.loop)
+        elif attr in ("tempo", "meter"):
+            self.bars_axis.picture = None
+            self.bars_axis.update()
+            self._update_corner()
+        elif attr == "active_takes":
             self._restyle_all()
-            self.follow(p["track"].id)
-        elif event == "track_removed":
-            self._remove_row(p["track"].id)
-            if self.selected == p["track"].id:
-                self.select(None)
-            self._update_limits()
-            self._restyle_all()
-        elif event == "track_changed":
-            row = self.rows.get(p["track"].id)
-            if row:
-                row.header.update_from(p["track"])
-                if p.get("attr") in ("gain_db", "color"):
-                    row.plot.refresh()
-            self._restyle_all()
-        elif event == "regions_changed":
-            row = self.rows.get(p["track"].id)
-            if row:
-                sel = self.selected_region[1] if self.selected_region else None
-                row.plot.set_regions(p["track"], sel)
-        elif event == "session_changed":
-            attr = p.get("attr")
-            if attr == "loop":
-                self.show_loop(self.session.loop)
-            elif attr in ("tempo", "meter"):
-                self.bars_axis.picture = None
-                self.bars_axis.update()
-                self._update_corner()
-            elif attr == "active_takes":
-                self._restyle_all()
 
     def _restyle_all(self) -> None:
         for tid, row in self.rows.items():
