@@ -204,27 +204,34 @@ class ModelsDialog(QDialog):
         keep = select or self.selected_path()
         self.tree.clear()
         for m in model_store.list_models():
-            status = m["status"]
-            if m["type"] == "bundle" and m["path"] == self.current:
-                status = f"{status} · in use"
-            elif m.get("active"):
-                status = f"{status} · default"
-            kind = "bundle" if m["type"] == "bundle" else "checkpoint"
-            item = QTreeWidgetItem([m["name"], kind, m["origin"], m["arch"] or "—", status])
-            item.setData(0, PATH_ROLE, m)
-            item.setToolTip(0, m["path"])
-            if m.get("sha256"):
-                item.setToolTip(4, f"SHA-256 {m['sha256']}")
-            if m["type"] == "bundle" and m["status"] not in ("ok", "untrained"):
-                item.setToolTip(4, m["status"])
-            if m["path"] == self.current:
-                f = QFont(item.font(0))
-                f.setBold(True)
-                item.setFont(0, f)
+            item = self._item(m)
             self.tree.addTopLevelItem(item)
             if keep and m["path"] == keep:
                 self.tree.setCurrentItem(item)
         self._update_buttons()
+
+    def _item(self, m: dict) -> QTreeWidgetItem:
+        """One row of the list: name, kind, origin, architecture, status (in use / default),
+        the path and any hash or problem as tooltips, the model in use in bold."""
+        bundle = m["type"] == "bundle"
+        status = m["status"]
+        if bundle and m["path"] == self.current:
+            status = f"{status} · in use"
+        elif m.get("active"):
+            status = f"{status} · default"
+        item = QTreeWidgetItem([m["name"], "bundle" if bundle else "checkpoint", m["origin"],
+                                m["arch"] or "—", status])
+        item.setData(0, PATH_ROLE, m)
+        item.setToolTip(0, m["path"])
+        if m.get("sha256"):
+            item.setToolTip(4, f"SHA-256 {m['sha256']}")
+        if bundle and m["status"] not in ("ok", "untrained"):
+            item.setToolTip(4, m["status"])
+        if m["path"] == self.current:
+            f = QFont(item.font(0))
+            f.setBold(True)
+            item.setFont(0, f)
+        return item
 
     def entries(self) -> list[dict]:
         return [self.tree.topLevelItem(i).data(0, PATH_ROLE)
