@@ -151,6 +151,12 @@ def test_drumkit_xml_with_a_dtd_or_entities_is_refused(tmp_path):
     kit = make_kit(tmp_path, header='<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>')
     with pytest.raises(RiffwrightError, match="DTD or entities"):
         DrumkitSource(kit)
+    # the same declaration in UTF-16, where a byte search would not see it, is refused too
+    xml = kit / "drumkit.xml"
+    xml.write_bytes(xml.read_text(encoding="utf-8").replace('encoding="UTF-8"', 'encoding="UTF-16"')
+                    .encode("utf-16"))
+    with pytest.raises(RiffwrightError, match="not UTF-8"):
+        DrumkitSource(kit)
 
 
 def test_reserved_sources_are_refused_in_every_kind(tmp_path, monkeypatch):

@@ -194,7 +194,11 @@ def _read_kit_xml(path: Path) -> ET.Element:
     """Parse drumkit.xml without ever resolving a DTD or an entity: a document that declares
     either is refused before the parser sees it (no entity expansion, no external fetches)."""
     data = path.read_bytes()
-    if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
+    try:  # checked as text, so no other encoding (UTF-16, say) can hide a declaration
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise RiffwrightError(f"{path} is not UTF-8 text, as a drumkit.xml is") from None
+    if "<!DOCTYPE" in text or "<!ENTITY" in text:
         raise RiffwrightError(f"{path} declares a DTD or entities, which a drumkit never needs")
     try:
         return ET.fromstring(data)
