@@ -713,7 +713,8 @@ class GrooveComposer:
                             if lo <= target + d <= top and (abs(d) == 1 or (target + d) % 12 in scale)
                             and target + d != line[-1]]
                 close = [q for q in approach if abs(q - line[-1]) <= 7]
-                close = [q for q in close if q not in line] or close or approach
+                # at the edge of the range every approach may be out of it: land on the target
+                close = [q for q in close if q not in line] or close or approach or [target]
                 line.append(int(close[int(rng.integers(len(close)))]))
             for k, pitch in enumerate(line):
                 t = grid.time(b * spb + 4 * k) + _jitter(rng, 0.006)
