@@ -334,6 +334,16 @@ class SessionController:
             req["loop"] = (recipe.loop_n, recipe.loop_frac)
         return req
 
+    def beat_grid(self, start_s: float) -> tuple[float, float, float] | None:
+        """The session's tempo map for audio that starts at `start_s` of the session:
+        (BPM, quarter notes per bar, a bar line relative to that start), or None without a
+        tempo. Bars count from the session's zero."""
+        s = self.session
+        if not s.tempo or not 20.0 <= s.tempo <= 400.0:
+            return None
+        num, den = s.meter
+        return float(s.tempo), num * 4.0 / den, -float(start_s)
+
     def reference_audio(self, recipe: Recipe) -> np.ndarray | None:
         tid = recipe.reference_track
         if tid:
@@ -425,6 +435,7 @@ class SessionController:
             ctx, spec = self._context(start, end)
             req["context"] = ctx
             req["duration"] = end - start
+            req["beat_grid"] = self.beat_grid(start)
             return Job(action, req, label, int(round(start * sr)), context_spec=spec,
                        recipe=recipe, takes=recipe.takes)
         t = self.selected_track(selected)
@@ -446,13 +457,14 @@ class SessionController:
                 raise ActionError(f"draw a region on {t.name} first (drag across its waveform)")
             r = next((r for r in regions if r.id == selected_region), regions[-1])
             ctx, spec = self._context(start_s, end_s, exclude=t.id)
-            req.update(context=ctx, source=t.audio,
+            req.update(context=ctx, source=t.audio, beat_grid=self.beat_grid(start_s),
                        inpaint=(max(0.0, r.start - start_s), min(end_s, r.end) - start_s))
             spec["region"] = [r.start, r.end]
             return Job(action, req, f"{t.name} inpaint", t.offset, t.id, spec)
         if action == "vary":
             ctx, spec = self._context(start_s, end_s, exclude=t.id)
-            req.update(context=ctx, variation_of=t.audio, strength=recipe.strength)
+            req.update(context=ctx, variation_of=t.audio, strength=recipe.strength,
+                       beat_grid=self.beat_grid(start_s))
             return Job(action, req, f"{t.name} var", t.offset, t.id, spec)
         if action == "continue":
             extra = recipe.duration
@@ -492,6 +504,7 @@ class SessionController:
         req = self._common(recipe, self.reference_audio(recipe))
         req["context"] = ContextMix(self.session, tuple(tracks), start, end) if tracks else None
         req["duration"] = end - start
+        req["beat_grid"] = self.beat_grid(start)
         if app.get("prompt_override"):
             req["prompt"] = app["prompt_override"]
         return Job("regenerate", req, take_base(t.name), t.offset, None, spec, recipe,
@@ -673,6 +686,15 @@ def _context_line(prov, par, app, action) -> str | None:
     return None if "context" in (prov.get("inputs") or {}) else "Context: none"
 
 
+def _grid_line(prov, par, app, action) -> str | None:
+    grid = prov.get("beat_grid")
+    if not isinstance(grid, dict) or grid.get("bpm") is None:
+        return None
+    how = "followed" if grid.get("used") else "not used: this model has no beat grid"
+    return (f"Beat grid: {_fmt_num(grid['bpm'])} BPM, bars of "
+            f"{_fmt_num(grid.get('bar_beats', 4.0))} beats ({how})")
+
+
 def _region_line(prov, par, app, action) -> str | None:
     if not par.get("inpaint"):
         return None
@@ -719,7 +741,7 @@ def _length_line(prov, par, app, action) -> str | None:
 # the lines of a take's recipe, in order: each gets (provenance, its parameters, the app's
 # record, the action) and returns its line, or None when it has nothing to say
 _RECIPE_LINES = (_header_line, _prompt_line, _text_prior_line, _reference_line, _context_line,
-                 _region_line, _strength_line, _seed_line, _guidance_line, _stereo_line,
+                 _grid_line, _region_line, _strength_line, _seed_line, _guidance_line, _stereo_line,
                  _loop_line, _length_line)
 
 
@@ -785,6 +807,17 @@ def _param_args(par: dict, mode: str | None) -> list[str]:
     return args + [PARAMS["stereo_width"].flag, _fmt_num(par.get("stereo_width") or 0)]
 
 
+def _grid_args(grid: dict | None) -> list[str]:
+    """--tempo/--meter/--downbeat of the beat grid a take was given (the bar as N/4, N/8 or
+    N/16: the same grid whatever the session's meter was written as)."""
+    if not isinstance(grid, dict) or grid.get("bpm") is None:
+        return []
+    bar = float(grid.get("bar_beats", 4.0))
+    den = next((d for d in (4, 8, 16) if abs(bar * d / 4 - round(bar * d / 4)) < 1e-6), 16)
+    return ["--tempo", _fmt_num(grid["bpm"]), "--meter", f"{round(bar * den / 4)}/{den}",
+            "--downbeat", _fmt_num(grid.get("downbeat", 0.0))]
+
+
 def command_line(prov: dict, track: Track | None = None) -> str:
     """The `riffwright generate` command that makes this take again. Audio the app mixed
     from lanes (the context, the source of an inpaint) has no file: the command names a
@@ -792,7 +825,8 @@ def command_line(prov: dict, track: Track | None = None) -> str:
     par = prov.get("parameters") or {}
     mode = par.get("mode")
     args = ["riffwright", "generate", *_input_args(par, prov.get("inputs") or {}, mode),
-            *_param_args(par, mode), PARAMS["seed"].flag, str(prov.get("seed", 0))]
+            *_param_args(par, mode), *_grid_args(prov.get("beat_grid")),
+            PARAMS["seed"].flag, str(prov.get("seed", 0))]
     model = (prov.get("model") or {}).get("path")
     if model:
         args += ["--model", model]

@@ -321,3 +321,28 @@ def test_only_the_controller_writes_the_session():
     bad = [(name, attr) for name, attr in found
            if name not in allowed or (allowed[name] is not None and attr not in allowed[name])]
     assert bad == []
+
+
+def test_jobs_carry_the_session_tempo_as_a_beat_grid_from_its_bar_lines():
+    from app.controller import command_line, recipe_lines
+
+    s = _session(8.0)
+    ctl = SessionController(s, UndoStack(s))
+    recipe = DEFAULT_RECIPE.replace(prompt="drums")
+    assert ctl.build_job("generate", recipe).request["beat_grid"] is None  # no tempo set
+    s.tempo, s.meter = 96.0, (6, 8)
+    assert ctl.build_job("generate", recipe).request["beat_grid"] == (96.0, 3.0, 0.0)
+    # a loop region (snapped to the bars): the request's audio starts there, the bars at the
+    # session's 0
+    ctl.set_loop((2.5, 6.0))
+    assert s.loop[0] > 0
+    assert ctl.build_job("generate", recipe).request["beat_grid"] == (96.0, 3.0, -s.loop[0])
+    lane = track_from_audio("gen", np.zeros((1, 48000 * 4), np.float32), role="generated",
+                            offset=48000)
+    s.insert_track(lane)
+    assert ctl.build_job("vary", recipe, lane.id).request["beat_grid"] == (96.0, 3.0, -1.0)
+    # the take's command line gives the model the same grid (a bar of three quarters)
+    prov = {"parameters": {"mode": "accompaniment"}, "seed": 4,
+            "beat_grid": {"bpm": 96.0, "bar_beats": 3.0, "downbeat": -2.5, "used": True}}
+    assert "--tempo 96 --meter 3/4 --downbeat -2.5 --seed 4" in command_line(prov)
+    assert "Beat grid: 96 BPM, bars of 3 beats (followed)" in recipe_lines(prov)

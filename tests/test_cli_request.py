@@ -78,3 +78,34 @@ def test_arrange_shares_the_flags_without_generate_only_ones(wav):
     req = _request("arrange", "--prompt", "bass", "--context", wav("a.wav"), "--seed", "3")
     assert req.prompt is None and req.seed == 3 and req.labels == {"context": "a.wav"}
     assert req.gap == PARAMS["gap"].default and req.strength is None
+
+
+def test_tempo_flags_give_the_request_a_beat_grid(wav):
+    ctx = wav("ctx.wav", 3.0)
+    assert _request("generate", "--context", ctx).beat_grid is None
+    req = _request("generate", "--context", ctx, "--tempo", "96", "--meter", "6/8",
+                   "--downbeat", "0.5")
+    assert req.beat_grid == (96.0, 3.0, 0.5)
+    assert _request("generate", "--tempo", "120").beat_grid == (120.0, 4.0, 0.0)
+    for argv, match in ((("--downbeat", "1"), "needs --tempo"),
+                        (("--tempo", "fast"), "BPM or auto"),
+                        (("--tempo", "auto"), "from --context"),
+                        (("--tempo", "120", "--meter", "4"), "like 4/4"),
+                        (("--tempo", "900"), "20–400"),
+                        (("--context", ctx, "--tempo", "auto"), "no steady beat")):
+        with pytest.raises(RiffwrightError, match=match):
+            _request("generate", *argv)
+
+
+def test_tempo_auto_reads_the_beat_off_the_context(tmp_path):
+    bpm, first = 125.0, 0.12
+    x = np.zeros(int(10 * OUT_RATE), np.float32)
+    tick = np.exp(-np.arange(2400) / 200.0) * np.sin(np.arange(2400) * 0.3)
+    for t in np.arange(first, 9.9, 60.0 / bpm):
+        i = int(t * OUT_RATE)
+        x[i:i + 2400] += tick.astype(np.float32)
+    path = tmp_path / "clicks.wav"
+    sf.write(path, 0.5 * x, OUT_RATE)
+    got_bpm, bar, down = _request("generate", "--context", str(path), "--tempo", "auto"
+                                  ).beat_grid
+    assert abs(got_bpm - bpm) < 1.0 and bar == 4.0 and abs(down - first) < 0.015

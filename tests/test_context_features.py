@@ -1,4 +1,5 @@
-"""Explicit context features (chroma + sub-frame onsets) and the models that take them."""
+"""Explicit context features (chroma + sub-frame onsets, the beat grid) and the models that
+take them."""
 
 import numpy as np
 import pytest
@@ -7,9 +8,12 @@ import torch
 from engine.diffusion.context_features import (
     CHROMA,
     FEATURE_DIM,
+    GRID_DIM,
     SUBFRAMES,
+    BeatGrid,
     context_features,
     features_from_spectra,
+    grid_features,
     spectra,
 )
 from engine.models.unet import UNet1d, arch_config, warm_start
@@ -93,3 +97,64 @@ def test_the_context_stream_reaches_the_output_once_trained():
         a = net(x, torch.zeros(1), context=ctx)
         b = net(x, torch.zeros(1), context=other)
     assert (a - b).abs().max() > 1e-3
+
+
+def test_the_beat_grid_gives_each_frame_its_beat_and_bar_phase():
+    grid = BeatGrid(bpm=105.0, bar_beats=3.0, downbeat=0.4)
+    f = grid_features(grid, 200, HOP, SR)
+    assert f.shape == (GRID_DIM, 200)
+    t = (np.arange(200) + 0.5) * HOP / SR
+    beat = np.angle(f[1] + 1j * f[0]) / (2 * np.pi) % 1.0
+    bar = np.angle(f[3] + 1j * f[2]) / (2 * np.pi) % 1.0
+    want_beat = ((t - 0.4) * 105.0 / 60.0) % 1.0
+    err = np.abs((beat - want_beat + 0.5) % 1.0 - 0.5)
+    assert err.max() < 1e-4
+    # the bar phase turns once every three beats, and crosses zero on the bar lines
+    bars = (t - 0.4) * 105.0 / 60.0 / 3.0
+    assert np.abs((bar - bars % 1.0 + 0.5) % 1.0 - 0.5).max() < 1e-4
+    # no grid is all zeros, which no phase gives
+    assert not grid_features(None, 50, HOP, SR).any()
+    assert (np.hypot(f[0], f[1]) > 0.99).all()
+
+
+def test_a_grid_window_equals_the_grid_of_audio_starting_there():
+    grid = BeatGrid.from_meter(128.0, "7/8", downbeat=1.25)
+    assert grid.bar_beats == 3.5
+    whole = grid_features(grid, 300, HOP, SR)
+    part = grid_features(grid, 100, HOP, SR, first_frame=120)
+    shifted = grid_features(grid.shifted(120 * HOP / SR), 100, HOP, SR)
+    assert np.allclose(part, whole[:, 120:220], atol=1e-5)
+    assert np.allclose(shifted, part, atol=1e-4)
+
+
+@pytest.mark.parametrize("args, match", [
+    ((0.0,), "20–400"), ((120.0, 0.0), "0.5–32"), ((float("nan"),), "finite"),
+])
+def test_a_malformed_grid_is_refused(args, match):
+    with pytest.raises(ValueError, match=match):
+        BeatGrid(*args)
+    with pytest.raises(ValueError, match="like 4/4"):
+        BeatGrid.from_meter(120.0, "four")
+
+
+def test_warm_start_adds_a_beat_grid_without_changing_the_model():
+    old = UNet1d(arch_config("tiny", latent_dim=16, clap_dim=32, feature_dim=FEATURE_DIM))
+    for p in old.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    new = UNet1d(arch_config("tiny", latent_dim=16, clap_dim=32,
+                             feature_dim=FEATURE_DIM + GRID_DIM))
+    assert warm_start(new, old.state_dict()) == []
+    x, ctx = torch.randn(2, 16, 37), torch.randn(2, 16 + FEATURE_DIM, 37)
+    grid = torch.randn(2, GRID_DIM, 37)
+    clap, t = torch.randn(2, 32), torch.zeros(2)
+    with torch.no_grad():
+        a = old(x, t, context=ctx, clap=clap)
+        b = new(x, t, context=torch.cat([ctx, grid], dim=1), clap=clap)
+        a0 = old(x, t, context=None, clap=clap)
+        b0 = new(x, t, context=None, clap=clap)
+    assert torch.allclose(a, b, atol=1e-6) and torch.allclose(a0, b0, atol=1e-6)
+    # and the grid reaches the output once its inputs are trained
+    with torch.no_grad():
+        new.cond_enc[0].weight[:, -GRID_DIM:].normal_(std=0.5)
+        c = new(x, t, context=torch.cat([ctx, grid], dim=1), clap=clap)
+    assert (c - b).abs().max() > 1e-4

@@ -41,3 +41,14 @@ def test_tempo_estimate_of_a_click_track():
     est = estimate_tempo(clicks[None].astype(np.float32), sr)
     assert est == pytest.approx(bpm, rel=0.03)
     assert estimate_tempo(np.zeros((1, 1000), np.float32), sr) is None
+
+
+@pytest.mark.parametrize("bpm,phase", [(110, 0.0), (110, 0.31), (137, 0.2), (75, 0.7)])
+def test_beat_phase_finds_where_the_clicks_fall(bpm, phase):
+    from engine.document.tempo import estimate_beat_phase
+
+    x = click_track(bpm, 12, offbeat=0.4)
+    shifted = np.concatenate([np.zeros((1, int(phase * SR)), np.float32), x], axis=1)
+    got = estimate_beat_phase(shifted, SR, bpm)
+    beat = 60.0 / bpm
+    assert abs((got - phase + beat / 2) % beat - beat / 2) < 0.012

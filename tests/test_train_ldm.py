@@ -4,6 +4,7 @@ DDP across two CPU processes on gloo keeps the replicas identical."""
 import json
 import os
 import socket
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -180,3 +181,41 @@ def test_context_features_extend_a_trained_model(setup, capsys):
     # a model without features cannot continue a run that has them
     with pytest.raises(Exception, match="lacks"):
         train_ldm(data, root / "back", bundle, cfg(steps=1, init_from=str(out)), device="cpu")
+
+
+def test_a_beat_grid_extends_a_feature_model_and_follows_the_request(setup):
+    from engine.diffusion.context_features import FEATURE_DIM, GRID_DIM, BeatGrid, grid_features
+
+    root, data, bundle = setup
+    feat = train_ldm(data, root / "feat0", bundle, cfg(steps=2, context_features=True),
+                     device="cpu")
+    out = train_ldm(data, root / "grid", bundle,
+                    cfg(steps=3, context_features=True, beat_grid=True, init_from=str(feat),
+                        p_drop_grid=0.5), device="cpu")
+    b = load_bundle(out)
+    assert b.takes_beat_grid and b.feature_dim == FEATURE_DIM + GRID_DIM
+    ctx = sf.read(data / "songs" / "song2" / "01-piano.wav", dtype="float32")[0][None, :SR * 2]
+    req = GenerationRequest(context=ctx, duration=2.0, steps=2, prompt="drums", seed=1,
+                            beat_grid=(120.0, 4.0, 0.0))
+    stem = run_to_end(Generator(b).run(req))[0]
+    assert stem.provenance["beat_grid"] == {"bpm": 120.0, "bar_beats": 4.0, "downbeat": 0.0,
+                                            "used": True}
+    again = run_to_end(Generator(b).run(req))[0]
+    assert np.array_equal(stem.audio, again.audio)
+    # the grid reaches the model after the context's chroma and onsets (zeros without one)
+    lat = torch.zeros(1, b.cae.latent_dim, 24)
+    grid = BeatGrid(120.0, 4.0, 0.25)
+    c = b.context_condition(lat, ctx[0, :24 * b.hop], grid)[0].numpy()
+    assert c.shape[0] == b.cae.latent_dim + FEATURE_DIM + GRID_DIM
+    assert np.allclose(c[-GRID_DIM:], grid_features(grid, 24, b.hop, b.sample_rate))
+    assert not b.context_condition(lat, ctx[0, :24 * b.hop])[0, -GRID_DIM:].any()
+    # a model without a grid ignores one, and says so
+    plain = run_to_end(Generator(load_bundle(feat)).run(req))[0]
+    assert plain.provenance["beat_grid"]["used"] is False
+    with pytest.raises(Exception, match="beat grid"):
+        run_to_end(Generator(b).run(replace(req, beat_grid=(5.0, 4.0, 0.0))))
+    with pytest.raises(Exception, match="with beat grid"):
+        train_ldm(data, root / "grid", bundle, cfg(steps=4, context_features=True),
+                  device="cpu")
+    with pytest.raises(Exception, match="needs context_features"):
+        train_ldm(data, root / "nogrid", bundle, cfg(steps=1, beat_grid=True), device="cpu")

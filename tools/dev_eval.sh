@@ -26,6 +26,9 @@
 #   MODEL       bundle folder (empty = the default bundle)       default: empty
 #   PROMPT      the prompt: `role` (the case's role, e.g. "bass"), `none` (context only: see
 #               what the model picks by itself), or any text               default: role
+#   GRID        the beat grid given to the model: `none`, `midi` (the tempo and metre of the
+#               case's context.mid, as a musician's session knows them; cases start on a bar
+#               line) or `auto` (estimated from the context audio)          default: none
 #   RIFFWRIGHT  the command that runs Riffwright's CLI           default: riffwright
 #               (from a checkout: "env PYTHONPATH=$PWD .venv/bin/python -m engine.cli")
 #   NICE        niceness for the long stages                      default: 10
@@ -47,6 +50,7 @@ STEPS=${STEPS:-}
 MODEL=${MODEL:-}
 RIFFWRIGHT=${RIFFWRIGHT:-riffwright}
 PROMPT=${PROMPT:-role}
+GRID=${GRID:-none}
 NICE=${NICE:-10}
 
 die() { echo "dev_eval: $*" >&2; exit 2; }
@@ -92,6 +96,18 @@ chosen_cases() {  # the chosen cases, bass and drums alternating (a partial run 
     paste -d '\n' <(chosen_role bass) <(chosen_role drums) | grep -v '^$' || true
 }
 
+midi_grid() {  # midi_grid FILE: "BPM N/D" of a MIDI file's first tempo and time signature
+    "$JUDGE_VENV/bin/python" - "$1" <<'PY'
+import sys
+import pretty_midi
+pm = pretty_midi.PrettyMIDI(sys.argv[1])
+_, tempi = pm.get_tempo_changes()
+ts = pm.time_signature_changes
+print(f"{tempi[0] if len(tempi) else 120.0:.3f}",
+      f"{ts[0].numerator}/{ts[0].denominator}" if ts else "4/4")
+PY
+}
+
 stage_generate() {
     local c d tmp opts=()
     [ -n "$STEPS" ] && opts+=(--steps "$STEPS")
@@ -112,9 +128,17 @@ stage_generate() {
             none) ;;
             *) prompt=(--prompt "$PROMPT") ;;
         esac
+        grid=()
+        case "$GRID" in
+            none) ;;
+            auto) grid=(--tempo auto) ;;
+            midi) read -r bpm meter < <(midi_grid "$d/context.mid")
+                  grid=(--tempo "$bpm" --meter "$meter" --downbeat 0) ;;
+            *) die "GRID must be none, midi or auto" ;;
+        esac
         # shellcheck disable=SC2086  # RIFFWRIGHT may be a command with arguments
         nice -n "$NICE" $RIFFWRIGHT generate --context "$d/context.flac" \
-            "${prompt[@]}" --takes "$TAKES" --seed 0 --quiet \
+            "${prompt[@]}" "${grid[@]}" --takes "$TAKES" --seed 0 --quiet \
             "${opts[@]}" --out "$tmp"
         rm -rf "${GEN:?}/$c"
         mv "$tmp" "$GEN/$c"

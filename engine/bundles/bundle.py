@@ -29,7 +29,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.diffusion.context_features import context_features
+import numpy as np
+
+from engine.diffusion.context_features import (
+    FEATURE_DIM,
+    GRID_DIM,
+    BeatGrid,
+    context_features,
+    grid_features,
+)
 from engine.errors import BundleError
 from engine.fsutil import atomic_write_bytes, read_json_object
 from engine.models.cae import create_cae, latent_stats, load_cae
@@ -330,14 +338,24 @@ class Bundle:
         """Channels of explicit context features the diffusion model takes (0: none)."""
         return int(getattr(self.precond.net.config, "feature_dim", 0))
 
-    def context_condition(self, latents, mono):
+    @property
+    def takes_beat_grid(self) -> bool:
+        """Whether the diffusion model takes a beat grid after the context's chroma and
+        onsets (`engine.diffusion.context_features.grid_features`)."""
+        return self.feature_dim == FEATURE_DIM + GRID_DIM
+
+    def context_condition(self, latents, mono, grid: BeatGrid | None = None):
         """The diffusion model's context input: normalised latents (1, C, F) of the context,
-        with the features of its mono model-rate audio appended when the model takes them."""
+        with the features of its mono model-rate audio appended when the model takes them,
+        and the beat grid's (zeros for None) when it takes one."""
         if not self.feature_dim:
             return latents
         import torch
 
-        f = context_features(mono, self.sample_rate, self.hop, latents.shape[-1])
+        n = latents.shape[-1]
+        f = context_features(mono, self.sample_rate, self.hop, n)
+        if self.takes_beat_grid:
+            f = np.concatenate([f, grid_features(grid, n, self.hop, self.sample_rate)])
         return torch.cat([latents, torch.from_numpy(f)[None].to(latents)], dim=1)
 
     def embed_prompt(self, text: str, prior: bool = True):

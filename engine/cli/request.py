@@ -15,7 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.diffusion.context_features import BeatGrid
 from engine.document.inputs import load_input, mix_down
+from engine.document.tempo import estimate_beat_phase, estimate_tempo
 from engine.errors import RiffwrightError
 from engine.generation.request import GenerationRequest
 from engine.params import PARAMS, cli_help
@@ -81,6 +83,15 @@ def add_generation_arguments(p: argparse.ArgumentParser, arrange: bool = False) 
                         "context's length, else 10)")
     param_flag(p, "stereo_width", "S")
     param_flag(p, "sampler")
+    p.add_argument("--tempo", metavar="BPM|auto",
+                   help="the song's tempo in quarter notes per minute, or auto to estimate "
+                        "it (and where the beats fall) from the context; models trained with "
+                        "a beat grid place their notes on it (default: none)")
+    p.add_argument("--meter", default="4/4", metavar="N/D",
+                   help="time signature with --tempo (default: 4/4)")
+    p.add_argument("--downbeat", type=float, metavar="SEC",
+                   help="where a bar starts, in seconds from the start of the audio, with "
+                        "--tempo (default: 0, or with auto the first estimated beat)")
     p.add_argument("--model", metavar="DIR",
                    help="model bundle folder (default: RIFFWRIGHT_MODEL, the user data dir, "
                         "else the built-in one)")
@@ -149,6 +160,36 @@ def _region_fields(args) -> dict:
     return {} if span is None else {"inpaint": span, "regenerate": bool(regenerate)}
 
 
+def _beat_grid(args, context) -> tuple[float, float, float] | None:
+    """--tempo/--meter/--downbeat as the request's (BPM, bar in quarters, downbeat); with
+    --tempo auto, the tempo and the first beat are estimated from the context."""
+    tempo = getattr(args, "tempo", None)
+    if tempo is None:
+        if getattr(args, "downbeat", None) is not None:
+            raise RiffwrightError("--downbeat needs --tempo")
+        return None
+    down = args.downbeat
+    if tempo == "auto":
+        if context is None:
+            raise RiffwrightError("--tempo auto estimates the tempo from --context; give one")
+        bpm = estimate_tempo(context, OUT_RATE)
+        if bpm is None:
+            raise RiffwrightError("--tempo auto: no steady beat found in the context; give "
+                              "the tempo in BPM")
+        if down is None:
+            down = estimate_beat_phase(context, OUT_RATE, bpm)
+    else:
+        try:
+            bpm = float(tempo)
+        except ValueError:
+            raise RiffwrightError(f"--tempo expects BPM or auto, got {tempo!r}") from None
+    try:
+        grid = BeatGrid.from_meter(bpm, args.meter, down or 0.0)
+    except ValueError as e:
+        raise RiffwrightError(f"--tempo/--meter: {e}") from None
+    return grid.bpm, grid.bar_beats, grid.downbeat
+
+
 def request_from_args(args) -> GenerationRequest:
     """The request the flags describe; the audio files are read here (a bad one is one
     RiffwrightError line). A run without --seed gets a fresh one."""
@@ -159,8 +200,9 @@ def request_from_args(args) -> GenerationRequest:
     if "seed" not in values:
         values["seed"] = fresh_seed()
     audio, labels = _read_audio(args)
+    grid = _beat_grid(args, audio.get("context"))
     return GenerationRequest(
-        sample_rate=OUT_RATE, prompt=getattr(args, "prompt", None),
+        sample_rate=OUT_RATE, prompt=getattr(args, "prompt", None), beat_grid=grid,
         loop=getattr(args, "loop", None), text_prior=False if args.no_text_prior else None,
         labels=labels, **values, **region_fields, **audio)
 

@@ -14,9 +14,15 @@ So models trained with `context_features` also get, per latent frame of the cont
 
 Both are scale-free (a quieter context gives the same features) and computed in numpy from
 mono audio at the model's rate, in chunks, so a ten-minute context costs a second or two.
+
+Models trained with `beat_grid` take four more: where each frame falls in the beat and in
+the bar, from the tempo the musician set (`BeatGrid`, `grid_features`, below).
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -107,3 +113,68 @@ def context_features(mono: np.ndarray, sample_rate: int, hop: int,
     if frames == 0 or len(x) == 0:
         return np.zeros((FEATURE_DIM, frames), np.float32)
     return features_from_spectra(*spectra(x, sample_rate, hop, frames), sample_rate)
+
+
+# ----------------------------------------------------------------------------- the beat grid
+#
+# Models trained with `beat_grid` also take, per latent frame, where the frame's centre falls
+# in the beat and in the bar: sin and cos of 2π × the beat phase and of 2π × the bar phase
+# (quarter-note beats, as a DAW counts tempo). The musician's session tempo places them; a
+# model that hears a context but no tempo gets zeros, which no phase can give (sin and cos
+# are never both 0), so "no grid" is its own input.
+
+GRID_DIM = 4
+
+
+@dataclass(frozen=True)
+class BeatGrid:
+    """A tempo map for one request: `bpm` quarter notes per minute, bars of `bar_beats`
+    quarter notes, and a bar line at `downbeat` seconds from the start of the request's
+    audio (any bar line; negative when the audio starts inside a bar)."""
+
+    bpm: float
+    bar_beats: float = 4.0
+    downbeat: float = 0.0
+
+    def __post_init__(self):
+        for name in ("bpm", "bar_beats", "downbeat"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"beat grid {name} must be a finite number, not {v!r}")
+        if not 20.0 <= self.bpm <= 400.0:
+            raise ValueError(f"beat grid tempo {self.bpm:g} BPM is outside 20–400")
+        if not 0.5 <= self.bar_beats <= 32.0:
+            raise ValueError(f"a bar of {self.bar_beats:g} beats is outside 0.5–32")
+
+    @classmethod
+    def from_meter(cls, bpm: float, meter: str = "4/4", downbeat: float = 0.0) -> BeatGrid:
+        """A grid from a time signature such as "6/8" (a bar of num × 4/den quarters)."""
+        try:
+            num, den = (int(p) for p in str(meter).split("/"))
+        except ValueError:
+            raise ValueError(f"meter {meter!r} is not like 4/4") from None
+        if num <= 0 or den not in (1, 2, 4, 8, 16, 32):
+            raise ValueError(f"meter {meter!r} is not like 4/4")
+        return cls(float(bpm), num * 4.0 / den, float(downbeat))
+
+    def shifted(self, seconds: float) -> BeatGrid:
+        """The same grid for audio that starts `seconds` later."""
+        return BeatGrid(self.bpm, self.bar_beats, self.downbeat - seconds)
+
+    def to_list(self) -> list[float]:
+        return [round(self.bpm, 4), round(self.bar_beats, 4), round(self.downbeat, 6)]
+
+
+def grid_features(grid: BeatGrid | None, frames: int, hop: int, sample_rate: int,
+                  first_frame: int = 0) -> np.ndarray:
+    """(GRID_DIM, frames) float32 beat-grid features of latent frames `first_frame`… (zeros
+    without a grid)."""
+    out = np.zeros((GRID_DIM, frames), np.float32)
+    if grid is None or frames <= 0:
+        return out
+    t = (np.arange(first_frame, first_frame + frames) + 0.5) * hop / sample_rate - grid.downbeat
+    beats = t * grid.bpm / 60.0
+    for k, phase in enumerate((beats % 1.0, (beats / grid.bar_beats) % 1.0)):
+        out[2 * k] = np.sin(2 * np.pi * phase)
+        out[2 * k + 1] = np.cos(2 * np.pi * phase)
+    return out

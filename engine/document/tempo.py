@@ -72,3 +72,26 @@ def estimate_tempo(audio: np.ndarray, sr: int) -> float | None:
     fine = np.arange(best - 0.6, best + 0.601, 0.02)
     best = float(fine[int(np.argmax([score(b) for b in fine]))])
     return round(best, 1)
+
+
+def estimate_beat_phase(audio: np.ndarray, sr: int, bpm: float) -> float:
+    """Where the beats of a clip at `bpm` fall: the time (seconds, within the first beat) of
+    the beat comb that collects the most onset strength, each onset weighted by how far it
+    stands above the clip's mean."""
+    x = audio.mean(axis=0) if audio.ndim == 2 else audio
+    hop = max(1, int(round(ONSET_HOP * sr / 48000)))
+    onset = np.maximum(onset_envelope(np.asarray(x, np.float32), sr, hop), 0.0)
+    period = 60.0 * sr / hop / bpm  # onset frames per beat
+    if onset.size < 2 * period or not np.any(onset):
+        return 0.0
+    n = int(onset.size // period)
+    frames = np.arange(onset.size)
+    best, best_score = 0.0, -1.0
+    for phase in np.arange(0.0, period, 0.25):
+        ks = phase + period * np.arange(n)
+        score = float(np.interp(ks, frames, onset).sum())
+        if score > best_score:
+            best, best_score = phase, score
+    # a flux frame peaks when the note reaches the middle of the later window of its pair:
+    # about 3.75 hops before the note (measured on clicks)
+    return float((best + 3.75) * hop / sr % (60.0 / bpm))

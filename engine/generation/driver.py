@@ -44,6 +44,7 @@ from engine.generation.request import (
     ResolvedRequest,
     Stem,
     audio_digest,
+    beat_grid_of,
     check_mode_inputs,
 )
 from engine.params import pick
@@ -163,6 +164,7 @@ class Generator:
         if req.sample_rate < 8000 or req.sample_rate > 384000:
             raise RequestError(f"unsupported sample rate {req.sample_rate} Hz")
         check_mode_inputs(req)
+        beat_grid_of(req)
 
     def _uses_text_prior(self, req: GenerationRequest) -> bool:
         """Whether the prompt goes through the bundle's text prior: only where a text
@@ -281,7 +283,7 @@ class Generator:
         context = None
         if req.context is not None:
             ctx = fit(io.to_model(req.context), plan.lengths.t_model)
-            context = b.context_condition(self._encode(ctx), ctx)
+            context = b.context_condition(self._encode(ctx), ctx, beat_grid_of(req))
         known = None if plan.known_audio is None else self._encode(plan.known_audio)
         init = known if plan.init_known else (
             None if plan.init_audio is None else self._encode(plan.init_audio))
@@ -384,10 +386,22 @@ class Generator:
                                  "digest": [audio_digest(c) for c in req.transition]}}
                  if req.transition is not None else {}),
             "regions": {"inpaint": list(req.inpaint)} if req.inpaint else {},
+            **self._grid_provenance(req),
             "sample_rate": req.output_rate,
             "channels": int(audio.shape[0]),
             "seconds": round(audio.shape[-1] / req.output_rate, 6),
         }
+
+
+    def _grid_provenance(self, req: GenerationRequest) -> dict:
+        """The beat grid the take was asked to follow, and whether the model took it (only
+        models trained with one do, and only over a context)."""
+        grid = beat_grid_of(req)
+        if grid is None:
+            return {}
+        used = self.bundle.takes_beat_grid and req.context is not None
+        return {"beat_grid": {"bpm": grid.bpm, "bar_beats": grid.bar_beats,
+                              "downbeat": grid.downbeat, "used": used}}
 
 
 def run_to_end(gen) -> list[Stem]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.diffusion.context_features import BeatGrid
 from engine.errors import RequestError
 from engine.params import PARAMS
 
@@ -59,6 +60,10 @@ class GenerationRequest:
     # map the prompt's text embedding onto the training stems' audio embeddings with the
     # bundle's text prior (None: whenever the bundle has one)
     text_prior: bool | None = None
+    # the session's tempo map, (BPM in quarter notes, quarter notes per bar, seconds from the
+    # start of this request's audio to a bar line): models trained with a beat grid place
+    # their notes on it; others ignore it (provenance says which)
+    beat_grid: tuple[float, float, float] | None = None
     output_rate: int = OUTPUT_RATE
     labels: dict[str, str] = field(default_factory=dict)  # file names etc. for provenance
 
@@ -195,3 +200,14 @@ def check_mode_inputs(req: GenerationRequest) -> None:
         n, frac = req.loop
         if int(n) < 1 or not 0 <= float(frac) <= 1:
             raise RequestError("loop needs repetitions >= 1 and a fraction between 0 and 1")
+
+
+def beat_grid_of(req: GenerationRequest) -> BeatGrid | None:
+    """The request's beat grid, checked (RequestError for a malformed one)."""
+    if req.beat_grid is None:
+        return None
+    try:
+        bpm, bar, down = req.beat_grid
+        return BeatGrid(float(bpm), float(bar), float(down))
+    except (TypeError, ValueError) as e:
+        raise RequestError(f"beat grid {req.beat_grid!r}: {e}") from None

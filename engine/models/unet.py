@@ -257,7 +257,9 @@ def warm_start(net: UNet1d, tensors: dict) -> list[str]:
     """Load a trained model's tensors into `net`, which may add context features to it.
 
     Tensors `net` lacks are refused; those only `net` has keep their initialisation (the zero
-    projections of the context stream), and a shorter `absent_context` is extended with zeros.
+    projections of the context stream); a shorter `absent_context`, and the context encoder's
+    first convolution when `net` takes more feature channels (a beat grid added to chroma
+    and onsets), are extended with zeros, so the model starts out computing what it did.
     Returns the names left at their initialisation.
     """
     own = net.state_dict()
@@ -272,6 +274,11 @@ def warm_start(net: UNet1d, tensors: dict) -> list[str]:
             continue
         if name == "absent_context" and src.shape[0] < t.shape[0]:
             src = torch.cat([src.to(t.dtype), torch.zeros(t.shape[0] - src.shape[0])])
+        if name == "cond_enc.0.weight" and src.dim() == 3 and src.shape[1] < t.shape[1] \
+                and src.shape[0] == t.shape[0] and src.shape[2] == t.shape[2]:
+            # more context features than the checkpoint had: their inputs start at zero
+            pad = torch.zeros(t.shape[0], t.shape[1] - src.shape[1], t.shape[2])
+            src = torch.cat([src.to(t.dtype), pad], dim=1)
         if tuple(src.shape) != tuple(t.shape):
             raise ValueError(f"tensor {name} has shape {tuple(src.shape)}, the model expects "
                              f"{tuple(t.shape)}")

@@ -50,7 +50,14 @@ from engine.bundles.bundle import (
     save_ldm,
 )
 from engine.bundles.bundle import write_manifest as write_bundle_manifest
-from engine.diffusion.context_features import FEATURE_DIM, features_from_spectra, spectra
+from engine.diffusion.context_features import (
+    FEATURE_DIM,
+    GRID_DIM,
+    BeatGrid,
+    features_from_spectra,
+    grid_features,
+    spectra,
+)
 from engine.diffusion.edm import EDMLoss, EDMPrecond
 from engine.errors import RiffwrightError
 from engine.fsutil import atomic_path
@@ -60,6 +67,7 @@ from engine.models.cae import latent_stats
 from engine.models.conditioning.prior import DEFAULT_K, make_prior
 from engine.models.unet import UNet1d, arch_config, param_count, warm_start
 from engine.train_state import has_state, load_state, save_state, state_paths, stop_on_sigterm
+from engine.training.dataset.build import load_manifest
 from engine.training.dataset.pairs import LatentPairs, PairRules, encode_dataset_latents
 from engine.training.loop import ema_update, log_json, set_lr, warmup_lr
 from engine.weights import load_into, read_checkpoint, save_module
@@ -92,6 +100,11 @@ class LDMTrainConfig:
     p_text_clap: float = 0.0
     # give the model the context's chroma and onsets too (engine.diffusion.context_features)
     context_features: bool = False
+    # and the beat grid of the song's tempo and meter (engine.diffusion.context_features
+    # .grid_features), dropped with probability `p_drop_grid` so that a context without a
+    # tempo still works; needs `context_features`
+    beat_grid: bool = False
+    p_drop_grid: float = 0.3
     # start from this bundle's diffusion weights when the run has no checkpoint yet (a model
     # without features can be extended with them)
     init_from: str | None = None
@@ -316,6 +329,26 @@ class ContextFeatureWindows:
         w = f[:, off:off + frames]
         out[:, :w.shape[1]] = w
         return out
+
+
+class SongGrids:
+    """Beat grids of the training songs, from the tempo and meter their dataset manifest
+    records (songs start on a bar line); windows of `grid_features` for `LatentPairs`
+    samples, zeros for a song without a tempo."""
+
+    def __init__(self, dataset: str | os.PathLike, sample_rate: int, hop: int):
+        self.sample_rate, self.hop = int(sample_rate), int(hop)
+        self.grids: dict[str, BeatGrid] = {}
+        for song in load_manifest(dataset)["songs"]:
+            try:
+                self.grids[song["id"]] = BeatGrid.from_meter(float(song["tempo"]),
+                                                             str(song.get("meter", "4/4")))
+            except (KeyError, TypeError, ValueError):
+                continue  # no usable tempo: the song trains without a grid
+
+    def window(self, sample: dict, frames: int) -> np.ndarray:
+        return grid_features(self.grids.get(sample["song"]), frames, self.hop,
+                             self.sample_rate, int(sample["frame_offset"]))
 
 
 class FeatureProbe(torch.nn.Module):
@@ -552,12 +585,20 @@ class _Model:
     precond: EDMPrecond | None = None
 
 
+def _feature_channels(cfg: LDMTrainConfig) -> int:
+    """Feature channels appended to the context latents: chroma and onsets, then the beat
+    grid."""
+    if cfg.beat_grid and not cfg.context_features:
+        raise RiffwrightError("beat_grid needs context_features")
+    return (FEATURE_DIM + (GRID_DIM if cfg.beat_grid else 0)) if cfg.context_features else 0
+
+
 def _build_model(cfg: LDMTrainConfig, b, out: Path, rank: int, dev: torch.device) -> _Model:
     """A fresh network (or one warm-started from `cfg.init_from` when the run has no
     checkpoint), its EMA copy and AdamW."""
 
     torch.manual_seed(cfg.seed)
-    n_feat = FEATURE_DIM if cfg.context_features else 0
+    n_feat = _feature_channels(cfg)
     net = UNet1d(arch_config(cfg.arch, latent_dim=b.cae.latent_dim, clap_dim=b.conditioner.dim,
                              feature_dim=n_feat))
     if cfg.init_from and not has_state(out):
@@ -581,10 +622,11 @@ def _resume(out: Path, cfg: LDMTrainConfig, model: _Model) -> int:
     if saved.get("arch") != cfg.arch:
         raise RiffwrightError(f"{out} holds a {saved.get('arch')} run; use a new --out for "
                               f"{cfg.arch}")
-    had = bool(saved.get("config", {}).get("context_features", False))
-    if had != cfg.context_features:
-        raise RiffwrightError(f"{out} holds a run {'with' if had else 'without'} context "
-                              f"features; use a new --out to change that")
+    for key in ("context_features", "beat_grid"):
+        had = bool(saved.get("config", {}).get(key, False))
+        if had != getattr(cfg, key):
+            raise RiffwrightError(f"{out} holds a run {'with' if had else 'without'} "
+                                  f"{key.replace('_', ' ')}; use a new --out to change that")
     return int(load_state(out, {"model": model.net, "ema": model.ema}, model.opt)["step"])
 
 
@@ -612,6 +654,7 @@ class _Batches:
     crops: ClapCrops
     texts: CaptionEmbeddings
     feats: ContextFeatureWindows | None
+    grids: SongGrids | None
     probe: FeatureProbe | None
     rng: np.random.Generator
     gen: torch.Generator
@@ -644,8 +687,10 @@ def _batches(cfg: LDMTrainConfig, out: Path, b, index: dict, mean: torch.Tensor,
                         load_clap_audio=False)
     feats = (ContextFeatureWindows(out / "features", FEATURE_DIM)
              if cfg.context_features or cfg.feature_loss else None)
+    grids = (SongGrids(index["dataset"], index["sample_rate"], index["hop"])
+             if cfg.beat_grid else None)
     return _Batches(cfg, dev, mean, std, pairs, ClapCrops(out / "clap", index["sample_rate"]),
-                    CaptionEmbeddings(b.conditioner), feats, probe,
+                    CaptionEmbeddings(b.conditioner), feats, grids, probe,
                     np.random.default_rng([cfg.seed, step, rank]),
                     torch.Generator().manual_seed(cfg.seed * 7919 + step * world + rank))
 
@@ -678,6 +723,10 @@ def _draw_batch(src: _Batches) -> dict:
     y, c = (y - src.mean) / src.std, (c - src.mean) / src.std
     if cfg.context_features:
         f = np.stack([src.feats.window(p, cfg.frames) for p in batch])
+        if src.grids is not None:
+            g = np.stack([src.grids.window(p, cfg.frames) for p in batch])
+            g[src.rng.random(len(batch)) < cfg.p_drop_grid] = 0.0
+            f = np.concatenate([f, g], axis=1)
         c = torch.cat([c, torch.from_numpy(f).to(dev)], dim=1)
     want = None
     if src.probe is not None:
