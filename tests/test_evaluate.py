@@ -298,3 +298,27 @@ def test_eval_model_end_to_end(tmp_path):
     report = json.loads((tmp_path / "ev2" / "report.json").read_text())
     assert all(0.0 <= r["family_ok_generated"] <= 1.0 for r in report["rows"])
     assert "2 take(s) per context" in (tmp_path / "ev2" / "report.md").read_text()
+
+
+def test_generations_get_the_beat_grid_the_data_knows(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from engine.generation import driver
+    from engine.training import evaluate as ev
+
+    assert ev._grid(96.0, "6/8") == (96.0, 3.0, 0.0)
+    assert ev._grid(None, "4/4") is None and ev._grid(0.0, "4/4") is None
+    assert ev._grid(120.0, "x") is None
+    seen = []
+
+    class Gen:  # records the request; its "take" is silence
+        def run(self, req):
+            seen.append(req.beat_grid)
+            return [SimpleNamespace(audio=np.zeros((1, 4800), np.float32))]
+
+    monkeypatch.setattr(driver, "run_to_end", lambda stems: stems)
+    it = {"id": "c", "context": np.zeros(4800, np.float32), "prompt": "drums",
+          "grid": (96.0, 3.0, 0.0)}
+    for use in (True, False):
+        ev._takes(0, it, None, Gen(), tmp_path, 48000, 4800, {"takes": 1}, use)
+    assert seen == [(96.0, 3.0, 0.0), None]

@@ -44,6 +44,9 @@ def add_parser(sub, parser_class) -> None:
     em.add_argument("--cfg-clap", type=float, help="override the bundle's CLAP guidance")
     em.add_argument("--no-text-prior", action="store_true",
                     help="give the model the prompt's raw text embedding")
+    em.add_argument("--no-beat-grid", action="store_true",
+                    help="do not give a model that takes a beat grid the tempo the data "
+                         "knows (default: give it)")
     em.set_defaults(handler=run_model)
 
 
@@ -82,7 +85,7 @@ def run_model(args: argparse.Namespace) -> int:
                              steps=args.steps, contexts=args.contexts, targets=args.targets,
                              takes=args.takes, cfg_context=args.cfg_context,
                              cfg_clap=args.cfg_clap, seconds=args.seconds,
-                             generated=args.generated,
+                             generated=args.generated, beat_grid=not args.no_beat_grid,
                              text_prior=False if args.no_text_prior else None)
     print(json.dumps(summary, indent=1))
     return 0

@@ -362,7 +362,9 @@ def _case_item(cases: list[dict], k: int, n: int) -> dict:
         "mismatched": _read(others[0]["target"], n) if others else None,
         "prompt": c["role"] if c["role"] != "other" else None, "family": None,
         "role": c["role"], "tempo": c["tempo"], "beats_per_bar": c["beats_per_bar"],
-        "bar_s": c["beats_per_bar"] * 60.0 / c["tempo"] if c["tempo"] else 2.0}
+        "bar_s": c["beats_per_bar"] * 60.0 / c["tempo"] if c["tempo"] else 2.0,
+        # cases start on a bar line; MIDI's numerator taken as quarter-note beats
+        "grid": _grid(c["tempo"], f"{c['beats_per_bar']}/4")}
 
 
 def _case_items(root: Path, n: int, limit: int, only=None) -> list[dict]:
@@ -401,6 +403,18 @@ def _mismatched_stem(songs: list[dict], song: dict, target: dict, k: int) -> dic
     return same[k % len(same)] if same else None
 
 
+def _grid(tempo, meter: str) -> tuple[float, float, float] | None:
+    """The beat grid a generation gets for an item whose audio starts on a bar line (None
+    without a usable tempo)."""
+    from engine.diffusion.context_features import BeatGrid
+
+    try:
+        g = BeatGrid.from_meter(float(tempo), meter) if tempo else None
+    except (TypeError, ValueError):
+        return None
+    return None if g is None else (g.bpm, g.bar_beats, 0.0)
+
+
 def _song_item(root: Path, song: dict, ti: int, mis: dict | None, n: int) -> dict:
     """A test song's item: stem `ti` is the truth, the sum of the others the context."""
     target = song["stems"][ti]
@@ -412,7 +426,8 @@ def _song_item(root: Path, song: dict, ti: int, mis: dict | None, n: int) -> dic
         "family": target.get("family"), "role": _role_of(target.get("family")),
         "tempo": float(song.get("tempo") or 0) or None,
         "beats_per_bar": int(str(song.get("meter") or "4/4").split("/")[0]),
-        "bar_s": _bar_seconds(song)}
+        "bar_s": _bar_seconds(song),
+        "grid": _grid(song.get("tempo"), str(song.get("meter") or "4/4"))}  # songs start on a bar
 
 
 def _dataset_items(data, n: int, limit: int) -> list[dict]:
@@ -471,7 +486,7 @@ def _context_items(root: Path, targets, n: int, limit: int, gen_dir: Path | None
 
 
 def _takes(k: int, it: dict, gen_dir: Path | None, gen, out: Path, sr: int, n: int,
-           request: dict) -> list[np.ndarray]:
+           request: dict, beat_grid: bool = True) -> list[np.ndarray]:
     """The takes measured for item `k`: read from `gen_dir`, or generated (seed `k`) with the
     first written to `out` for listening."""
 
@@ -484,7 +499,7 @@ def _takes(k: int, it: dict, gen_dir: Path | None, gen, out: Path, sr: int, n: i
             raise RiffwrightError(f"{gen_dir / it['id']} has no .wav takes")
         return stems
     req = GenerationRequest(context=it["context"][None], sample_rate=sr, prompt=it["prompt"],
-                            seed=k, **request)
+                            seed=k, beat_grid=it.get("grid") if beat_grid else None, **request)
     stems = [s.audio[0] for s in run_to_end(gen.run(req))]
     write_audio(out / f"{it['id']}_generated.wav", stems[0], sr)
     return stems
@@ -612,7 +627,8 @@ def evaluate_model(bundle_dir=None, data=None, out="eval-model", limit: int = 16
                    steps: int | None = None, seconds: float = 10.0, contexts=None,
                    targets=None, device: str = "cpu", progress=print, takes: int = 1,
                    cfg_context: float | None = None, cfg_clap: float | None = None,
-                   text_prior: bool | None = None, generated=None) -> dict:
+                   text_prior: bool | None = None, generated=None,
+                   beat_grid: bool = True) -> dict:
     """Evaluate a bundle on a dataset's test split, a folder of cases, or a folder of contexts.
 
     `contexts` is either the judge's case layout (one folder per case with context.*, target.*,
@@ -621,7 +637,8 @@ def evaluate_model(bundle_dir=None, data=None, out="eval-model", limit: int = 16
     `generated`: a folder of takes already made (<id>/*.wav, as the judge reads them) to
     measure instead of generating; contexts without one are skipped. `cfg_context`/`cfg_clap`
     override the bundle's default guidance; `text_prior=False` prompts with the raw text
-    embedding even when the bundle has a text prior."""
+    embedding even when the bundle has a text prior; `beat_grid` gives a model that takes a
+    beat grid the tempo the data knows (as a session's tempo would be)."""
     from engine.generation.driver import Generator
 
     b = load_bundle(bundle_dir, device=device)
@@ -637,11 +654,13 @@ def evaluate_model(bundle_dir=None, data=None, out="eval-model", limit: int = 16
     rows = []
     embs = {"generated": [], "ground_truth": [], "mismatched": []}
     for k, it in enumerate(items):
-        stems = _takes(k, it, gen_dir, gen, out, sr, n, request)
+        stems = _takes(k, it, gen_dir, gen, out, sr, n, request, beat_grid)
         rows.append(_item_row(it, stems, sr, n, b.conditioner, embs))
         progress(f"eval {k + 1}/{len(items)}: {it['id']}")
     summary = _summary(b, gen, items, rows, embs, seconds, len(stems) if gen_dir else takes,
                        gen_dir, request)
+    summary["beat_grid"] = bool(beat_grid and b.takes_beat_grid and not gen_dir
+                                and any(it.get("grid") for it in items))
     _write_report(out, summary, rows)
     return summary
 
@@ -696,7 +715,8 @@ def _markdown(s: dict) -> str:
         how = f"takes read from `{s['generated_from']}`"
     else:
         how = (f"{s['steps']} steps, guidance {s['cfg_context']:g} context / "
-               f"{s['cfg_clap']:g} CLAP, text prior {'on' if s.get('text_prior') else 'off'}")
+               f"{s['cfg_clap']:g} CLAP, text prior {'on' if s.get('text_prior') else 'off'}, "
+               f"beat grid {'from the known tempo' if s.get('beat_grid') else 'none'}")
     lines = ["# Evaluation", "", f"Bundle `{s['bundle']}` ({s['items']} contexts, "
              f"{s['seconds']:g} s each, {s['takes']} take(s) per context, {how})", "",
              "Means over contexts with 95 % bootstrap intervals. `gap closed` = (generated − "
