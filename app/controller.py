@@ -342,7 +342,7 @@ class SessionController:
         if not s.tempo or not 20.0 <= s.tempo <= 400.0:
             return None
         num, den = s.meter
-        return float(s.tempo), num * 4.0 / den, -float(start_s)
+        return float(s.tempo), num * 4.0 / den, 0.0 - float(start_s)  # never -0.0
 
     def reference_audio(self, recipe: Recipe) -> np.ndarray | None:
         tid = recipe.reference_track
