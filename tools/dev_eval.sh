@@ -29,6 +29,9 @@
 #   GRID        the beat grid given to the model: `none`, `midi` (the tempo and metre of the
 #               case's context.mid, as a musician's session knows them; cases start on a bar
 #               line) or `auto` (estimated from the context audio)          default: none
+#   ROLES       the roles generated: `both`, `bass` or `drums`     default: both
+#   EXTRA       more `riffwright generate` options, e.g. "--cfg-context 12" (a sweep; say in
+#               the report that a setting was chosen on these cases)         default: empty
 #   RIFFWRIGHT  the command that runs Riffwright's CLI           default: riffwright
 #               (from a checkout: "env PYTHONPATH=$PWD .venv/bin/python -m engine.cli")
 #   NICE        niceness for the long stages                      default: 10
@@ -51,6 +54,8 @@ MODEL=${MODEL:-}
 RIFFWRIGHT=${RIFFWRIGHT:-riffwright}
 PROMPT=${PROMPT:-role}
 GRID=${GRID:-none}
+ROLES=${ROLES:-both}
+EXTRA=${EXTRA:-}
 NICE=${NICE:-10}
 
 die() { echo "dev_eval: $*" >&2; exit 2; }
@@ -82,7 +87,9 @@ chosen_role() {  # chosen_role ROLE: that role's chosen case names, in sorted or
     [ -d "$CASES" ] || die "no cases at $CASES (run the cases stage)"
     local names count k
     names=$(for d in "$CASES"/*/; do
-                [ -f "$d/role.txt" ] && [ "$(cat "$d/role.txt")" = "$1" ] && basename "$d"
+                if [ -f "$d/role.txt" ] && [ "$(cat "$d/role.txt")" = "$1" ]; then
+                    basename "$d"
+                fi
             done | LC_ALL=C sort)
     [ -n "$names" ] || return 0
     count=$(printf '%s\n' "$names" | wc -l)
@@ -93,7 +100,11 @@ chosen_role() {  # chosen_role ROLE: that role's chosen case names, in sorted or
 }
 
 chosen_cases() {  # the chosen cases, bass and drums alternating (a partial run covers both)
-    paste -d '\n' <(chosen_role bass) <(chosen_role drums) | grep -v '^$' || true
+    case "$ROLES" in
+        both) paste -d '\n' <(chosen_role bass) <(chosen_role drums) | grep -v '^$' || true ;;
+        bass|drums) chosen_role "$ROLES" ;;
+        *) die "ROLES must be both, bass or drums" ;;
+    esac
 }
 
 midi_grid() {  # midi_grid FILE: "BPM N/D" of a MIDI file's first tempo and time signature
@@ -112,6 +123,8 @@ stage_generate() {
     local c d tmp opts=()
     [ -n "$STEPS" ] && opts+=(--steps "$STEPS")
     [ -n "$MODEL" ] && opts+=(--model "$MODEL")
+    # shellcheck disable=SC2206  # EXTRA is a list of options, split on spaces
+    [ -n "$EXTRA" ] && opts+=($EXTRA)
     mkdir -p "$GEN"
     for c in $(chosen_cases); do
         d="$CASES/$c"
