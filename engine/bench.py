@@ -154,7 +154,7 @@ def run_bench(arch: str | None = None, model: str | None = None, device: str = "
         "device": str(dev),
         "device_name": _device_name(dev),
         "threads": torch.get_num_threads(),
-        "model": str(bundle.path) if model else f"untrained {arch}",
+        "model": f"untrained {arch}" if arch and not model else str(bundle.path),
         "arch": bundle.manifest["ldm"].get("arch"),
         "ldm_params_m": round(param_count(bundle.precond.net) / 1e6, 2),
         "cae_params_m": round(sum(p.numel() for p in bundle.cae.parameters()) / 1e6, 2)
