@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.diffusion.context_features import BeatGrid
 from engine.document.recipe import Recipe
 from engine.document.session import (
     AddTracks,
@@ -339,10 +340,14 @@ class SessionController:
         (BPM, quarter notes per bar, a bar line relative to that start), or None without a
         tempo. Bars count from the session's zero."""
         s = self.session
-        if not s.tempo or not 20.0 <= s.tempo <= 400.0:
+        if not s.tempo:
             return None
         num, den = s.meter
-        return float(s.tempo), num * 4.0 / den, 0.0 - float(start_s)  # never -0.0
+        try:  # the grid's own checks: a tempo the model cannot take sends none
+            g = BeatGrid(float(s.tempo), num * 4.0 / den, 0.0 - float(start_s))  # never -0.0
+        except ValueError:
+            return None
+        return g.bpm, g.bar_beats, g.downbeat
 
     def reference_audio(self, recipe: Recipe) -> np.ndarray | None:
         tid = recipe.reference_track

@@ -161,9 +161,6 @@ class BeatGrid:
         """The same grid for audio that starts `seconds` later."""
         return BeatGrid(self.bpm, self.bar_beats, self.downbeat - seconds)
 
-    def to_list(self) -> list[float]:
-        return [round(self.bpm, 4), round(self.bar_beats, 4), round(self.downbeat, 6)]
-
 
 def grid_features(grid: BeatGrid | None, frames: int, hop: int, sample_rate: int,
                   first_frame: int = 0) -> np.ndarray:
