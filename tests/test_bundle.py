@@ -50,6 +50,17 @@ def test_a_wrong_shape_is_named(tiny, tmp_path):
         load_bundle(b)
 
 
+def test_a_model_with_no_known_feature_layout_is_refused(tiny, tmp_path):
+    from engine.bundles.bundle import save_ldm
+    from engine.models.unet import UNet1d, UNetConfig
+
+    b = copy(tiny, tmp_path)
+    _, _, config = read_checkpoint(b / "ldm.safetensors")
+    save_ldm(UNet1d(UNetConfig.from_dict({**config, "feature_dim": 17})), b / "ldm.safetensors")
+    with pytest.raises(BundleError, match="no context-feature layout has 17 channels"):
+        load_bundle(b)
+
+
 def test_missing_tensors_and_wrong_kind_are_named(tiny, tmp_path):
     from safetensors.torch import save_file
 

@@ -6,12 +6,17 @@ import pytest
 import torch
 
 from engine.diffusion.context_features import (
+    BASS_DIM,
     CHROMA,
     FEATURE_DIM,
     GRID_DIM,
     SUBFRAMES,
     BeatGrid,
+    bass_features,
+    bass_from_spectra,
+    bass_spectra,
     context_features,
+    feature_layout,
     features_from_spectra,
     grid_features,
     spectra,
@@ -158,3 +163,47 @@ def test_warm_start_adds_a_beat_grid_without_changing_the_model():
         new.cond_enc[0].weight[:, -GRID_DIM:].normal_(std=0.5)
         c = new(x, t, context=torch.cat([ctx, grid], dim=1), clap=clap)
     assert (c - b).abs().max() > 1e-4
+
+
+NAMES = "C C# D D# E F F# G G# A A# B".split()
+
+
+@pytest.mark.parametrize("hz, name", [(41.2, "E"), (55.0, "A"), (61.7, "B"), (73.4, "D"),
+                                      (98.0, "G"), (138.6, "C#"), (207.7, "G#")])
+def test_the_low_register_names_its_note_a_semitone_apart(hz, name):
+    """Down to E1 (41 Hz), where the chroma's 4096-point bins are four semitones wide."""
+    f = bass_features(tone([hz]), SR, HOP)
+    assert f.shape == (BASS_DIM, -(-4 * SR // HOP))
+    inner = f[:, 3:-3]
+    assert (inner.argmax(axis=0) == NAMES.index(name)).all()
+    assert np.sort(inner, axis=0)[-2].max() < 0.5  # the neighbours stay well under the note
+
+
+def test_the_low_register_hears_the_lowest_voice_not_the_melody():
+    # a loud A5 melody over a quiet C2: the chroma says A, the low register says C
+    x = tone([880.0]) + tone([65.4], amp=0.02)
+    assert context_features(x, SR, HOP)[:CHROMA, 10].argmax() == NAMES.index("A")
+    assert bass_features(x, SR, HOP)[:, 10].argmax() == NAMES.index("C")
+    # nothing in the low register: zeros (not the window's leakage scaled up), except where
+    # the tone's abrupt start and end click through every band
+    high = bass_features(tone([880.0]), SR, HOP)
+    assert not high[:, 3:-3].any()
+    assert not bass_features(np.zeros(2 * SR, np.float32), SR, HOP).any()
+    assert bass_features(np.zeros(0, np.float32), SR, HOP).shape == (BASS_DIM, 0)
+
+
+def test_the_low_register_of_a_mix_is_read_off_its_summed_spectra():
+    a, b = tone([82.4], 3.0), tone([110.0, 659.3], 3.0, amp=0.1)
+    summed = bass_from_spectra(bass_spectra(a, SR, HOP) + bass_spectra(b, SR, HOP), SR)
+    assert np.abs(summed - bass_features(a + b, SR, HOP)).max() < 1e-4
+    # level-free, as the chroma is
+    assert np.abs(bass_features(0.01 * a, SR, HOP) - bass_features(a, SR, HOP)).max() < 1e-3
+
+
+def test_feature_layouts_are_named_and_others_refused():
+    assert feature_layout(0) == (False, False) and feature_layout(FEATURE_DIM) == (False, False)
+    assert feature_layout(FEATURE_DIM + GRID_DIM) == (True, False)
+    assert feature_layout(FEATURE_DIM + GRID_DIM + BASS_DIM) == (True, True)
+    with pytest.raises(ValueError, match="no context-feature layout has 17"):
+        feature_layout(17)
+

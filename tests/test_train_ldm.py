@@ -219,3 +219,47 @@ def test_a_beat_grid_extends_a_feature_model_and_follows_the_request(setup):
                   device="cpu")
     with pytest.raises(Exception, match="needs context_features"):
         train_ldm(data, root / "nogrid", bundle, cfg(steps=1, beat_grid=True), device="cpu")
+
+
+def test_the_low_register_extends_a_grid_model_and_reaches_it(setup):
+    from engine.diffusion.context_features import (
+        BASS_DIM,
+        FEATURE_DIM,
+        GRID_DIM,
+        bass_features,
+    )
+
+    root, data, bundle = setup
+    grid = train_ldm(data, root / "grid0", bundle,
+                     cfg(steps=2, context_features=True, beat_grid=True), device="cpu")
+    out = train_ldm(data, root / "bass", bundle,
+                    cfg(steps=3, context_features=True, beat_grid=True, bass_chroma=True,
+                        init_from=str(grid)), device="cpu")
+    b = load_bundle(out)
+    assert b.takes_beat_grid and b.takes_bass_chroma
+    assert b.feature_dim == FEATURE_DIM + GRID_DIM + BASS_DIM
+    # a low-register chroma file for every stem and mix, beside the features
+    index = json.loads((root / "bass" / "latents" / "index.json").read_text())
+    for song in index["songs"]:
+        with np.load(root / "bass" / "bass_features" / f"{song['id']}.npz") as z:
+            assert all(z[n].shape == (BASS_DIM, song["frames"]) for n in z.files)
+            assert len(z.files) == len(song["stems"]) + len(song["mixes"])
+    # it reaches the model last, after the grid
+    ctx = sf.read(data / "songs" / "song2" / "00-bass.wav", dtype="float32")[0][None, :SR * 2]
+    lat = torch.zeros(1, b.cae.latent_dim, 24)
+    c = b.context_condition(lat, ctx[0, :24 * b.hop])[0].numpy()
+    assert c.shape[0] == b.cae.latent_dim + FEATURE_DIM + GRID_DIM + BASS_DIM
+    assert np.allclose(c[-BASS_DIM:], bass_features(ctx[0, :24 * b.hop], b.sample_rate, b.hop, 24))
+    assert c[-BASS_DIM:].any()
+    req = GenerationRequest(context=ctx, duration=2.0, steps=2, prompt="bass", seed=2,
+                            beat_grid=(100.0, 4.0, 0.0))
+    one, two = (run_to_end(Generator(b).run(req))[0] for _ in range(2))
+    assert np.array_equal(one.audio, two.audio) and np.isfinite(one.audio).all()
+    with pytest.raises(Exception, match="without bass chroma"):
+        train_ldm(data, root / "grid0", bundle,
+                  cfg(steps=4, context_features=True, beat_grid=True, bass_chroma=True),
+                  device="cpu")
+    with pytest.raises(Exception, match="needs beat_grid"):
+        train_ldm(data, root / "nobass", bundle,
+                  cfg(steps=1, context_features=True, bass_chroma=True), device="cpu")
+

@@ -21,6 +21,8 @@
 #   PER_ROLE    cases per role (0 = all); chosen from the sorted case names of each role at an
 #               even stride (every k-th, k = count // PER_ROLE), so the choice is reproducible
 #               default: 15
+#   SET         `dev`: the PER_ROLE chosen cases; `check`: every other case of the role, the
+#               second set that confirms a choice made on the first     default: dev
 #   TAKES       takes per case                                   default: 2
 #   STEPS       sampler steps (empty = the bundle's default)     default: empty
 #   MODEL       bundle folder (empty = the default bundle)       default: empty
@@ -48,6 +50,8 @@ GEN=${GEN:-devgen}
 OUT=${OUT:-devjudge}
 EVAL_OUT=${EVAL_OUT:-deveval}
 PER_ROLE=${PER_ROLE:-15}
+SET=${SET:-dev}
+case "$SET" in dev|check) ;; *) echo "dev_eval: SET must be dev or check" >&2; exit 2 ;; esac
 TAKES=${TAKES:-2}
 STEPS=${STEPS:-}
 MODEL=${MODEL:-}
@@ -95,8 +99,10 @@ chosen_role() {  # chosen_role ROLE: that role's chosen case names, in sorted or
     count=$(printf '%s\n' "$names" | wc -l)
     if [ "$PER_ROLE" -le 0 ] || [ "$PER_ROLE" -ge "$count" ]; then k=1
     else k=$((count / PER_ROLE)); fi
-    printf '%s\n' "$names" | awk -v k="$k" -v n="$PER_ROLE" \
-        '(NR - 1) % k == 0 && (n <= 0 || ++c <= n)'
+    # SET=check: the complement, so that a setting chosen on one set is confirmed on another
+    printf '%s\n' "$names" | awk -v k="$k" -v n="$PER_ROLE" -v set="$SET" \
+        '{ pick = (NR - 1) % k == 0 && (n <= 0 || ++c <= n) }
+         set == "check" ? !pick : pick'
 }
 
 chosen_cases() {  # the chosen cases, bass and drums alternating (a partial run covers both)

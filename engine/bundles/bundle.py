@@ -32,10 +32,10 @@ from typing import Any
 import numpy as np
 
 from engine.diffusion.context_features import (
-    FEATURE_DIM,
-    GRID_DIM,
     BeatGrid,
+    bass_features,
     context_features,
+    feature_layout,
     grid_features,
 )
 from engine.errors import BundleError
@@ -342,12 +342,18 @@ class Bundle:
     def takes_beat_grid(self) -> bool:
         """Whether the diffusion model takes a beat grid after the context's chroma and
         onsets (`engine.diffusion.context_features.grid_features`)."""
-        return self.feature_dim == FEATURE_DIM + GRID_DIM
+        return feature_layout(self.feature_dim)[0]
+
+    @property
+    def takes_bass_chroma(self) -> bool:
+        """Whether it also takes the context's low-register chroma after the grid
+        (`engine.diffusion.context_features.bass_features`)."""
+        return feature_layout(self.feature_dim)[1]
 
     def context_condition(self, latents, mono, grid: BeatGrid | None = None):
         """The diffusion model's context input: normalised latents (1, C, F) of the context,
         with the features of its mono model-rate audio appended when the model takes them,
-        and the beat grid's (zeros for None) when it takes one."""
+        the beat grid's (zeros for None) when it takes one, then the low register's."""
         if not self.feature_dim:
             return latents
         import torch
@@ -356,6 +362,8 @@ class Bundle:
         f = context_features(mono, self.sample_rate, self.hop, n)
         if self.takes_beat_grid:
             f = np.concatenate([f, grid_features(grid, n, self.hop, self.sample_rate)])
+        if self.takes_bass_chroma:
+            f = np.concatenate([f, bass_features(mono, self.sample_rate, self.hop, n)])
         return torch.cat([latents, torch.from_numpy(f)[None].to(latents)], dim=1)
 
     def embed_prompt(self, text: str, prior: bool = True):
@@ -460,6 +468,10 @@ def _load_bundle(root: Path, device: Any) -> Bundle:
     if ucfg.clap_dim != conditioner.dim:
         raise BundleError(f"{root}: the diffusion model expects {ucfg.clap_dim}-d embeddings, "
                           f"the conditioner gives {conditioner.dim}-d")
+    try:
+        feature_layout(ucfg.feature_dim)
+    except ValueError as e:
+        raise BundleError(f"{root}: the diffusion model's {e}") from None
     net = UNet1d(ucfg)
     load_into(net, tensors, f"{root.name}/{m['ldm']['file']}")
     precond = EDMPrecond(net, sigma_data=float(m["sigma_data"])).to(device).eval()

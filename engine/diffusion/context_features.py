@@ -17,6 +17,16 @@ mono audio at the model's rate, in chunks, so a ten-minute context costs a secon
 
 Models trained with `beat_grid` take four more: where each frame falls in the beat and in
 the bar, from the tempo the musician set (`BeatGrid`, `grid_features`, below).
+
+Models trained with `bass_chroma` take twelve more after those: the pitch classes of the
+context's low register (35-330 Hz), read with a 16384-point window (2.9 Hz bins, fine enough
+to tell semitones apart down to ~50 Hz, which the chroma's 4096 points are not), one per
+latent frame (`bass_features`, below). The lowest voices of a mix usually sound the chord's
+root, the note a bass line most often plays.
+
+The model's context input is laid out as `feature_layout` says: chroma and onsets, then the
+grid, then the low register (each later group was added to a trained model at zero weight,
+so a warm-started model begins by computing what it did).
 """
 
 from __future__ import annotations
@@ -36,10 +46,32 @@ GATE_DB = 60.0
 _CHUNK = 1024  # STFT frames per chunk
 
 
-def _chroma_bins(sr: int) -> tuple[np.ndarray, np.ndarray]:
-    freqs = np.fft.rfftfreq(N_FFT, 1.0 / sr)
-    ok = np.nonzero((freqs >= FMIN) & (freqs <= FMAX))[0]
+def _chroma_bins(sr: int, n_fft: int = N_FFT, fmin: float = FMIN,
+                 fmax: float = FMAX) -> tuple[np.ndarray, np.ndarray]:
+    """The rfft bins of an `n_fft` window from `fmin` to `fmax` Hz, and their pitch classes
+    (0 = C)."""
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / sr)
+    ok = np.nonzero((freqs >= fmin) & (freqs <= fmax))[0]
     return ok, ((np.round(12 * np.log2(freqs[ok] / 440.0)) + 9) % 12).astype(np.int64)
+
+
+def _class_power(spec: np.ndarray, pcs: np.ndarray) -> np.ndarray:
+    """(CHROMA, windows) mean power per pitch class of (windows, bins) complex spectra whose
+    bins have pitch classes `pcs`."""
+    power = np.zeros((CHROMA, spec.shape[0]), np.float32)
+    np.add.at(power, pcs, (np.abs(spec) ** 2).T)
+    return power / np.maximum(np.bincount(pcs, minlength=CHROMA), 1).astype(np.float32)[:, None]
+
+
+def _peak_relative(pc: np.ndarray) -> np.ndarray:
+    """(CHROMA, frames) class power divided by each frame's strongest class, zero for frames
+    more than GATE_DB below the clip's loudest."""
+    peak = pc.max(axis=0)
+    loud = peak.max() if peak.size else 0.0
+    if loud <= 0:
+        return np.zeros_like(pc)
+    gate = peak >= loud * 10 ** (-GATE_DB / 10)
+    return np.where(gate, pc / np.maximum(peak, 1e-30), 0.0).astype(np.float32)
 
 
 def spectra(mono: np.ndarray, sample_rate: int, hop: int,
@@ -79,19 +111,14 @@ def features_from_spectra(long: np.ndarray, short: np.ndarray, sample_rate: int)
     if frames == 0:
         return out
     _, pcs = _chroma_bins(sample_rate)
-    power = np.zeros((CHROMA, n_sub), np.float32)
-    np.add.at(power, pcs, (np.abs(long) ** 2).T)
-    power /= np.bincount(pcs, minlength=CHROMA).astype(np.float32)[:, None]
     # chroma per latent frame: the frame's power per class, relative to its peak class (power,
     # not amplitude: at 4096 points neighbouring semitones share bins below ~300 Hz, and
     # squaring keeps the leak small beside the note)
-    pc = power.reshape(CHROMA, frames, SUBFRAMES).sum(axis=2)
-    peak = pc.max(axis=0)
-    loud = peak.max()
-    if loud <= 0:
+    pc = _class_power(long, pcs).reshape(CHROMA, frames, SUBFRAMES).sum(axis=2)
+    if pc.max() <= 0:
         return out
-    gate = peak >= loud * 10 ** (-GATE_DB / 10)
-    out[:CHROMA] = np.where(gate, pc / np.maximum(peak, 1e-30), 0.0)
+    out[:CHROMA] = _peak_relative(pc)
+    gate = out[:CHROMA].max(axis=0) > 0
     # onsets per quarter frame, relative to the clip's typical flux where it sounds
     mag = np.abs(short)
     logm = np.log1p(1000.0 * mag / max(float(mag.max()), 1e-12))  # relative to the clip's peak
@@ -175,3 +202,84 @@ def grid_features(grid: BeatGrid | None, frames: int, hop: int, sample_rate: int
         out[2 * k] = np.sin(2 * np.pi * phase)
         out[2 * k + 1] = np.cos(2 * np.pi * phase)
     return out
+
+
+# ----------------------------------------------------------------------------- the low register
+
+BASS_DIM = 12
+N_FFT_BASS = 16384  # 341 ms at 48 kHz: 2.9 Hz bins, a semitone apart from ~50 Hz up
+BASS_FMIN, BASS_FMAX = 35.0, 330.0
+
+
+def bass_spectra(mono: np.ndarray, sample_rate: int, hop: int,
+                 frames: int | None = None) -> np.ndarray:
+    """(frames, bins) complex64 spectra of `N_FFT_BASS`-point windows centred on each latent
+    frame, bins from BASS_FMIN to FMAX (the low register, and above it the level the low
+    register is gated against). They add as `spectra`' do (a mix's are its stems' sum)."""
+    x = np.asarray(mono, dtype=np.float32).reshape(-1)
+    if frames is None:
+        frames = -(-len(x) // hop)
+    ok, _ = _chroma_bins(sample_rate, N_FFT_BASS, BASS_FMIN, FMAX)
+    out = np.zeros((frames, len(ok)), np.complex64)
+    if frames == 0:
+        return out
+    pad = N_FFT_BASS // 2
+    xp = np.pad(x, (pad, pad + max(0, frames * hop - len(x))))
+    win, idx = np.hanning(N_FFT_BASS).astype(np.float32), np.arange(N_FFT_BASS)
+    step = max(1, _CHUNK // 8)  # 16384-point windows: fewer per chunk
+    for c0 in range(0, frames, step):
+        c1 = min(frames, c0 + step)
+        starts = np.arange(c0, c1)[:, None] * hop + hop // 2  # centred on the frame's centre
+        out[c0:c1] = np.fft.rfft(xp[starts + idx] * win, axis=1)[:, ok]
+    return out
+
+
+def bass_from_spectra(spec: np.ndarray, sample_rate: int) -> np.ndarray:
+    """(BASS_DIM, frames) float32 low-register chroma from `bass_spectra`' output.
+
+    Each spectral peak from BASS_FMIN to BASS_FMAX gives its power (its bin and the two
+    beside it) to the pitch class of its frequency, refined by parabolic interpolation of the
+    log power: a semitone at 55 Hz is about one bin, so summing bins by class, as the chroma
+    does, would hand half of a note to its neighbours. Relative to the frame's strongest
+    class; zero where the low register holds less than 10^(-GATE_DB/10) of the power the
+    clip's loudest frame has from BASS_FMIN to FMAX (so a context with nothing down there
+    gives zeros, not its window's leakage scaled up)."""
+    ok, _ = _chroma_bins(sample_rate, N_FFT_BASS, BASS_FMIN, FMAX)
+    freqs = np.fft.rfftfreq(N_FFT_BASS, 1.0 / sample_rate)[ok]
+    n_low = int(np.count_nonzero(freqs <= BASS_FMAX))
+    frames = spec.shape[0]
+    out = np.zeros((BASS_DIM, frames), np.float32)
+    power = (np.abs(spec) ** 2).astype(np.float64)
+    full = power.sum(axis=1).max() if frames else 0.0
+    if full <= 0 or n_low < 3:
+        return out
+    p = power[:, :n_low + 1]  # one bin more, so a peak at BASS_FMAX has a right neighbour
+    a, b, c = p[:, :-2], p[:, 1:-1], p[:, 2:]
+    frame, k = np.nonzero((b > a) & (b >= c) & (b > 0))
+    la, lb, lc = (np.log(np.maximum(v[frame, k], 1e-300)) for v in (a, b, c))
+    den = la - 2 * lb + lc
+    shift = np.where(den < 0, 0.5 * (la - lc) / np.where(den < 0, den, -1.0), 0.0)
+    hz = freqs[k + 1] + np.clip(shift, -0.5, 0.5) * sample_rate / N_FFT_BASS
+    pcs = ((np.round(12 * np.log2(hz / 440.0)) + 9) % 12).astype(np.int64)
+    np.add.at(out, (pcs, frame), (a + b + c)[frame, k])
+    gate = power[:, :n_low].sum(axis=1) >= full * 10 ** (-GATE_DB / 10)
+    peak = out.max(axis=0)
+    return np.where(gate & (peak > 0), out / np.maximum(peak, 1e-30), 0.0).astype(np.float32)
+
+
+def bass_features(mono: np.ndarray, sample_rate: int, hop: int,
+                  frames: int | None = None) -> np.ndarray:
+    """(BASS_DIM, frames) float32 low-register chroma of `mono` for latent frames of `hop`."""
+    return bass_from_spectra(bass_spectra(mono, sample_rate, hop, frames), sample_rate)
+
+
+def feature_layout(feature_dim: int) -> tuple[bool, bool]:
+    """(beat grid, low register): which groups a model with `feature_dim` feature channels
+    takes after the chroma and onsets. Raises ValueError for a width no layout has."""
+    layouts = {0: (False, False), FEATURE_DIM: (False, False),
+               FEATURE_DIM + GRID_DIM: (True, False),
+               FEATURE_DIM + GRID_DIM + BASS_DIM: (True, True)}
+    if feature_dim not in layouts:
+        raise ValueError(f"no context-feature layout has {feature_dim} channels "
+                         f"(known: {', '.join(map(str, sorted(layouts)))})")
+    return layouts[feature_dim]

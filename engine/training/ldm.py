@@ -51,9 +51,12 @@ from engine.bundles.bundle import (
 )
 from engine.bundles.bundle import write_manifest as write_bundle_manifest
 from engine.diffusion.context_features import (
+    BASS_DIM,
     FEATURE_DIM,
     GRID_DIM,
     BeatGrid,
+    bass_from_spectra,
+    bass_spectra,
     features_from_spectra,
     grid_features,
     spectra,
@@ -75,6 +78,7 @@ from engine.weights import load_into, read_checkpoint, save_module
 CLAP_CROP_S = 5.0
 CLAP_HOP_S = 2.5
 PRIOR_FILE = "prior.safetensors"
+BASS_FEATURES = "bass_features"  # the low-register chroma files, beside "features"
 
 
 @dataclass
@@ -105,6 +109,9 @@ class LDMTrainConfig:
     # tempo still works; needs `context_features`
     beat_grid: bool = False
     p_drop_grid: float = 0.3
+    # and the pitch classes of the context's low register (context_features.bass_features:
+    # usually the chord's root), after the grid; needs `beat_grid`
+    bass_chroma: bool = False
     # start from this bundle's diffusion weights when the run has no checkpoint yet (a model
     # without features can be extended with them)
     init_from: str | None = None
@@ -277,6 +284,23 @@ def context_feature_files(index_path: Path, out: Path, log=print) -> Path:
     keyed by its name (`00-bass`, `mix-03`). Each stem is transformed once; a mix's spectra
     are the sums of its members'. Resumable per song.
     """
+    return _spectral_feature_files(index_path, out, spectra, features_from_spectra,
+                                   "context features", log)
+
+
+def bass_feature_files(index_path: Path, out: Path, log=print) -> Path:
+    """The low-register chroma (`context_features.bass_features`, BASS_DIM rows) of every
+    stem and context mix, laid out as `context_feature_files` lays out its features."""
+    return _spectral_feature_files(
+        index_path, out, lambda x, sr, hop, frames: (bass_spectra(x, sr, hop, frames),),
+        bass_from_spectra, "low-register chroma", log)
+
+
+def _spectral_feature_files(index_path: Path, out: Path, transform, finish, what: str,
+                            log) -> Path:
+    """`out/<song>.npz` of `finish(*spectra, sr)` per stem and mix, where each stem's spectra
+    are `transform(mono, sr, hop, frames)` (a tuple of arrays) and a mix's are the sums of
+    its members' (spectra add). Resumable per song."""
     import soundfile as sf
 
     index = json.loads(Path(index_path).read_text())
@@ -290,19 +314,18 @@ def context_feature_files(index_path: Path, out: Path, log=print) -> Path:
         specs = []
         for st in song["stems"]:
             x = sf.read(str(root / st["audio"]), dtype="float32", always_2d=True)[0].mean(axis=1)
-            specs.append(spectra(x, sr, hop, frames))
+            specs.append(transform(x, sr, hop, frames))
         arrays = {}
-        for st, (lo, sh) in zip(song["stems"], specs):
-            arrays[Path(st["latent"]).stem] = features_from_spectra(lo, sh, sr)
+        for st, spec in zip(song["stems"], specs):
+            arrays[Path(st["latent"]).stem] = finish(*spec, sr)
         for mix in song["mixes"]:
-            lo = sum(specs[i][0] for i in mix["members"])
-            sh = sum(specs[i][1] for i in mix["members"])
-            arrays[Path(mix["latent"]).stem] = features_from_spectra(lo, sh, sr)
+            summed = [sum(specs[i][j] for i in mix["members"]) for j in range(len(specs[0]))]
+            arrays[Path(mix["latent"]).stem] = finish(*summed, sr)
         with atomic_path(dest) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, **{name: a.astype(np.float16) for name, a in arrays.items()})
         if (k + 1) % 25 == 0 or k + 1 == len(index["songs"]):
-            log(f"context features: {k + 1}/{len(index['songs'])} songs")
+            log(f"{what}: {k + 1}/{len(index['songs'])} songs")
     return out
 
 
@@ -571,6 +594,8 @@ def _prepare_data(data, out: Path, b, cfg: LDMTrainConfig) -> None:
                          cfg.text_prior_k).save(out / PRIOR_FILE)
     if cfg.context_features or cfg.feature_loss:
         context_feature_files(out / "latents" / "index.json", out / "features")
+    if cfg.bass_chroma:
+        bass_feature_files(out / "latents" / "index.json", out / BASS_FEATURES)
     _write_latent_stats(out)
 
 
@@ -587,10 +612,14 @@ class _Model:
 
 def _feature_channels(cfg: LDMTrainConfig) -> int:
     """Feature channels appended to the context latents: chroma and onsets, then the beat
-    grid."""
+    grid, then the low register (`context_features.feature_layout`)."""
     if cfg.beat_grid and not cfg.context_features:
         raise RiffwrightError("beat_grid needs context_features")
-    return (FEATURE_DIM + (GRID_DIM if cfg.beat_grid else 0)) if cfg.context_features else 0
+    if cfg.bass_chroma and not cfg.beat_grid:
+        raise RiffwrightError("bass_chroma needs beat_grid (it comes after the grid)")
+    if not cfg.context_features:
+        return 0
+    return FEATURE_DIM + (GRID_DIM if cfg.beat_grid else 0) + (BASS_DIM if cfg.bass_chroma else 0)
 
 
 def _build_model(cfg: LDMTrainConfig, b, out: Path, rank: int, dev: torch.device) -> _Model:
@@ -622,7 +651,7 @@ def _resume(out: Path, cfg: LDMTrainConfig, model: _Model) -> int:
     if saved.get("arch") != cfg.arch:
         raise RiffwrightError(f"{out} holds a {saved.get('arch')} run; use a new --out for "
                               f"{cfg.arch}")
-    for key in ("context_features", "beat_grid"):
+    for key in ("context_features", "beat_grid", "bass_chroma"):
         had = bool(saved.get("config", {}).get(key, False))
         if had != getattr(cfg, key):
             raise RiffwrightError(f"{out} holds a run {'with' if had else 'without'} "
@@ -655,6 +684,7 @@ class _Batches:
     texts: CaptionEmbeddings
     feats: ContextFeatureWindows | None
     grids: SongGrids | None
+    bass: ContextFeatureWindows | None
     probe: FeatureProbe | None
     rng: np.random.Generator
     gen: torch.Generator
@@ -689,8 +719,9 @@ def _batches(cfg: LDMTrainConfig, out: Path, b, index: dict, mean: torch.Tensor,
              if cfg.context_features or cfg.feature_loss else None)
     grids = (SongGrids(index["dataset"], index["sample_rate"], index["hop"])
              if cfg.beat_grid else None)
+    bass = ContextFeatureWindows(out / BASS_FEATURES, BASS_DIM) if cfg.bass_chroma else None
     return _Batches(cfg, dev, mean, std, pairs, ClapCrops(out / "clap", index["sample_rate"]),
-                    CaptionEmbeddings(b.conditioner), feats, grids, probe,
+                    CaptionEmbeddings(b.conditioner), feats, grids, bass, probe,
                     np.random.default_rng([cfg.seed, step, rank]),
                     torch.Generator().manual_seed(cfg.seed * 7919 + step * world + rank))
 
@@ -727,6 +758,9 @@ def _draw_batch(src: _Batches) -> dict:
             g = np.stack([src.grids.window(p, cfg.frames) for p in batch])
             g[src.rng.random(len(batch)) < cfg.p_drop_grid] = 0.0
             f = np.concatenate([f, g], axis=1)
+        if src.bass is not None:
+            f = np.concatenate([f, np.stack([src.bass.window(p, cfg.frames) for p in batch])],
+                               axis=1)
         c = torch.cat([c, torch.from_numpy(f).to(dev)], dim=1)
     want = None
     if src.probe is not None:
