@@ -322,3 +322,32 @@ def test_generations_get_the_beat_grid_the_data_knows(tmp_path, monkeypatch):
     for use in (True, False):
         ev._takes(0, it, None, Gen(), tmp_path, 48000, 4800, {"takes": 1}, use)
     assert seen == [(96.0, 3.0, 0.0), None]
+
+
+def test_the_dev_scripts_check_set_is_the_rest_of_each_role(tmp_path):
+    """tools/dev_eval.sh: SET=dev picks PER_ROLE cases per role at an even stride; SET=check
+    is every other case, so a choice made on one set can be confirmed on the other."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    for role, n in (("bass", 7), ("drums", 4)):
+        for i in range(n):
+            (tmp_path / f"song{i}_{role}_20").mkdir()
+            (tmp_path / f"song{i}_{role}_20" / "role.txt").write_text(role)
+    script = Path(__file__).resolve().parents[1] / "tools" / "dev_eval.sh"
+
+    def listed(**env):
+        out = subprocess.run(["bash", str(script), "list"], capture_output=True, text=True,
+                             env={**os.environ, "CASES": str(tmp_path), "PER_ROLE": "3", **env})
+        assert out.returncode == 0, out.stderr
+        return out.stdout.split()
+
+    dev, check = listed(ROLES="bass"), listed(ROLES="bass", SET="check")
+    assert dev == ["song0_bass_20", "song2_bass_20", "song4_bass_20"]
+    assert check == ["song1_bass_20", "song3_bass_20", "song5_bass_20", "song6_bass_20"]
+    both = listed(SET="check")
+    assert set(both) == set(check) | {"song3_drums_20"}
+    bad = subprocess.run(["bash", str(script), "list"], capture_output=True, text=True,
+                         env={**os.environ, "CASES": str(tmp_path), "SET": "all"})
+    assert bad.returncode != 0 and "SET must be dev or check" in bad.stderr
