@@ -52,6 +52,7 @@ class Action(StrEnum):
     HOME = "home"
     LOOP = "loop"
     TAP = "tap"
+    BAR_ONE = "bar_one"
     ZOOM_IN = "zoom_in"
     ZOOM_OUT = "zoom_out"
     FIT = "fit"
@@ -114,6 +115,8 @@ ACTIONS: dict[Action, ActionSpec] = {
     Action.LOOP: ActionSpec("Loop playback", "L", "Loop the loop region (L)", "⟲ Loop",
                             checkable=True),
     Action.TAP: ActionSpec("Tap tempo", "T", "Tap the beat to set the tempo (T)", "Tap"),
+    Action.BAR_ONE: ActionSpec("&Bar 1 at the playhead", "Ctrl+Shift+B",
+                               "The bar lines and the model's beat grid count from the playhead"),
     Action.ZOOM_IN: ActionSpec("Zoom in", "Ctrl++", icon_text="+"),
     Action.ZOOM_OUT: ActionSpec("Zoom out", "Ctrl+-", icon_text="−"),
     Action.FIT: ActionSpec("Zoom to fit", "Ctrl+0", icon_text="Fit"),

@@ -1,5 +1,5 @@
 """The Edit and Transport menus' commands that read the selection: delete, switch take, a bar
-region at the playhead, undo/redo, tap and detect tempo.
+region at the playhead, undo/redo, tap and detect tempo, bar 1 at the playhead.
 
 Each reads what the musician selected (the lanes) or where the playhead is (the transport),
 asks the `SessionController` to make the edit (an undo command), and reports through a
@@ -89,6 +89,16 @@ class EditCommands:
         end = self.ctl.session.seconds
         if self.transport.position() > end:
             self.transport.seek(end)
+
+    def bar_one_here(self) -> None:
+        """Ctrl+Shift+B: bar 1 begins at the playhead (put the playhead on the context's
+        first downbeat first); needs a tempo, since bars are made of beats."""
+        if not self.ctl.session.tempo:
+            self.notify.status("set a tempo first (type it, tap T or Detect): bars need one")
+            return
+        at = self.transport.position()
+        guarded(self.notify, self.ctl.set_bar_start)(at)
+        self.notify.status(f"bar 1 at {self.ctl.session.bar_start:.3f} s")
 
     def tap(self) -> None:
         """T: one tap; from the second tap of a burst on, the tempo follows (one undo step)."""

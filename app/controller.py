@@ -8,6 +8,7 @@ results land. `land_results` turns the stems into take lanes (one undo step).
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import shlex
@@ -184,9 +185,11 @@ class SessionController:
         if not tid:
             raise ActionError("select a lane first (click it, or Up/Down)")
         s = self.session
-        length = s.seconds_per_bar() if s.tempo else 1.0
-        start = (position // length) * length
-        return self.add_region(tid, start, start + length)
+        if not s.tempo:
+            start = float(position // 1.0)
+            return self.add_region(tid, start, start + 1.0)
+        start = s.bar_time(math.floor(s.bars_at(position) + 1e-9))
+        return self.add_region(tid, start, start + s.seconds_per_bar())
 
     def use_as_context(self, tid: str) -> None:
         t = self.session.track(tid)
@@ -202,14 +205,16 @@ class SessionController:
         sa, sb = s.snap(a), s.snap(b)
         if sb - sa < 1e-6:  # keep at least one bar
             spb = s.seconds_per_bar()
-            sa = s.snap(a - spb / 2) if s.snap(a - spb / 2) >= 0 else 0.0
+            sa = s.snap(a - spb / 2)
+            while sa < -1e-9:  # the first bar line in the session
+                sa += spb
             sb = sa + spb
         return sa, sb
 
     def add_region(self, tid: str, start: float, end: float) -> Region:
         t = self.session.track(tid)
-        a, b = self._snap(max(0.0, start), end)
-        lo = t.offset / self.session.sample_rate
+        a, b = self._snap(start, end)  # then clipped: a pick-up bar before bar 1 keeps its end
+        lo = max(0.0, t.offset / self.session.sample_rate)
         a, b = max(a, lo), min(b, t.end / self.session.sample_rate)
         if b - a <= 0.01:
             raise ActionError("the region lies outside this lane's audio")
@@ -219,7 +224,8 @@ class SessionController:
 
     def move_region(self, tid: str, rid: str, start: float, end: float) -> None:
         t = self.session.track(tid)
-        a, b = self._snap(max(0.0, start), end)
+        a, b = self._snap(start, end)
+        a = max(a, 0.0)
         regions = [Region(a, b, r.id) if r.id == rid else r for r in t.regions]
         self.stack.push(SetRegions(self.session, tid, regions, text="Move region"))
 
@@ -241,6 +247,16 @@ class SessionController:
         bpm = None if not bpm else round(float(bpm), 2)
         if bpm != self.session.tempo:
             self.stack.push(SetSessionAttr(self.session, "tempo", bpm, text="Set tempo"))
+
+    def set_bar_start(self, seconds: float) -> None:
+        """Where bar 1 begins: the bar lines, the snap and the beat grid the model gets all
+        count from there (a clip whose first downbeat is not at the session's zero)."""
+        if not math.isfinite(float(seconds)):
+            raise ActionError("bar 1 needs a time in seconds")
+        seconds = round(max(0.0, float(seconds)), 3)
+        if seconds != self.session.bar_start:
+            self.stack.push(SetSessionAttr(self.session, "bar_start", seconds,
+                                           text="Set bar 1"))
 
     def set_meter(self, num: int, den: int) -> None:
         if (num, den) != tuple(self.session.meter):
@@ -338,13 +354,14 @@ class SessionController:
     def beat_grid(self, start_s: float) -> tuple[float, float, float] | None:
         """The session's tempo map for audio that starts at `start_s` of the session:
         (BPM, quarter notes per bar, a bar line relative to that start), or None without a
-        tempo. Bars count from the session's zero."""
+        tempo. Bars count from the session's bar 1 (`Session.bar_start`)."""
         s = self.session
         if not s.tempo:
             return None
         num, den = s.meter
         try:  # the grid's own checks: a tempo the model cannot take sends none
-            g = BeatGrid(float(s.tempo), num * 4.0 / den, 0.0 - float(start_s))  # never -0.0
+            g = BeatGrid(float(s.tempo), num * 4.0 / den,
+                         float(s.bar_start) - float(start_s) + 0.0)  # + 0.0: never -0.0
         except ValueError:
             return None
         return g.bpm, g.bar_beats, g.downbeat

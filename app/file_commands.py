@@ -124,10 +124,13 @@ class SessionCommands:
 
     def _reset_context_state(self) -> None:
         """A new context replaced the old one: what came from the old one goes (a loop
-        region past the new end; the playhead past it). The tempo is estimated again."""
+        region past the new end; the playhead past it; where the old clip's bar 1 began).
+        The tempo is estimated again."""
         s = self.session
         if s.loop and s.loop[1] > s.seconds + 1e-6:
             guarded(self.notify, self.ctl.set_loop)(None)
+        if s.bar_start:
+            guarded(self.notify, self.ctl.set_bar_start)(0.0)
         self.edits.clamp_playhead()
 
     def import_dialog(self) -> None:

@@ -95,13 +95,17 @@ class BarsAxis(pg.AxisItem):
         bars_step = 1
         while bars_step * spb * px_per_s < 45:
             bars_step *= 2
-        first = math.floor(max(0, minVal) / spb / bars_step) * bars_step
-        majors = [b * spb for b in range(first, int(maxVal / spb) + 2, bars_step)]
+        # bar lines count from bar 1 (`Session.bar_start`); the bars before it get lines too
+        lo, hi = s.bars_at(max(0.0, minVal)), s.bars_at(maxVal)
+        first = math.floor(lo / bars_step) * bars_step
+        majors = [s.bar_time(b) for b in range(first, int(math.ceil(hi)) + 2, bars_step)]
         minors = []
         if beat * px_per_s > 12:
-            n0 = math.floor(max(0, minVal) / beat)
-            minors = [k * beat for k in range(n0, int(maxVal / beat) + 2)]
-        return [(bars_step * spb, majors), (beat, minors)]
+            n0 = math.floor(lo * s.meter[0])
+            minors = [s.bar_time(k / s.meter[0])
+                      for k in range(n0, int(math.ceil(hi * s.meter[0])) + 2)]
+        return [(bars_step * spb, [v for v in majors if v >= -1e-9]),
+                (beat, [v for v in minors if v >= -1e-9])]
 
     def tickStrings(self, values, scale, spacing):
         s = self._get_session()
@@ -110,12 +114,8 @@ class BarsAxis(pg.AxisItem):
             if not s or not s.tempo or v < -1e-9:
                 out.append("")
                 continue
-            spb = s.seconds_per_bar()
-            bar = v / spb
-            if abs(bar - round(bar)) < 1e-6:
-                out.append(str(int(round(bar)) + 1))
-            else:
-                out.append("")
+            bar = s.bars_at(v)
+            out.append(str(int(round(bar)) + 1) if abs(bar - round(bar)) < 1e-6 else "")
         return out
 
 
@@ -788,7 +788,7 @@ class LaneView(QWidget):
         attr = p.get("attr")
         if attr == "loop":
             self.show_loop(self.session.loop)
-        elif attr in ("tempo", "meter"):
+        elif attr in ("tempo", "meter", "bar_start"):
             self.bars_axis.picture = None
             self.bars_axis.update()
             self._update_corner()
@@ -917,10 +917,13 @@ class LaneView(QWidget):
             self.select_step(-1 if key == Qt.Key_Up else 1)
             ev.accept()
         elif key in (Qt.Key_Left, Qt.Key_Right) and not ev.modifiers():
-            spb = self.session.seconds_per_bar() if self.session.tempo else 1.0
-            here = round(self._playhead / spb) * spb
-            target = here + (spb if key == Qt.Key_Right else -spb)
-            self.sig_seek.emit(min(max(0.0, target), self.session.seconds))
+            step = 1 if key == Qt.Key_Right else -1
+            s = self.session
+            if s.tempo:  # to the bar line before / after the nearest one
+                target = s.bar_time(round(s.bars_at(self._playhead)) + step)
+            else:
+                target = round(self._playhead) + step
+            self.sig_seek.emit(min(max(0.0, target), s.seconds))
             ev.accept()
         else:
             super().keyPressEvent(ev)

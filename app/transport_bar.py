@@ -1,5 +1,5 @@
 """The transport bar at the top of the window: play, stop, loop, the clock, tempo (typed,
-tapped or detected), meter, key, zoom and the output device.
+tapped or detected), meter, where bar 1 begins, key, zoom and the output device.
 
 A view like the others: it shows the session's tempo, meter and key (`show_session`) and
 reports the musician's changes as `sig_*` signals; the window turns them into controller
@@ -52,6 +52,7 @@ class TapTempo:
 class TransportBar(QToolBar):
     sig_tempo = Signal(object)  # BPM, or None for no tempo
     sig_meter = Signal(int, int)  # beats per bar, beat unit
+    sig_bar_start = Signal(float)  # where bar 1 begins, seconds
     sig_key = Signal(object)  # key name, or None
     sig_detect_tempo = Signal()
     sig_device = Signal(object, str)  # output device id (None: system default), its name
@@ -131,6 +132,19 @@ class TransportBar(QToolBar):
         self.addWidget(self.meter_num)
         self.addWidget(QLabel("/"))
         self.addWidget(self.meter_den)
+        self.addWidget(QLabel("  Bar 1 at "))
+        self.bar_start = QDoubleSpinBox()
+        self.bar_start.setRange(0.0, 3600.0)
+        self.bar_start.setDecimals(3)
+        self.bar_start.setSingleStep(0.01)
+        self.bar_start.setSuffix(" s")
+        self.bar_start.setToolTip(
+            "Where bar 1 begins, for a clip whose first downbeat is not at its start: the bar "
+            "lines, the snap and the beat grid the model follows count from here "
+            "(Ctrl+Shift+B: bar 1 at the playhead)")
+        self.bar_start.setKeyboardTracking(False)
+        self.bar_start.valueChanged.connect(self.sig_bar_start.emit)
+        self.addWidget(self.bar_start)
         self.addWidget(QLabel("  Key "))
         self.key = QComboBox()
         self.key.addItems(KEYS)
@@ -145,10 +159,12 @@ class TransportBar(QToolBar):
     # ---- showing
     def show_session(self, s: Session) -> None:
         """Show the session's tempo, meter and key without reporting them as edits."""
-        widgets = (self.tempo, self.meter_num, self.meter_den, self.key)
+        widgets = (self.tempo, self.meter_num, self.meter_den, self.bar_start, self.key)
         for w in widgets:
             w.blockSignals(True)
         self.tempo.setValue(s.tempo or 0)
+        self.bar_start.setValue(s.bar_start)
+        self.bar_start.setEnabled(bool(s.tempo))  # bars exist only with a tempo
         self.meter_num.setValue(s.meter[0])
         self.meter_den.setCurrentIndex(max(0, self.meter_den.findData(s.meter[1])))
         self.key.setCurrentText(s.key or "")

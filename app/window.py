@@ -167,6 +167,7 @@ class MainWindow(QMainWindow):
         P.sig_model_chosen.connect(self.choose_model)
         B.sig_tempo.connect(g(ctl.set_tempo))
         B.sig_meter.connect(g(ctl.set_meter))
+        B.sig_bar_start.connect(g(ctl.set_bar_start))
         B.sig_key.connect(g(ctl.set_key))
         B.sig_detect_tempo.connect(self.edits.estimate_tempo)
 
@@ -441,5 +442,5 @@ _FOLLOW = {
     (_E.TRACK_CHANGED, "name"): (MainWindow._refresh_reference_choices,),
     (_E.SESSION_CHANGED, "recipe"): (_show_recipe, MainWindow._sync_length_rule),
     (_E.SESSION_CHANGED, "loop"): (MainWindow._sync_length_rule,),
-    **{(_E.SESSION_CHANGED, a): (_show_meter,) for a in ("tempo", "meter", "key")},
+    **{(_E.SESSION_CHANGED, a): (_show_meter,) for a in ("tempo", "meter", "bar_start", "key")},
 }

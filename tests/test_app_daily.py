@@ -314,6 +314,7 @@ def test_replacing_the_context_resets_tempo_loop_and_playhead(qtbot, win_nomodel
     assert w.session.tempo == pytest.approx(100, abs=0.2)
     w.ctl.set_loop((8.0, 11.0))
     w.seek(10.0)
+    w.ctl.set_bar_start(0.3)
     w.ctl.delete_track(w.session.tracks[0].id)
     assert w.transport.position() == 0.0  # nothing left: back to the start
     b = tmp_path / "short.wav"
@@ -321,7 +322,38 @@ def test_replacing_the_context_resets_tempo_loop_and_playhead(qtbot, win_nomodel
     w.import_paths([b])
     assert w.session.tempo == pytest.approx(84, abs=0.2)
     assert w.session.loop is None  # the old loop lay past the new end
+    assert w.session.bar_start == 0.0  # the old clip's bar 1 means nothing for this one
     assert w.transport.position() <= w.session.seconds
+
+
+def test_bar_one_from_the_box_or_the_playhead(qtbot, win_nomodel, tmp_path):  # noqa: F811
+    """A clip whose first downbeat is late: the musician types where bar 1 begins, or puts
+    the playhead there and presses Ctrl+Shift+B; the clock, the ruler and undo follow."""
+    w = win_nomodel
+    a = tmp_path / "clip.wav"
+    sf.write(a, click_track(120, 8)[0], SR)
+    w.import_paths([a])
+    box = w.transport_bar.bar_start
+    w.ctl.set_tempo(None)
+    assert not box.isEnabled()  # no tempo, no bars
+    w.seek(1.0)
+    w.act[Action.BAR_ONE].trigger()
+    assert w.session.bar_start == 0.0 and "set a tempo first" in w.status_text.text()
+    w.ctl.set_tempo(120.0)
+    assert box.isEnabled()
+    box.setFocus()
+    box.lineEdit().selectAll()
+    qtbot.keyClicks(box, "0.25")
+    qtbot.keyClick(box, Qt.Key_Return)
+    assert w.session.bar_start == 0.25
+    w.seek(0.75)  # half a bar in at 120 BPM, 4/4
+    assert "1|2" in w.transport_bar.clock.text()
+    w.seek(1.5)
+    qtbot.keyClick(focus_target(w), Qt.Key_B, Qt.ControlModifier | Qt.ShiftModifier)
+    assert w.session.bar_start == 1.5 and box.value() == 1.5
+    assert w.lanes.bars_axis.tickValues(0, 8, 800)[0][1][:2] == [1.5, 3.5]
+    qtbot.keyClick(focus_target(w), Qt.Key_Z, Qt.ControlModifier)
+    assert w.session.bar_start == 0.25 and box.value() == 0.25
 
 
 def test_add_checkpoint_help_is_not_cut(qtbot):

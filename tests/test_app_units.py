@@ -131,6 +131,11 @@ def test_bars_axis_labels_bars(qtbot):
     levels = ax.tickValues(0, 16, 800)
     assert levels[0][1][:3] == [0.0, 2.0, 4.0]
     assert ax.tickStrings([0.0, 2.0, 3.0], 1, 2) == ["1", "2", ""]
+    s.bar_start = 0.5  # bar 1 half a second in: the lines move with it, the bar before is 0
+    levels = ax.tickValues(0, 16, 800)
+    assert levels[0][1][:3] == [0.5, 2.5, 4.5]
+    assert levels[1][1][:3] == [0.0, 0.5, 1.0]
+    assert ax.tickStrings([0.5, 2.5, 3.0], 1, 2) == ["1", "2", ""]
     s.tempo = None
     assert ax.tickValues(0, 16, 800) == []
 
@@ -345,4 +350,29 @@ def test_jobs_carry_the_session_tempo_as_a_beat_grid_from_its_bar_lines():
     prov = {"parameters": {"mode": "accompaniment"}, "seed": 4,
             "beat_grid": {"bpm": 96.0, "bar_beats": 3.0, "downbeat": -2.5, "used": True}}
     assert "--tempo 96 --meter 3/4 --downbeat -2.5 --seed 4" in command_line(prov)
+    # bar 1 later than the session's zero moves every grid by as much (one undo step)
+    ctl.set_bar_start(0.4)
+    assert s.bar_start == 0.4
+    assert ctl.build_job("vary", recipe, lane.id).request["beat_grid"] == (96.0, 3.0, -0.6)
+    ctl.stack.undo()
+    assert s.bar_start == 0.0
     assert "Beat grid: 96 BPM, bars of 3 beats (followed)" in recipe_lines(prov)
+
+
+def test_bar_one_moves_the_bar_regions_and_the_snap():
+    s = _session(8.0)
+    ctl = SessionController(s, UndoStack(s))
+    s.tempo, s.meter = 120.0, (4, 4)  # bars of 2 s
+    ctl.set_bar_start(0.75)
+    tid = s.tracks[0].id
+    r = ctl.add_bar_region(tid, 3.0)  # inside bar 2 (2.75-4.75)
+    assert (r.start, r.end) == (2.75, 4.75)
+    r = ctl.add_bar_region(tid, 0.5)  # the pick-up bar before bar 1 starts before the audio
+    assert (r.start, r.end) == (0.0, 0.75)
+    ctl.set_loop((3.1, 3.2))  # a loop snaps to bar lines, at least one bar long
+    assert s.loop == (2.75, 4.75)
+    with pytest.raises(ActionError, match="seconds"):
+        ctl.set_bar_start(float("nan"))
+    ctl.set_bar_start(-2.0)  # before the session's zero: the zero
+    assert s.bar_start == 0.0
+

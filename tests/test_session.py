@@ -109,6 +109,28 @@ def test_snap_and_bars():
     assert s.bars_beats(2.5) == "2|2"
 
 
+def test_bars_count_from_bar_one(tmp_path):
+    """A clip whose first downbeat is 0.5 s in: bar 1 starts there, the half-second before
+    it is the end of bar 0, and snapping, bar|beat and saving all follow."""
+    s = Session()
+    s.tempo, s.meter, s.bar_start = 120.0, (4, 4), 0.5
+    assert s.bars_at(2.5) == 1.0 and s.bar_time(2) == 4.5
+    assert s.snap(1.3) == 0.5 and s.snap(1.6) == 2.5 and s.snap(1.6, 4) == 1.5
+    assert s.bars_beats(0.5) == "1|1" and s.bars_beats(3.0) == "2|2"
+    assert s.bars_beats(0.0) == "0|4"  # the pick-up before bar 1
+    s.save(tmp_path / "song")
+    assert Session.load(tmp_path / "song").bar_start == 0.5
+    m = json.loads((tmp_path / "song" / "session.json").read_text())
+    for bad, want in ((-3.0, 0.0), (None, 0.0)):  # a negative or missing bar 1: the zero
+        m["bar_start"] = bad
+        (tmp_path / "song" / "session.json").write_text(json.dumps(m))
+        assert Session.load(tmp_path / "song").bar_start == want
+    m["bar_start"] = "soon"
+    (tmp_path / "song" / "session.json").write_text(json.dumps(m))
+    with pytest.raises(SessionError, match="bar_start"):
+        Session.load(tmp_path / "song")
+
+
 def test_save_load_roundtrip(tmp_path):
     s = _session()
     s.tempo, s.key, s.loop = 96.0, "A minor", (0.25, 0.75)

@@ -198,7 +198,8 @@ class Track:
 
 
 TRACK_ATTRS = ("name", "role", "mute", "solo", "gain_db", "in_context", "color", "offset")
-SESSION_ATTRS = ("tempo", "meter", "key", "loop", "recipe", "active_takes", "title")
+SESSION_ATTRS = ("tempo", "meter", "key", "bar_start", "loop", "recipe", "active_takes",
+                 "title")
 
 
 class SessionEvent(StrEnum):
@@ -220,6 +221,7 @@ class Session:
         self.tracks: list[Track] = []
         self.tempo: float | None = None
         self.meter: tuple[int, int] = (4, 4)
+        self.bar_start = 0.0  # where bar 1 begins (s): a clip whose first bar line is late
         self.key: str | None = None
         self.loop: tuple[float, float] | None = None
         self.recipe: Recipe | None = None  # None: not chosen yet (the app fills it in)
@@ -337,23 +339,33 @@ class Session:
         num, den = self.meter
         return num * (4.0 / den) * 60.0 / self.tempo
 
-    def snap(self, seconds: float, division: int = 1) -> float:
-        """Snap to the nearest bar (or 1/division of a bar) when a tempo is set."""
+    def bars_at(self, seconds: float) -> float | None:
+        """Bars from bar 1's start to `seconds` (0.5: half-way through bar 1; negative in
+        the bars before it), or None without a tempo."""
         spb = self.seconds_per_bar()
-        if not spb:
+        return (seconds - self.bar_start) / spb if spb else None
+
+    def bar_time(self, bars: float) -> float:
+        """The time `bars` bars after bar 1's start (the inverse of `bars_at`; needs a
+        tempo)."""
+        return self.bar_start + bars * self.seconds_per_bar()
+
+    def snap(self, seconds: float, division: int = 1) -> float:
+        """Snap to the nearest bar line (or 1/division of a bar) when a tempo is set."""
+        bars = self.bars_at(seconds)
+        if bars is None:
             return seconds
-        step = spb / division
-        return round(seconds / step) * step
+        return self.bar_time(round(bars * division) / division)
 
     def bars_beats(self, seconds: float) -> str:
-        """'bar|beat' (1-based) for a time, or '' without tempo."""
-        if not self.tempo:
+        """'bar|beat' (1-based from bar 1's start) for a time, or '' without tempo."""
+        bars = self.bars_at(seconds)
+        if bars is None:
             return ""
-        num, den = self.meter
-        beat_s = (4.0 / den) * 60.0 / self.tempo
-        beats = seconds / beat_s
-        bar = int(beats // num) + 1
-        beat = beats - (bar - 1) * num + 1
+        num = self.meter[0]
+        bar = math.floor(bars + 1e-9)
+        beat = (bars - bar) * num + 1
+        bar += 1
         return f"{bar}|{beat:.0f}" if abs(beat - round(beat)) < 1e-6 else f"{bar}|{beat:.2f}"
 
     # ---- persistence
@@ -365,6 +377,7 @@ class Session:
             "sample_rate": self.sample_rate,
             "tempo": self.tempo,
             "meter": list(self.meter),
+            "bar_start": self.bar_start,
             "key": self.key,
             "loop": list(self.loop) if self.loop else None,
             "recipe": self.recipe.to_dict() if self.recipe else {},
@@ -475,6 +488,8 @@ class Session:
         if len(meter) != 2 or not all(isinstance(v, int) and 0 < v <= 64 for v in meter):
             raise SessionError(f"{mf}: meter {meter!r} is not two small positive numbers")
         s.meter = (meter[0], meter[1])
+        bar_start = _field(m, "bar_start", (int, float), 0.0)  # sessions before it: 0
+        s.bar_start = float(bar_start) if math.isfinite(bar_start) and bar_start >= 0 else 0.0
         s.key = _field(m, "key", str, None)
         loop = _field(m, "loop", list, None)
         if loop is not None:
