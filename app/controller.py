@@ -713,8 +713,10 @@ def _grid_line(prov, par, app, action) -> str | None:
     if not isinstance(grid, dict) or grid.get("bpm") is None:
         return None
     how = "followed" if grid.get("used") else "not used: this model has no beat grid"
+    down = grid.get("downbeat") or 0.0  # where a bar line falls, from the take's start
+    at = f", a bar line {_fmt_num(round(down, 3))} s from the start" if down else ""
     return (f"Beat grid: {_fmt_num(grid['bpm'])} BPM, bars of "
-            f"{_fmt_num(grid.get('bar_beats', 4.0))} beats ({how})")
+            f"{_fmt_num(grid.get('bar_beats', 4.0))} beats{at} ({how})")
 
 
 def _region_line(prov, par, app, action) -> str | None:

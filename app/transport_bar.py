@@ -143,6 +143,8 @@ class TransportBar(QToolBar):
             "lines, the snap and the beat grid the model follows count from here "
             "(Ctrl+Shift+B: bar 1 at the playhead)")
         self.bar_start.setKeyboardTracking(False)
+        self.bar_start.setMaximumWidth(self.bar_start.fontMetrics().horizontalAdvance("0000.000 s")
+                                       + 40)
         self.bar_start.valueChanged.connect(self.sig_bar_start.emit)
         self.addWidget(self.bar_start)
         self.addWidget(QLabel("  Key "))

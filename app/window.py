@@ -429,6 +429,7 @@ def _show_recipe(w: MainWindow) -> None:
 
 def _show_meter(w: MainWindow) -> None:
     w.transport_bar.show_session(w.session)
+    w.follower.show_position(w.transport.position())  # the clock's bar|beat, counted anew
 
 
 _LANES = (MainWindow._refresh_reference_choices, MainWindow._sync_length_rule)

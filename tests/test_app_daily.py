@@ -351,6 +351,7 @@ def test_bar_one_from_the_box_or_the_playhead(qtbot, win_nomodel, tmp_path):  # 
     w.seek(1.5)
     qtbot.keyClick(focus_target(w), Qt.Key_B, Qt.ControlModifier | Qt.ShiftModifier)
     assert w.session.bar_start == 1.5 and box.value() == 1.5
+    assert "1|1" in w.transport_bar.clock.text()  # the clock counts from the new bar 1
     assert w.lanes.bars_axis.tickValues(0, 8, 800)[0][1][:2] == [1.5, 3.5]
     qtbot.keyClick(focus_target(w), Qt.Key_Z, Qt.ControlModifier)
     assert w.session.bar_start == 0.25 and box.value() == 0.25

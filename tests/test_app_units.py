@@ -356,7 +356,8 @@ def test_jobs_carry_the_session_tempo_as_a_beat_grid_from_its_bar_lines():
     assert ctl.build_job("vary", recipe, lane.id).request["beat_grid"] == (96.0, 3.0, -0.6)
     ctl.stack.undo()
     assert s.bar_start == 0.0
-    assert "Beat grid: 96 BPM, bars of 3 beats (followed)" in recipe_lines(prov)
+    assert ("Beat grid: 96 BPM, bars of 3 beats, a bar line -2.5 s from the start (followed)"
+            in recipe_lines(prov))
 
 
 def test_bar_one_moves_the_bar_regions_and_the_snap():

@@ -118,6 +118,7 @@ def test_bars_count_from_bar_one(tmp_path):
     assert s.snap(1.3) == 0.5 and s.snap(1.6) == 2.5 and s.snap(1.6, 4) == 1.5
     assert s.bars_beats(0.5) == "1|1" and s.bars_beats(3.0) == "2|2"
     assert s.bars_beats(0.0) == "0|4"  # the pick-up before bar 1
+    assert s.bars_beats(0.4999) == "1|1"  # a hair before bar 1 shows as bar 1, not "0|5.00"
     s.save(tmp_path / "song")
     assert Session.load(tmp_path / "song").bar_start == 0.5
     m = json.loads((tmp_path / "song" / "session.json").read_text())

@@ -363,10 +363,11 @@ class Session:
         if bars is None:
             return ""
         num = self.meter[0]
-        bar = math.floor(bars + 1e-9)
-        beat = (bars - bar) * num + 1
-        bar += 1
-        return f"{bar}|{beat:.0f}" if abs(beat - round(beat)) < 1e-6 else f"{bar}|{beat:.2f}"
+        beats = round(bars * num, 2) + 0.0  # to the shown precision first: 4.999 is bar 2
+        bar = math.floor(beats / num)
+        beat = beats - bar * num + 1
+        return f"{bar + 1}|{beat:.0f}" if abs(beat - round(beat)) < 1e-6 else \
+            f"{bar + 1}|{beat:.2f}"
 
     # ---- persistence
     def manifest(self) -> dict:
