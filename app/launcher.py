@@ -28,6 +28,9 @@ def _gui_bench(argv: list[str]) -> int:
     return 0
 
 
+GENERATING_COMMANDS = ("generate", "arrange", "eval", "bench")
+
+
 def main(argv: list[str] | None = None) -> int:
     import multiprocessing
 
@@ -48,6 +51,14 @@ def main(argv: list[str] | None = None) -> int:
         return run_app(argv[1:] if argv and argv[0] in {"app", "gui"} else argv)
     if argv[0] == "bench" and "--gui" in argv:
         return _gui_bench(argv[1:])
+    if argv[0] in GENERATING_COMMANDS and "OMP_NUM_THREADS" not in os.environ:
+        # the threads the app's engine uses, set before torch is imported (a command's own
+        # --threads still wins); training and data commands keep their own settings
+        from engine.service import engine_threads
+
+        threads = engine_threads()
+        if threads is not None:
+            os.environ["OMP_NUM_THREADS"] = str(threads)
     from engine.cli import main as cli_main
 
     return cli_main(argv)

@@ -1,6 +1,7 @@
 """`riffwright` on the command line: outputs, reproducibility and bad input."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -159,6 +160,29 @@ def test_console_script_entry_point(tmp_path):
     r = subprocess.run([sys.executable, "-m", "app.launcher", "models", "info", "/nonexistent"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "not a model bundle" in r.stderr
+
+
+def test_generating_commands_use_the_apps_thread_count():
+    """Through `riffwright`, generate/arrange/eval/bench run torch on the threads the app's
+    engine uses (one fewer than the cores on up to 4: on 2 cores, 1 thread, twice as fast as
+    two waiting ones); other commands, and an OMP_NUM_THREADS of the user's, are left alone."""
+    from engine.service import engine_threads
+
+    assert [engine_threads(n) for n in (1, 2, 4, 8)] == [1, 1, 3, None]
+    probe = ("import sys; import app.launcher as l; sys.argv[1:] and l.main(sys.argv[1:]); "
+             "import torch; print('THREADS', torch.get_num_threads())")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+
+    def threads(*argv, **extra):
+        r = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True,
+                           text=True, env={**env, **extra})
+        assert r.returncode == 0, r.stderr
+        return int(r.stdout.rsplit("THREADS", 1)[1])
+
+    torch_default = threads()
+    assert threads("bench", "--help") == (engine_threads() or torch_default)
+    assert threads("models", "list") == torch_default
+    assert threads("bench", "--help", OMP_NUM_THREADS="2") == 2
 
 
 def test_readme_examples_in_order_never_overwrite(bundle, clip, tmp_path, capsys):

@@ -14,7 +14,9 @@ def add_parser(sub, parser_class) -> None:
     b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     b.add_argument("--steps", type=int, default=30)
     b.add_argument("--repeat", type=int, default=1)
-    b.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
+    b.add_argument("--threads", type=int,
+                   help="CPU threads for torch (default through the `riffwright` command: as "
+                        "the app generates, one fewer than the cores on up to 4 cores)")
     b.add_argument("--json", action="store_true")
     b.add_argument("--gui", action="store_true",
                    help="measure the app instead: event-loop stalls and lane redraw time")
