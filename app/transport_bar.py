@@ -49,6 +49,12 @@ class TapTempo:
         return bpm if 30 <= bpm <= 300 else None
 
 
+def _fit(box: QWidget, widest: str) -> None:
+    """A number box no wider than its widest text and its arrows: the transport bar stays one
+    row, with the output device in view, on a 1400-pixel window."""
+    box.setMaximumWidth(box.fontMetrics().horizontalAdvance(widest) + 40)
+
+
 class TransportBar(QToolBar):
     sig_tempo = Signal(object)  # BPM, or None for no tempo
     sig_meter = Signal(int, int)  # beats per bar, beat unit
@@ -109,6 +115,7 @@ class TransportBar(QToolBar):
         self.tempo.setToolTip("Session tempo (— = none: the grid is in seconds)")
         self.tempo.setKeyboardTracking(False)
         self.tempo.valueChanged.connect(lambda v: self.sig_tempo.emit(v or None))
+        _fit(self.tempo, "300.0 BPM")
         self.addWidget(self.tempo)
         self.b_tap = self._button(tap)
         self.b_est = QToolButton()
@@ -123,6 +130,7 @@ class TransportBar(QToolBar):
         self.meter_num.setRange(1, 32)
         self.meter_num.setValue(4)
         self.meter_num.setToolTip("Beats per bar")
+        _fit(self.meter_num, "32")
         self.meter_den = QComboBox()
         for d in (2, 4, 8, 16):
             self.meter_den.addItem(str(d), d)
@@ -143,8 +151,7 @@ class TransportBar(QToolBar):
             "lines, the snap and the beat grid the model follows count from here "
             "(Ctrl+Shift+B: bar 1 at the playhead)")
         self.bar_start.setKeyboardTracking(False)
-        self.bar_start.setMaximumWidth(self.bar_start.fontMetrics().horizontalAdvance("0000.000 s")
-                                       + 40)
+        _fit(self.bar_start, "0000.000 s")
         self.bar_start.valueChanged.connect(self.sig_bar_start.emit)
         self.addWidget(self.bar_start)
         self.addWidget(QLabel("  Key "))
