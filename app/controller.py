@@ -202,13 +202,13 @@ class SessionController:
         s = self.session
         if not s.tempo:
             return a, b
-        sa, sb = s.snap(a), s.snap(b)
+        # nothing before the session's zero (a pick-up bar before bar 1 starts there)
+        sa, sb = max(s.snap(a), 0.0), s.snap(b)
         if sb - sa < 1e-6:  # keep at least one bar
-            spb = s.seconds_per_bar()
-            sa = s.snap(a - spb / 2)
-            while sa < -1e-9:  # the first bar line in the session
-                sa += spb
-            sb = sa + spb
+            sa = s.snap(a - s.seconds_per_bar() / 2)
+            if sa < 0:  # the session's first bar line
+                sa = s.bar_time(math.ceil(s.bars_at(0.0) - 1e-9))
+            sb = sa + s.seconds_per_bar()
         return sa, sb
 
     def add_region(self, tid: str, start: float, end: float) -> Region:
@@ -224,8 +224,9 @@ class SessionController:
 
     def move_region(self, tid: str, rid: str, start: float, end: float) -> None:
         t = self.session.track(tid)
-        a, b = self._snap(start, end)
-        a = max(a, 0.0)
+        a, b = self._snap(max(0.0, start), end)
+        if b - a <= 0.01:
+            raise ActionError("a region must be longer than 10 ms")
         regions = [Region(a, b, r.id) if r.id == rid else r for r in t.regions]
         self.stack.push(SetRegions(self.session, tid, regions, text="Move region"))
 
@@ -713,8 +714,11 @@ def _grid_line(prov, par, app, action) -> str | None:
     if not isinstance(grid, dict) or grid.get("bpm") is None:
         return None
     how = "followed" if grid.get("used") else "not used: this model has no beat grid"
-    down = grid.get("downbeat") or 0.0  # where a bar line falls, from the take's start
-    at = f", a bar line {_fmt_num(round(down, 3))} s from the start" if down else ""
+    # where the take's first bar line falls (the grid's bar line is any of them)
+    bar_s = float(grid.get("bar_beats", 4.0)) * 60.0 / float(grid["bpm"])
+    first = round(float(grid.get("downbeat") or 0.0) % bar_s, 3)
+    on_bar = first < 1e-3 or bar_s - first < 1e-3
+    at = "" if on_bar else f", the first bar line {_fmt_num(first)} s in"
     return (f"Beat grid: {_fmt_num(grid['bpm'])} BPM, bars of "
             f"{_fmt_num(grid.get('bar_beats', 4.0))} beats{at} ({how})")
 

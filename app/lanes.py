@@ -919,8 +919,10 @@ class LaneView(QWidget):
         elif key in (Qt.Key_Left, Qt.Key_Right) and not ev.modifiers():
             step = 1 if key == Qt.Key_Right else -1
             s = self.session
-            if s.tempo:  # to the bar line before / after the nearest one
-                target = s.bar_time(round(s.bars_at(self._playhead)) + step)
+            if s.tempo:  # to the next / the previous bar line
+                bars = s.bars_at(self._playhead)
+                target = s.bar_time(math.floor(bars + 1e-9) + 1 if step > 0
+                                    else math.ceil(bars - 1e-9) - 1)
             else:
                 target = round(self._playhead) + step
             self.sig_seek.emit(min(max(0.0, target), s.seconds))

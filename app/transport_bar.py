@@ -142,7 +142,7 @@ class TransportBar(QToolBar):
         self.addWidget(self.meter_den)
         self.addWidget(QLabel("  Bar 1 at "))
         self.bar_start = QDoubleSpinBox()
-        self.bar_start.setRange(0.0, 3600.0)
+        self.bar_start.setRange(0.0, 86400.0)
         self.bar_start.setDecimals(3)
         self.bar_start.setSingleStep(0.01)
         self.bar_start.setSuffix(" s")

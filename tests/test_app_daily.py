@@ -353,6 +353,10 @@ def test_bar_one_from_the_box_or_the_playhead(qtbot, win_nomodel, tmp_path):  # 
     assert w.session.bar_start == 1.5 and box.value() == 1.5
     assert "1|1" in w.transport_bar.clock.text()  # the clock counts from the new bar 1
     assert w.lanes.bars_axis.tickValues(0, 8, 800)[0][1][:2] == [1.5, 3.5]
+    w.seek(0.0)  # from the start, Right goes to bar 1, not past it
+    for key, want in ((Qt.Key_Right, 1.5), (Qt.Key_Right, 3.5), (Qt.Key_Left, 1.5)):
+        qtbot.keyClick(w.lanes, key)
+        qtbot.waitUntil(lambda want=want: abs(w.transport.position() - want) < 1e-6)
     qtbot.keyClick(focus_target(w), Qt.Key_Z, Qt.ControlModifier)
     assert w.session.bar_start == 0.25 and box.value() == 0.25
 

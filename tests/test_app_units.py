@@ -356,8 +356,11 @@ def test_jobs_carry_the_session_tempo_as_a_beat_grid_from_its_bar_lines():
     assert ctl.build_job("vary", recipe, lane.id).request["beat_grid"] == (96.0, 3.0, -0.6)
     ctl.stack.undo()
     assert s.bar_start == 0.0
-    assert ("Beat grid: 96 BPM, bars of 3 beats, a bar line -2.5 s from the start (followed)"
+    # bars of 1.875 s: a bar line 2.5 s before the take's start puts its first one 1.25 s in
+    assert ("Beat grid: 96 BPM, bars of 3 beats, the first bar line 1.25 s in (followed)"
             in recipe_lines(prov))
+    prov["beat_grid"]["downbeat"] = -3.75  # two bars before: the take starts on a bar line
+    assert "Beat grid: 96 BPM, bars of 3 beats (followed)" in recipe_lines(prov)
 
 
 def test_bar_one_moves_the_bar_regions_and_the_snap():
@@ -372,6 +375,11 @@ def test_bar_one_moves_the_bar_regions_and_the_snap():
     assert (r.start, r.end) == (0.0, 0.75)
     ctl.set_loop((3.1, 3.2))  # a loop snaps to bar lines, at least one bar long
     assert s.loop == (2.75, 4.75)
+    # a region dragged before the session's zero keeps a bar: the nearest bar line is bar 1's
+    ctl.move_region(tid, r.id, -1.2, 0.6)
+    assert [(x.start, x.end) for x in s.track(tid).regions if x.id == r.id] == [(0.75, 2.75)]
+    ctl.move_region(tid, r.id, -10.0, -6.0)
+    assert [(x.start, x.end) for x in s.track(tid).regions if x.id == r.id] == [(0.75, 2.75)]
     with pytest.raises(ActionError, match="seconds"):
         ctl.set_bar_start(float("nan"))
     ctl.set_bar_start(-2.0)  # before the session's zero: the zero

@@ -15,9 +15,10 @@
 #   JUDGE_DIR   the judge's folder (judge.py, build_cases.py)    default: ../shared/judge
 #   JUDGE_VENV  the judge's virtual environment                  default: .judge
 #   CASES       case folder                                      default: devcases
-#   GEN         generated takes, one folder per case             default: devgen
-#   OUT         judge output                                     default: devjudge
-#   EVAL_OUT    `riffwright eval` output                         default: deveval
+#   GEN         generated takes, one folder per case; the judge reads every case in it, so
+#               give each set and model its own     default: devgen (SET=check: checkgen)
+#   OUT         judge output                    default: devjudge (SET=check: checkjudge)
+#   EVAL_OUT    `riffwright eval` output          default: deveval (SET=check: checkeval)
 #   PER_ROLE    cases per role (0 = all); chosen from the sorted case names of each role at an
 #               even stride (every k-th, k = count // PER_ROLE), so the choice is reproducible
 #               default: 15
@@ -46,12 +47,13 @@ set -euo pipefail
 JUDGE_DIR=${JUDGE_DIR:-../shared/judge}
 JUDGE_VENV=${JUDGE_VENV:-.judge}
 CASES=${CASES:-devcases}
-GEN=${GEN:-devgen}
-OUT=${OUT:-devjudge}
-EVAL_OUT=${EVAL_OUT:-deveval}
-PER_ROLE=${PER_ROLE:-15}
 SET=${SET:-dev}
 case "$SET" in dev|check) ;; *) echo "dev_eval: SET must be dev or check" >&2; exit 2 ;; esac
+# the judge reads every case in GEN: each set has its own folders unless told otherwise
+GEN=${GEN:-${SET}gen}
+OUT=${OUT:-${SET}judge}
+EVAL_OUT=${EVAL_OUT:-${SET}eval}
+PER_ROLE=${PER_ROLE:-15}
 TAKES=${TAKES:-2}
 STEPS=${STEPS:-}
 MODEL=${MODEL:-}

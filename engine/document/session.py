@@ -490,7 +490,11 @@ class Session:
             raise SessionError(f"{mf}: meter {meter!r} is not two small positive numbers")
         s.meter = (meter[0], meter[1])
         bar_start = _field(m, "bar_start", (int, float), 0.0)  # sessions before it: 0
-        s.bar_start = float(bar_start) if math.isfinite(bar_start) and bar_start >= 0 else 0.0
+        try:
+            bar_start = float(bar_start)
+        except OverflowError:
+            raise SessionError(f"{mf}: bar_start {str(bar_start)[:20]}… is not a time") from None
+        s.bar_start = bar_start if math.isfinite(bar_start) and bar_start >= 0 else 0.0
         s.key = _field(m, "key", str, None)
         loop = _field(m, "loop", list, None)
         if loop is not None:

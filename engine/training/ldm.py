@@ -898,6 +898,7 @@ def train_ldm(data: str | os.PathLike, out: str | os.PathLike, bundle: str | os.
     """
 
     out = Path(out)
+    _feature_channels(cfg)  # a contradictory feature setting, before any data is prepared
     dev, rank, world = _setup_device(device, cfg)
     src_bundle = find_bundle(bundle)
     b = load_bundle(src_bundle, device=dev)
