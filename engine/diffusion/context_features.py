@@ -63,15 +63,11 @@ def _class_power(spec: np.ndarray, pcs: np.ndarray) -> np.ndarray:
     return power / np.maximum(np.bincount(pcs, minlength=CHROMA), 1).astype(np.float32)[:, None]
 
 
-def _peak_relative(pc: np.ndarray) -> np.ndarray:
-    """(CHROMA, frames) class power divided by each frame's strongest class, zero for frames
-    more than GATE_DB below the clip's loudest."""
+def _peak_relative(pc: np.ndarray, gate: np.ndarray) -> np.ndarray:
+    """(CHROMA, frames) class power divided by each frame's strongest class where `gate`
+    (frames,) is true and the frame holds anything; zero elsewhere."""
     peak = pc.max(axis=0)
-    loud = peak.max() if peak.size else 0.0
-    if loud <= 0:
-        return np.zeros_like(pc)
-    gate = peak >= loud * 10 ** (-GATE_DB / 10)
-    return np.where(gate, pc / np.maximum(peak, 1e-30), 0.0).astype(np.float32)
+    return np.where(gate & (peak > 0), pc / np.maximum(peak, 1e-30), 0.0).astype(np.float32)
 
 
 def spectra(mono: np.ndarray, sample_rate: int, hop: int,
@@ -115,10 +111,12 @@ def features_from_spectra(long: np.ndarray, short: np.ndarray, sample_rate: int)
     # not amplitude: at 4096 points neighbouring semitones share bins below ~300 Hz, and
     # squaring keeps the leak small beside the note)
     pc = _class_power(long, pcs).reshape(CHROMA, frames, SUBFRAMES).sum(axis=2)
-    if pc.max() <= 0:
+    peak = pc.max(axis=0)
+    loud = peak.max()
+    if loud <= 0:
         return out
-    out[:CHROMA] = _peak_relative(pc)
-    gate = out[:CHROMA].max(axis=0) > 0
+    gate = peak >= loud * 10 ** (-GATE_DB / 10)  # frames within GATE_DB of the loudest
+    out[:CHROMA] = _peak_relative(pc, gate)
     # onsets per quarter frame, relative to the clip's typical flux where it sounds
     mag = np.abs(short)
     logm = np.log1p(1000.0 * mag / max(float(mag.max()), 1e-12))  # relative to the clip's peak
@@ -262,9 +260,7 @@ def bass_from_spectra(spec: np.ndarray, sample_rate: int) -> np.ndarray:
     hz = freqs[k + 1] + np.clip(shift, -0.5, 0.5) * sample_rate / N_FFT_BASS
     pcs = ((np.round(12 * np.log2(hz / 440.0)) + 9) % 12).astype(np.int64)
     np.add.at(out, (pcs, frame), (a + b + c)[frame, k])
-    gate = power[:, :n_low].sum(axis=1) >= full * 10 ** (-GATE_DB / 10)
-    peak = out.max(axis=0)
-    return np.where(gate & (peak > 0), out / np.maximum(peak, 1e-30), 0.0).astype(np.float32)
+    return _peak_relative(out, power[:, :n_low].sum(axis=1) >= full * 10 ** (-GATE_DB / 10))
 
 
 def bass_features(mono: np.ndarray, sample_rate: int, hop: int,
