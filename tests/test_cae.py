@@ -235,12 +235,12 @@ def test_multires_stft_loss_is_phase_blind_and_sees_partials():
     assert float(multires_stft_loss(tone, shifted)) < 0.3 * float(multires_stft_loss(tone, other))
 
 
-@pytest.mark.parametrize("term", ["spectral", "mel"])
+@pytest.mark.parametrize("term", ["spectral", "mel", "low"])
 def test_decode_terms_train_the_one_step_decode(term):
-    """With spectral_weight (or mel_weight) the loss reports the one-step decode's STFT (or
-    log-mel) distance, and only that one; its gradient reaches the decoder and a few steps
-    lower it; without the weight nothing is reported."""
-    other = {"spectral": "mel", "mel": "spectral"}[term]
+    """With spectral_weight (or mel_weight, low_weight) the loss reports the one-step
+    decode's STFT (or log-mel, low-band) distance, and only that one; its gradient reaches
+    the decoder and a few steps lower it; without the weight nothing is reported."""
+    others = {"spectral", "mel", "low"} - {term}
     torch.manual_seed(0)
     cae = create_cae("tiny")
     cae.encoder.requires_grad_(False)
@@ -249,9 +249,41 @@ def test_decode_terms_train_the_one_step_decode(term):
     g = torch.Generator().manual_seed(0)
     spec = cae.spectral(music(1.4)[None].repeat(2, 1)[:, : 4 * 4096])
     stats = [train_step(cae, opt, spec, i, sched, generator=g) for i in range(30)]
-    assert all(term in s and other not in s for s in stats)
+    assert all(term in s and not others & set(s) for s in stats)
     assert np.mean([s[term] for s in stats[-5:]]) < 0.8 * stats[0][term]
     assert term not in train_step(cae, opt, spec, 0, CTSchedule(), generator=g)
+
+
+def test_low_band_loss_hears_a_bass_partials_and_the_floor_between_them():
+    """The low-band term is zero for the same wave, small for a phase change, large for the
+    same bass a semitone off or with noise between its partials (where the coarse STFT
+    term barely moves), deaf above 1 kHz, finite on silence and differentiable."""
+    from engine.training.cae import low_band_loss, multires_stft_loss
+
+    t = torch.arange(2 * SR) / SR
+
+    def bass(f0, phase=0.0):
+        return sum(torch.sin(2 * math.pi * k * f0 * t + phase * k) / k for k in range(1, 6))[None]
+
+    a = bass(55.0)
+    noise = torch.randn(a.shape, generator=torch.Generator().manual_seed(0))
+    lowpass = torch.fft.irfft(torch.fft.rfft(noise) * (torch.fft.rfftfreq(a.shape[1], 1 / SR)
+                                                      < 600), n=a.shape[1])
+    floor = a + 0.03 * lowpass / lowpass.std()
+    hiss = torch.fft.irfft(torch.fft.rfft(noise) * (torch.fft.rfftfreq(a.shape[1], 1 / SR)
+                                                   > 3000), n=a.shape[1])
+    assert float(low_band_loss(a, a, SR)) < 1e-5
+    phase = float(low_band_loss(a, bass(55.0, 1.3), SR))
+    semitone = float(low_band_loss(a, bass(55.0 * 2 ** (1 / 12)), SR))
+    smeared = float(low_band_loss(a, floor, SR))
+    assert phase < 0.2 * semitone and phase < 0.2 * smeared
+    # the coarse term hardly tells the smeared bass from the clean one
+    assert float(multires_stft_loss(a, floor)) < 0.5 * smeared
+    assert float(low_band_loss(a, a + 0.5 * hiss / hiss.std(), SR)) < 0.1 * smeared
+    assert math.isfinite(float(low_band_loss(torch.zeros_like(a), a, SR)))
+    est = floor.clone().requires_grad_(True)
+    low_band_loss(a, est, SR).backward()
+    assert torch.isfinite(est.grad).all() and float(est.grad.abs().sum()) > 0
 
 
 def test_log_mel_loss_hears_timbre_not_phase():
@@ -469,6 +501,14 @@ def test_family_balanced_crops_draw_rare_families_as_often(tmp_path):
 
     with pytest.raises(RiffwrightError, match="one non-negative number per group"):
         CropSampler(groups, 4096, sr, weights=[1.0])
+    # a family weight draws it that much more often: organ 3 : strings 1
+    groups, weights = family_balanced_stems(tmp_path, "train", {"organ": 3.0})
+    organ = sum(w for g, w in zip(groups, weights) if g[0].name in ("s6.wav", "s7.wav"))
+    assert organ == pytest.approx(0.75 * sum(weights))
+    with pytest.raises(RiffwrightError, match="weighted famil.*bass.*data has organ, strings"):
+        family_balanced_stems(tmp_path, "train", {"bass": 2.0})
+    with pytest.raises(RiffwrightError, match="non-negative"):
+        family_balanced_stems(tmp_path, "train", {"organ": -1})
 
 
 def test_train_cae_freeze_encoder_adds_a_head_and_resumes(tmp_path):
@@ -498,7 +538,8 @@ def test_train_cae_freeze_encoder_adds_a_head_and_resumes(tmp_path):
                      "--config", str(tmp_path / "config.json"), "--steps", str(steps),
                      "--device", "cpu", "--from", str(tmp_path / "start.safetensors"),
                      "--freeze-encoder", "--head-channels", "16", "--mel-weight", "1",
-                     "--spectral-weight", "1", "--balance-families"]) == 0
+                     "--spectral-weight", "1", "--low-weight", "1", "--balance-families",
+                     "--family-weight", "organ=2"]) == 0
 
     run(2)
     tuned = load_cae(out / "cae.safetensors")
@@ -515,4 +556,7 @@ def test_train_cae_freeze_encoder_adds_a_head_and_resumes(tmp_path):
     logged = [json.loads(line) for line in (out / "train.log").read_text().splitlines()]
     steps = [r for r in logged if "loss" in r]
     assert [r["step"] for r in steps] == [2, 10] and steps[-1]["mel"] > 0
+    assert steps[-1]["low"] > 0
+    state = json.loads((out / "train_state.json").read_text())
+    assert state["train"]["family_weights"] == {"organ": 2.0}
     assert [r["frozen_encoder"] for r in logged if r.get("event") == "start"] == [True, True]

@@ -13,7 +13,7 @@ from engine.training.conditioner import train_encoder
 
 # `train cae` options that override the --config file's keys of the same name when given
 CAE_OPTIONS = ("init", "freeze_encoder", "head_channels", "spectral_weight", "mel_weight",
-               "mix_prob", "balance_families")
+               "low_weight", "mix_prob", "balance_families", "family_weights")
 
 
 def add_parser(sub, parser_class) -> None:
@@ -48,9 +48,27 @@ def _add_cae_options(tp) -> None:
                     help="weight of the multi-resolution STFT loss on the one-step decode")
     tp.add_argument("--mel-weight", type=float,
                     help="weight of the log-mel distance on the one-step decode")
+    tp.add_argument("--low-weight", type=float,
+                    help="weight of the fine-resolution distance below 1 kHz on the one-step "
+                         "decode (a bass's partials)")
     tp.add_argument("--mix-prob", type=float, help="share of crops that mix stems of a song")
     tp.add_argument("--balance-families", action="store_true", default=None,
                     help="draw single stems, every instrument family equally often")
+    tp.add_argument("--family-weight", dest="family_weights", action="append", type=_weight,
+                    metavar="FAMILY=W", help="with --balance-families, draw FAMILY W times as "
+                                             "often (repeatable), e.g. bass=3")
+
+
+def _weight(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    try:
+        w = float(value)
+    except ValueError:
+        w = -1.0
+    if not sep or not name or not w >= 0:
+        raise argparse.ArgumentTypeError(f"expected FAMILY=WEIGHT (a non-negative number), "
+                                         f"got {text!r}")
+    return name.strip(), w
 
 
 def _config(args: argparse.Namespace) -> dict:
@@ -77,6 +95,8 @@ def run_cae(args: argparse.Namespace) -> int:
 
     device = _device(args)
     kw = _config(args)
+    if args.family_weights:  # --family-weight pairs, over the config file's weights
+        args.family_weights = {**kw.get("family_weights", {}), **dict(args.family_weights)}
     kw.update({k: getattr(args, k) for k in CAE_OPTIONS if getattr(args, k) is not None})
     path = train_cae(args.data, args.out, device=device, **kw)
     print(f"CAE weights: {path}")

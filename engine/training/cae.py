@@ -54,6 +54,8 @@ class CTSchedule:
     spectral_weight: float = 0.0
     # weight of the log-mel distance of the one-step decode (0: none)
     mel_weight: float = 0.0
+    # weight of the fine-resolution low-band distance of the one-step decode (0: none)
+    low_weight: float = 0.0
 
     def stage(self, step: int) -> int:
         return min(step // max(self.stage_steps, 1), self.max_stage)
@@ -127,6 +129,43 @@ def log_mel_loss(ref: torch.Tensor, est: torch.Tensor, sample_rate: int) -> torc
     return (torch.log10(torch.maximum(R, floor)) - torch.log10(torch.maximum(E, floor))).abs().mean()
 
 
+LOW_RESOLUTIONS = ((8192, 1024), (4096, 512))  # 5.9 and 11.7 Hz per bin at 48 kHz
+LOW_MAX_HZ, LOW_RANGE_DB = 1000.0, 60.0
+
+
+def low_band_loss(ref: torch.Tensor, est: torch.Tensor, sample_rate: int,
+                  max_hz: float = LOW_MAX_HZ) -> torch.Tensor:
+    """Distance of two waves (B, T) below `max_hz`, at resolutions that separate a bass's
+    partials (a semitone at 55 Hz is 3.3 Hz; the CAE's own STFT has 47 Hz bins): spectral
+    convergence plus the mean |log10 power difference|, both sides floored 60 dB below the
+    reference's loudest low cell. A wave whose partials are right but smeared over a noise
+    floor, or whose frames' phases do not continue a partial from one frame to the next (a
+    long window then sees the frames cancel), is far from the reference here while the
+    coarse resolutions of `multires_stft_loss` barely tell them apart. Frames are not
+    centred (a padded edge frame would weigh the padding); a resolution longer than the
+    waves is skipped."""
+    total, used = est.new_zeros(()), 0
+    for n_fft, hop in LOW_RESOLUTIONS:
+        if n_fft > est.shape[-1]:
+            continue
+        used += 1
+        bins = int(max_hz * n_fft / sample_rate) + 1
+        w = torch.hann_window(n_fft, device=est.device)
+
+        def power(x):
+            X = torch.stft(x, n_fft, hop, window=w, center=False, return_complex=True)[:, :bins]
+            return X.real.square() + X.imag.square()
+
+        R, E = power(ref), power(est)
+        floor = R.flatten(1).amax(dim=1).clamp_min(1e-12)[:, None, None] * 10 ** (
+            -LOW_RANGE_DB / 10)
+        sc = torch.linalg.norm((R.sqrt() - (E + 1e-12).sqrt()).flatten(1), dim=1) / (
+            torch.linalg.norm(R.sqrt().flatten(1), dim=1).clamp_min(1e-3))
+        lm = (torch.log10(torch.maximum(R, floor)) - torch.log10(torch.maximum(E, floor))).abs()
+        total = total + (sc + lm.flatten(1).mean(1)).mean()
+    return total / max(used, 1)
+
+
 def one_step_decode(cae, spec: torch.Tensor, z: torch.Tensor, generator=None):
     """(the input, the default one-step decode f(sigma_max * eps, sigma_max | z)) as waves,
     for the decode terms of the loss (`CTSchedule.spectral_weight`, `mel_weight`). The
@@ -172,7 +211,7 @@ def consistency_loss(cae, spec: torch.Tensor, step: int, sched: CTSchedule, gene
         "stage": sched.stage(step),
     }
     total = ct + reg
-    if sched.spectral_weight > 0 or sched.mel_weight > 0:
+    if sched.spectral_weight > 0 or sched.mel_weight > 0 or sched.low_weight > 0:
         ref, est = one_step_decode(cae, spec, z, generator)
         if sched.spectral_weight > 0:
             mr = multires_stft_loss(ref, est)
@@ -182,6 +221,10 @@ def consistency_loss(cae, spec: torch.Tensor, step: int, sched: CTSchedule, gene
             ml = log_mel_loss(ref, est, cae.sample_rate)
             stats["mel"] = float(ml.detach())
             total = total + sched.mel_weight * ml
+        if sched.low_weight > 0:
+            lo = low_band_loss(ref, est, cae.sample_rate)
+            stats["low"] = float(lo.detach())
+            total = total + sched.low_weight * lo
     return total, stats
 
 
@@ -221,6 +264,8 @@ class TrainConfig:
     freeze_encoder: bool = False  # train the decoder alone; the latents stay as they are
     mix_prob: float = 0.5
     balance_families: bool = False
+    # with balance_families: how much more often a family is drawn, e.g. {"bass": 3.0}
+    family_weights: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_options(cls, **options) -> TrainConfig:
@@ -261,8 +306,10 @@ def _start_model(cfg: TrainConfig, device: str):
 
 def _sources(data, cfg: TrainConfig) -> tuple[list[list[Path]], list[float] | None]:
     """The groups of stems to crop from, and how often each is drawn (None: uniformly)."""
+    if cfg.family_weights and not cfg.balance_families:
+        raise RiffwrightError("family weights need balance_families (single stems by family)")
     if cfg.balance_families:
-        return family_balanced_stems(data, "train")
+        return family_balanced_stems(data, "train", cfg.family_weights)
     return list_sources(data, "train"), None
 
 
@@ -402,13 +449,16 @@ def train_cae(
     `spectral_weight` > 0 adds a multi-resolution STFT loss on the one-step decode
     (`one_step_decode`): sharper partials and onsets on a short budget;
     `mel_weight` > 0 adds the log-mel distance of the same decode (`log_mel_loss`): the
-    spectral envelope, which is what tells an organ from strings. `head_channels` > 0 gives
+    spectral envelope, which is what tells an organ from strings. `low_weight` > 0 adds the
+    same decode's distance below 1 kHz at 4096- and 8192-point resolutions
+    (`low_band_loss`): a bass's partials, and the noise between them. `head_channels` > 0 gives
     the decoder a wider output head (`engine.models.cae.nets.Decoder`, starting at zero);
     a resumed run needs the same value.
     `init` starts from a trained CAE file instead of a fresh `arch` (no learning-rate
     warm-up then); `freeze_encoder` trains its decoder alone, so a diffusion model trained on
     its latents stays compatible while the decoder improves. `balance_families` draws single
-    stems, every instrument family equally often (it needs a dataset manifest).
+    stems, every instrument family equally often (it needs a dataset manifest);
+    `family_weights` ({"bass": 3.0}) then draws the named families that much more often.
     `options` are `TrainConfig`'s fields and `CTSchedule`'s by name (`arch`, `steps`,
     `batch_size`, `crop_frames`, `lr`, `stage_steps`, `seed`, `ema_decay`...); an unknown
     one is refused before anything is written.

@@ -28,9 +28,17 @@ def _manifest_songs(data: str | Path, split: str) -> tuple[Path, list[dict]] | N
     return manifest.parent, [s for s in meta.get("songs", []) if s.get("split", "train") == split]
 
 
-def family_balanced_stems(data: str | Path, split: str) -> tuple[list[list[Path]], list[float]]:
+def family_balanced_stems(data: str | Path, split: str,
+                          family_weights: dict[str, float] | None = None,
+                          ) -> tuple[list[list[Path]], list[float]]:
     """Every stem of a manifest's `split` as its own group, weighted so that each instrument
-    family is drawn equally often (for training a decoder on the timbres that are rare)."""
+    family is drawn equally often (for training a decoder on the timbres that are rare), or
+    `family_weights[family]` times as often (1 for a family not named)."""
+    family_weights = family_weights or {}
+    bad = {k: v for k, v in family_weights.items()
+           if not (isinstance(v, (int, float)) and v >= 0)}
+    if bad:
+        raise RiffwrightError(f"family weights must be non-negative numbers: {bad}")
     found = _manifest_songs(data, split)
     if found is None:
         raise RiffwrightError(f"family balancing needs a dataset manifest; {data} has none")
@@ -38,7 +46,12 @@ def family_balanced_stems(data: str | Path, split: str) -> tuple[list[list[Path]
     stems = [(root / st["path"], st.get("family") or "?") for s in songs
              for st in s.get("stems", [])]
     counts = Counter(fam for _, fam in stems)
-    return [[p] for p, _ in stems], [1.0 / counts[fam] for _, fam in stems]
+    unknown = sorted(set(family_weights) - set(counts))
+    if unknown:
+        raise RiffwrightError(f"no {split} stems of the weighted famil(ies) {', '.join(unknown)}"
+                              f"; the data has {', '.join(sorted(counts))}")
+    return [[p] for p, _ in stems], [float(family_weights.get(fam, 1.0)) / counts[fam]
+                                     for _, fam in stems]
 
 
 def list_sources(data: str | Path, split: str) -> list[list[Path]]:
