@@ -133,6 +133,12 @@ LOW_RESOLUTIONS = ((8192, 1024), (4096, 512))  # 5.9 and 11.7 Hz per bin at 48 k
 LOW_MAX_HZ, LOW_RANGE_DB = 1000.0, 60.0
 
 
+def _low_power(x: torch.Tensor, n_fft: int, hop: int, bins: int) -> torch.Tensor:
+    w = torch.hann_window(n_fft, device=x.device)
+    X = torch.stft(x, n_fft, hop, window=w, center=False, return_complex=True)[:, :bins]
+    return X.real.square() + X.imag.square()
+
+
 def low_band_loss(ref: torch.Tensor, est: torch.Tensor, sample_rate: int,
                   max_hz: float = LOW_MAX_HZ) -> torch.Tensor:
     """Distance of two waves (B, T) below `max_hz`, at resolutions that separate a bass's
@@ -150,13 +156,7 @@ def low_band_loss(ref: torch.Tensor, est: torch.Tensor, sample_rate: int,
             continue
         used += 1
         bins = int(max_hz * n_fft / sample_rate) + 1
-        w = torch.hann_window(n_fft, device=est.device)
-
-        def power(x):
-            X = torch.stft(x, n_fft, hop, window=w, center=False, return_complex=True)[:, :bins]
-            return X.real.square() + X.imag.square()
-
-        R, E = power(ref), power(est)
+        R, E = (_low_power(x, n_fft, hop, bins) for x in (ref, est))
         floor = R.flatten(1).amax(dim=1).clamp_min(1e-12)[:, None, None] * 10 ** (
             -LOW_RANGE_DB / 10)
         sc = torch.linalg.norm((R.sqrt() - (E + 1e-12).sqrt()).flatten(1), dim=1) / (
