@@ -30,13 +30,13 @@ def test_every_parameter_flag_sets_the_field_of_its_name():
                    "--steps", "7", "--seed", "5", "--takes", "2", "--duration", "3",
                    "--stereo-width", "0", "--sampler", "euler", "--strength", "0.4",
                    "--gap", "2.5", "--prompt", "walking bass", "--loop", "4:0.5",
-                   "--no-text-prior")
+                   "--no-text-prior", "--s-churn", "5")
     got = {name: getattr(req, name) for name in ("mix", "cfg_context", "cfg_clap", "steps",
                                                  "seed", "takes", "duration", "stereo_width",
-                                                 "sampler", "strength", "gap")}
+                                                 "sampler", "strength", "gap", "s_churn")}
     assert got == {"mix": 0.3, "cfg_context": 2.0, "cfg_clap": 0.5, "steps": 7, "seed": 5,
                    "takes": 2, "duration": 3.0, "stereo_width": 0.0, "sampler": "euler",
-                   "strength": 0.4, "gap": 2.5}
+                   "strength": 0.4, "gap": 2.5, "s_churn": 5.0}
     assert (req.prompt, req.loop, req.text_prior) == ("walking bass", (4, 0.5), False)
     assert req.sample_rate == OUT_RATE and req.mode == "single"
 

@@ -83,6 +83,7 @@ def add_generation_arguments(p: argparse.ArgumentParser, arrange: bool = False) 
                         "context's length, else 10)")
     param_flag(p, "stereo_width", "S")
     param_flag(p, "sampler")
+    param_flag(p, "s_churn", "C")
     p.add_argument("--tempo", metavar="BPM|auto",
                    help="the song's tempo in quarter notes per minute, or auto to estimate "
                         "it (and where the beats fall) from the context; models trained with "
