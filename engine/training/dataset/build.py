@@ -38,7 +38,7 @@ from .songs import FAMILIES, commit_song_dir, make_caption, slug, split_for, sta
 from .sources import open_sources, pick_source, source_specs
 
 MANIFEST_VERSION = 1
-GENERATOR_VERSION = 2  # bump when the score renderer changes what a seed produces
+GENERATOR_VERSION = 3  # bump when the score renderer changes what a seed produces
 
 Progress = Callable[[int, int, str], None]
 

@@ -434,6 +434,14 @@ def _voicing(chord_pcs, center: int, prev: list[int] | None, n_notes: int, lo: i
     return best or [center]
 
 
+# The lowest root a bass part plays, drawn per part (MIDI; E1 to E2). Generator 2 put every
+# root in E1-D#2 (28-39): its bass lines sat near G#1, about an octave under the bass parts of
+# real tunes (the dev set's centre on E2), and a model trained on them made its bass there,
+# where a transcriber and the CAE's 47 Hz bins hear pitch worst (docs/dataset.md).
+BASS_FLOOR = (28, 40)
+WALKING_FLOOR = (28, 34)  # a walking line climbs up to two octaves over its floor
+
+
 def _bass_pitch(sym: str, root: int, intervals, next_root: int, lo: int) -> int:
     r = lo + ((root - lo) % 12)
     if sym == "R":
@@ -591,6 +599,7 @@ class GrooveComposer:
             pats = ["R" + "-" * (spb - 1)] if role == "bass" else ["C" + "-" * (spb - 1)]
         pat_a, pat_b = self.pick(pats), self.pick(pats)
         lo, hi = program_range(program)
+        bass_lo = self._bass_floor(lo, BASS_FLOOR) if role == "bass" else lo
         notes: list[Note] = []
         legato = float(rng.uniform(0.75, 0.95))
         base_vel = int(rng.integers(72, 100))
@@ -628,7 +637,7 @@ class GrooveComposer:
                 accent = 8 if i % 4 == 0 else 0
                 vel = base_vel + accent + int(rng.integers(-7, 8))
                 if role == "bass":
-                    pitch = _bass_pitch(ch, root, ivs, next_root, max(lo, 28))
+                    pitch = _bass_pitch(ch, root, ivs, next_root, bass_lo)
                     notes.append(Note(t, t + dur, pitch, vel))
                 elif ch == "a":
                     seq = voicing + [voicing[0] + 12] if not power else voicing
@@ -649,9 +658,14 @@ class GrooveComposer:
                     for p in voicing:
                         notes.append(Note(t + _jitter(rng, 0.003), t + dur, p, vel - 4))
             if fill:
-                target = _bass_pitch("R", next_root, (), next_root, max(lo, 28))
+                target = _bass_pitch("R", next_root, (), next_root, bass_lo)
                 notes.extend(self._bass_run(ctx, b, target, base_vel, legato))
         return Part(role, int(program), self._clip(notes))
+
+    def _bass_floor(self, lo: int, floors: tuple[int, int]) -> int:
+        """A bass part's lowest root: drawn in `floors` (inclusive), never under the
+        instrument's range."""
+        return max(lo, int(self.rng.integers(floors[0], floors[1] + 1)))
 
     def _bass_run(self, ctx, bar: int, target: int, base_vel: int, legato: float) -> list[Note]:
         """A fill in the last beat of `bar`: 3 or 4 scale tones stepping up (or down) to the
@@ -680,7 +694,7 @@ class GrooveComposer:
         note a semitone or a tone from it (chromatic or diatonic approach)."""
         rng, grid, spb, chords = self.rng, ctx["grid"], ctx["spb"], ctx["chords"]
         lo, _ = program_range(program)
-        lo = max(lo, 28)
+        lo = self._bass_floor(lo, WALKING_FLOOR)
         top = lo + 24
         beats = spb // 4
         scale = set(ctx["scale"])
