@@ -560,3 +560,13 @@ def test_train_cae_freeze_encoder_adds_a_head_and_resumes(tmp_path):
     state = json.loads((out / "train_state.json").read_text())
     assert state["train"]["family_weights"] == {"organ": 2.0}
     assert [r["frozen_encoder"] for r in logged if r.get("event") == "start"] == [True, True]
+
+
+@pytest.mark.parametrize("bad", ["bass", "bass=x", "=2", "bass=-1"])
+def test_family_weight_flag_needs_a_family_and_a_number(bad, capsys, tmp_path):
+    from engine.cli import main
+
+    assert main(["train", "cae", "--data", str(tmp_path), "--out", str(tmp_path / "run"),
+                 "--family-weight", bad]) == 2
+    assert "expected FAMILY=WEIGHT" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
