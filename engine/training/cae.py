@@ -111,6 +111,15 @@ def _mel_bank(sample_rate: int) -> torch.Tensor:
     return mel_filterbank(MEL_N_FFT, MEL_BANDS, sample_rate)
 
 
+def floored_log_distance(R: torch.Tensor, E: torch.Tensor, range_db: float) -> torch.Tensor:
+    """Per item of two power spectra (B, F, T): the mean |log10 difference| in bels, both
+    sides floored `range_db` below the reference item's loudest cell (so a crop's noise floor
+    and silences do not dominate)."""
+    floor = R.flatten(1).amax(dim=1).clamp_min(1e-10)[:, None, None] * 10 ** (-range_db / 10)
+    d = torch.log10(torch.maximum(R, floor)) - torch.log10(torch.maximum(E, floor))
+    return d.abs().flatten(1).mean(1)
+
+
 def log_mel_loss(ref: torch.Tensor, est: torch.Tensor, sample_rate: int) -> torch.Tensor:
     """Mean |log10 mel power difference| of two waves (B, T), in bels: 80 bands, window 2048,
     hop 512 (the model card's mel distance). Both sides are floored 80 dB below the loudest
@@ -124,9 +133,7 @@ def log_mel_loss(ref: torch.Tensor, est: torch.Tensor, sample_rate: int) -> torc
         X = torch.stft(x, MEL_N_FFT, MEL_HOP, window=w, return_complex=True)
         return fb @ (X.real.square() + X.imag.square())
 
-    R, E = mel(ref), mel(est)
-    floor = R.flatten(1).amax(dim=1).clamp_min(1e-10)[:, None, None] * 10 ** (-MEL_RANGE_DB / 10)
-    return (torch.log10(torch.maximum(R, floor)) - torch.log10(torch.maximum(E, floor))).abs().mean()
+    return floored_log_distance(mel(ref), mel(est), MEL_RANGE_DB).mean()
 
 
 LOW_RESOLUTIONS = ((8192, 1024), (4096, 512))  # 5.9 and 11.7 Hz per bin at 48 kHz
@@ -157,12 +164,9 @@ def low_band_loss(ref: torch.Tensor, est: torch.Tensor, sample_rate: int,
         used += 1
         bins = int(max_hz * n_fft / sample_rate) + 1
         R, E = (_low_power(x, n_fft, hop, bins) for x in (ref, est))
-        floor = R.flatten(1).amax(dim=1).clamp_min(1e-12)[:, None, None] * 10 ** (
-            -LOW_RANGE_DB / 10)
         sc = torch.linalg.norm((R.sqrt() - (E + 1e-12).sqrt()).flatten(1), dim=1) / (
             torch.linalg.norm(R.sqrt().flatten(1), dim=1).clamp_min(1e-3))
-        lm = (torch.log10(torch.maximum(R, floor)) - torch.log10(torch.maximum(E, floor))).abs()
-        total = total + (sc + lm.flatten(1).mean(1)).mean()
+        total = total + (sc + floored_log_distance(R, E, LOW_RANGE_DB)).mean()
     return total / max(used, 1)
 
 
