@@ -73,6 +73,9 @@ _TABLE = (
           bundle=True, label="CFG context"),
     Param("cfg_clap", float, 1.25, "how strongly to follow the prompt or reference", 0.0, 12.0,
           bundle=True, label="CFG CLAP"),
+    Param("harmony", float, 0.0, "harmony guidance: steer the notes towards the pitch classes "
+          "the context sounds (needs a model with a harmony probe; 0 = off)", 0.0, 5.0,
+          bundle=True),
     Param("sampler", str, "heun", "ODE sampler", choices=("heun", "euler"), bundle=True),
     Param("stereo_width", float, 0.4, "pseudo-stereo width, 0 = mono, 1 = widest", 0.0, 1.0,
           bundle=True, label="stereo width"),

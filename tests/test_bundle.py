@@ -115,6 +115,54 @@ def test_a_prior_section_that_is_not_an_object_is_named(tiny, tmp_path):
         read_manifest(b)
 
 
+def _with_probe(b, latent_dim=64, feature_dim=12, file="harmony_probe.safetensors",
+                **defaults):
+    from engine.models.probe import FeatureProbe, save_probe
+
+    save_probe(FeatureProbe(latent_dim, feature_dim, width=8), b / "harmony_probe.safetensors")
+    m = json.loads((b / "bundle.json").read_text())
+    m["harmony_probe"] = {"file": file}
+    m["defaults"].update(defaults)
+    (b / "bundle.json").write_text(json.dumps(m))
+    return b
+
+
+def test_a_harmony_probe_loads_and_a_wrong_one_is_named(tiny, tmp_path):
+    from engine.generation.driver import Generator
+    from engine.generation.request import GenerationRequest
+
+    b = load_bundle(_with_probe(copy(tiny, tmp_path), harmony=1.5))
+    assert b.harmony_probe is not None and b.defaults["harmony"] == 1.5
+    assert not any(p.requires_grad for p in b.harmony_probe.parameters())
+    # without a context there is no harmony to follow: the default does not apply
+    ctx = torch.zeros(1, 48000).numpy()
+    gen = Generator(b)
+    assert gen.resolve(GenerationRequest(duration=1.0)).harmony == 0.0
+    assert gen.resolve(GenerationRequest(context=ctx)).harmony == 1.5
+    for kw, why in (({"latent_dim": 32}, "reads 32-channel latents"),
+                    ({"feature_dim": 4}, "fewer than the 12 chroma rows"),
+                    ({"file": "../harmony_probe.safetensors"}, "inside")):
+        with pytest.raises(BundleError, match=why):
+            load_bundle(_with_probe(copy(tiny, tmp_path / str(len(why))), **kw))
+
+
+def test_harmony_guidance_without_a_probe_is_a_clear_error(tiny, tmp_path):
+    from engine.errors import RequestError
+    from engine.generation.driver import Generator
+    from engine.generation.request import GenerationRequest
+
+    b = copy(tiny, tmp_path)
+    m = json.loads((b / "bundle.json").read_text())
+    m["defaults"]["harmony"] = 1.0
+    (b / "bundle.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="needs a harmony probe"):
+        load_bundle(b)
+    gen = Generator(load_bundle(tiny))
+    with pytest.raises(RequestError, match="no harmony probe"):
+        gen.resolve(GenerationRequest(context=torch.zeros(1, 48000).numpy(), harmony=1.0))
+    assert gen.resolve(GenerationRequest(context=torch.zeros(1, 48000).numpy())).harmony == 0
+
+
 def test_a_conditioner_that_does_not_match_is_refused(tiny, tmp_path):
     b = copy(tiny, tmp_path)
     m = json.loads((b / "bundle.json").read_text())

@@ -9,11 +9,14 @@ from engine.generation.procedures import (
     equal_power_fade,
     guidance_branches,
     guided,
+    harmony_guided,
     inpaint_hook,
     loop_hook,
+    off_harmony,
     plan_windows,
     randn_per_take,
     region_frames,
+    sounding_classes,
     splice,
     tile_period,
 )
@@ -189,3 +192,62 @@ def test_splice_is_sample_exact_outside_and_equal_power_across():
     assert np.array_equal(out[:, inner], gen[:, inner])
     fin, fout = equal_power_fade(256)
     np.testing.assert_allclose(fin**2 + fout**2, 1.0, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- harmony guidance
+
+def _chroma(frames: int, classes: dict[int, float]) -> torch.Tensor:
+    c = torch.zeros(1, 12, frames)
+    for pc, v in classes.items():
+        c[0, pc] = v
+    return c
+
+
+def test_sounding_classes_count_strong_classes_and_reach_two_frames_either_side():
+    ctx = torch.zeros(1, 12, 9)
+    ctx[0, 0, 4], ctx[0, 4, 4], ctx[0, 7, 4] = 1.0, 0.6, 0.2  # C strong, E half, G faint
+    s = sounding_classes(ctx)
+    assert s[0, 0, 4] == 1.0 and s[0, 4, 4] == 1.0 and s[0, 7, 4] == 0.0
+    assert torch.equal(s[0, 0, 2:7], torch.ones(5)) and s[0, 0, 1] == 0 and s[0, 0, 7] == 0
+    assert 0.0 < float(sounding_classes(_chroma(1, {2: 0.35}))[0, 2, 0]) < 1.0  # the ramp
+
+
+def test_off_harmony_is_the_share_of_chroma_off_the_context_over_sounding_frames():
+    snd = sounding_classes(_chroma(6, {0: 1.0, 7: 1.0}), spread=0)
+    snd[..., 4:] = 0.0  # the context falls silent: those frames do not count
+    assert float(off_harmony(_chroma(6, {0: 1.0, 7: 0.5}), snd)) < 1e-3
+    assert float(off_harmony(_chroma(6, {1: 1.0, 6: 1.0}), snd)) > 0.99
+    half = _chroma(6, {0: 1.0, 1: 1.0})
+    half[0, :, 4:] = _chroma(2, {3: 1.0})[0]  # off the context where it is silent: ignored
+    assert abs(float(off_harmony(half, snd)) - 0.5) < 1e-3
+
+
+class _ChromaReadout(torch.nn.Module):
+    """A stand-in probe: the chroma is the exponential of the first 12 latent channels."""
+
+    def forward(self, z):
+        return z[:, :12].exp()
+
+
+def test_harmony_guidance_moves_a_take_into_the_harmony_and_leaves_a_fitting_one():
+    torch.manual_seed(0)
+    snd = sounding_classes(_chroma(16, {0: 1.0, 4: 1.0, 7: 1.0}))  # a C major chord
+    probe = _ChromaReadout()
+    off_take = torch.full((1, 16, 16), -4.0)
+    off_take[:, 1] = off_take[:, 6] = 1.0  # C# and F#: outside the chord
+    fitting = torch.full((1, 16, 16), -8.0)
+    fitting[:, 0] = fitting[:, 7] = 1.0
+    x = torch.cat([off_take, fitting])
+
+    def identity(x, sigma):
+        return x
+
+    guided_d = harmony_guided(identity, probe, snd, scale=0.5)
+    d = x
+    with torch.inference_mode():  # as the driver samples
+        for _ in range(10):  # a sampler calls it at every step
+            d = guided_d(d, torch.ones(2))
+    before, after = off_harmony(probe(x), snd), off_harmony(probe(d), snd)
+    assert before[0] > 0.98 and after[0] < 0.5
+    assert torch.allclose(d[1], x[1], atol=1e-2)  # already in the chord: barely moved
+    assert torch.equal(harmony_guided(identity, probe, snd, scale=0.0)(x, torch.ones(2)), x)

@@ -15,6 +15,7 @@ from engine.bundles.bundle import init_bundle, load_bundle
 from engine.generation.driver import Generator, run_to_end
 from engine.generation.request import GenerationRequest
 from engine.training.ldm import LDMTrainConfig, train_ldm
+from engine.weights import read_checkpoint
 
 SR = 48000
 
@@ -55,7 +56,7 @@ def setup(tmp_path_factory):
 
 def cfg(**kw):
     base = dict(arch="tiny", steps=6, batch_size=2, frames=32, checkpoint_every=3,
-                sample_every=0, log_every=1, warmup=2)
+                sample_every=0, log_every=1, warmup=2, harmony_probe_steps=5)
     base.update(kw)
     return LDMTrainConfig(**base)
 
@@ -147,8 +148,16 @@ def test_sigterm_checkpoints_the_current_step(setup, monkeypatch):
     assert signal.getsignal(signal.SIGTERM) == before
 
 
+class _CountingChroma(torch.nn.Module):
+    calls = 0
+
+    def forward(self, z):
+        self.calls += 1
+        return torch.sigmoid(z)
+
+
 def test_context_features_extend_a_trained_model(setup, capsys):
-    from engine.diffusion.context_features import FEATURE_DIM
+    from engine.diffusion.context_features import BASS_DIM, FEATURE_DIM
 
     root, data, bundle = setup
     base = train_ldm(data, root / "plain", bundle, cfg(steps=2), device="cpu")
@@ -176,6 +185,22 @@ def test_context_features_extend_a_trained_model(setup, capsys):
     a = run_to_end(Generator(b).run(req))[0].audio
     assert a.shape == (1, 2 * SR) and np.isfinite(a).all()
     assert np.array_equal(a, run_to_end(Generator(b).run(req))[0].audio)
+    # the run's harmony probe (the low register's pitch classes) travels in the bundle, in
+    # float16, so harmony guidance works with it; a model without context features has none
+    assert "harmony probe: 5 steps" in printed
+    tensors, _, probe_meta = read_checkpoint(out / "harmony_probe.safetensors")
+    assert b.harmony_probe is not None and probe_meta["feature_dim"] == BASS_DIM
+    assert tensors["net.0.weight"].dtype == torch.float16
+    assert load_bundle(base).harmony_probe is None
+    # the guidance reads the probe at every network call, and only when asked to (a stand-in
+    # probe counts; this untrained CAE decodes any latents to the same near-silence)
+    b.harmony_probe = _CountingChroma()
+    run_to_end(Generator(b).run(req))
+    assert b.harmony_probe.calls == 0
+    steered = run_to_end(Generator(b).run(replace(req, harmony=2.0)))[0]
+    assert b.harmony_probe.calls == 3  # two Heun steps: three network calls
+    assert np.isfinite(steered.audio).all()
+    assert steered.provenance["parameters"]["harmony"] == 2.0
     with pytest.raises(Exception, match="with context features"):
         train_ldm(data, root / "feat", bundle, cfg(steps=4), device="cpu")
     # a model without features cannot continue a run that has them

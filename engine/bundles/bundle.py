@@ -10,6 +10,8 @@ my-bundle/
   ldm.safetensors        the diffusion U-Net
   prior.safetensors      optional: the text prior, audio embeddings of the training stems
                          that text prompts are mapped onto (engine.models.conditioning.prior)
+  harmony_probe.safetensors  optional: a probe that reads the low register's pitch classes
+                         off latents, for harmony guidance (engine.models.probe)
   MODEL_CARD.md          optional: data, training, figures, limits
 ```
 
@@ -53,6 +55,7 @@ from engine.weights import load_into, read_checkpoint, save_module, sha256_file
 
 FORMAT_VERSION = 1
 MANIFEST = "bundle.json"
+OPTIONAL_SECTIONS = ("prior", "harmony_probe")  # optional files, each a section {"file": name}
 # what a new bundle's `defaults` hold: every parameter a bundle may set (engine.params)
 DEFAULT_PARAMETERS = bundle_default_values()
 
@@ -175,8 +178,9 @@ def _check_sections(m: dict, where: str) -> None:
     if isinstance(ck, str) and not Path(ck).expanduser().is_absolute():
         _inside_name(ck, where + " cae", "checkpoint")
     _inside_name(m["ldm"]["file"], where + " ldm", "file")
-    if "prior" in m:
-        _inside_name(m["prior"]["file"], where + " prior", "file")
+    for section in OPTIONAL_SECTIONS:
+        if section in m:
+            _inside_name(m[section]["file"], f"{where} {section}", "file")
 
 
 def _check_format(m: dict, where: str) -> None:
@@ -208,13 +212,15 @@ def _check_latent(m: dict, where: str) -> None:
 
 
 def _check_section_types(m: dict, where: str) -> None:
-    """The model sections are objects, and the ldm and prior name their files."""
+    """The model sections are objects, and the ldm and the optional sections name their
+    files."""
     for section in ("cae", "conditioner", "ldm"):
         _require(m, section, dict, where)
     _require(m["ldm"], "file", str, where + " ldm")
-    if "prior" in m:
-        _require(m, "prior", dict, where)
-        _require(m["prior"], "file", str, where + " prior")
+    for section in OPTIONAL_SECTIONS:
+        if section in m:
+            _require(m, section, dict, where)
+            _require(m[section], "file", str, f"{where} {section}")
 
 
 def _check_sampling(m: dict, where: str) -> None:
@@ -316,6 +322,7 @@ class Bundle:
     latent_mean: Any = field(repr=False)  # (1, C, 1) tensors on the device
     latent_std: Any = field(repr=False)
     prior: Any = field(default=None, repr=False)  # engine.models.conditioning.prior.TextPrior
+    harmony_probe: Any = field(default=None, repr=False)  # engine.models.probe.FeatureProbe
 
     @property
     def name(self) -> str:
@@ -478,6 +485,14 @@ def _load_bundle(root: Path, device: Any) -> Bundle:
     mean = torch.tensor(lat["mean"], dtype=torch.float32, device=device).reshape(1, -1, 1)
     std = torch.tensor(lat["std"], dtype=torch.float32, device=device).reshape(1, -1, 1)
     prior = _load_prior(m.get("prior"), root, conditioner, device)
+    probe = None
+    if "harmony_probe" in m:
+        from engine.models.probe import load_probe
+
+        probe = load_probe(root / m["harmony_probe"]["file"], lat["dim"], device)
+    elif float(m["defaults"].get("harmony", 0.0)) > 0:
+        raise BundleError(f"{root}: the default harmony guidance needs a harmony probe, and "
+                          "the bundle has none")
     digests = {}  # the loaders hashed their external checkpoints already
     for section, obj in (("cae", cae), ("conditioner", conditioner)):
         refs = external_checkpoints(root, {section: m[section]})
@@ -485,7 +500,7 @@ def _load_bundle(root: Path, device: Any) -> Bundle:
         if refs and isinstance(digest, str) and len(digest) == 64:
             digests[str(refs[0].resolve())] = digest
     return Bundle(root, m, cae, conditioner, precond, device, bundle_hash(root, digests),
-                  mean, std, prior)
+                  mean, std, prior, probe)
 
 
 def write_manifest(path: str | os.PathLike, manifest: dict) -> None:

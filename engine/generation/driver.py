@@ -7,9 +7,9 @@ generator; either stops within one step and writes nothing.
 
 A run reads as plan (`plans.py`, one function per mode) -> encode -> condition -> sample ->
 decode and splice. Every procedure goes through one latent routine, `_sample_latents`,
-which composes the sampler with wrappers: guidance around the denoiser, inpainting and loop
-sampling around the step, windows for any length, a start from a noised latent for
-variations. See `engine.generation.procedures`.
+which composes the sampler with wrappers: guidance (and harmony guidance, with a bundle
+that ships a harmony probe) around the denoiser, inpainting and loop sampling around the
+step, windows for any length, a start from a noised latent for variations. See `engine.generation.procedures`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from engine import __version__
+from engine.diffusion.context_features import CHROMA
 from engine.diffusion.edm import SAMPLERS, karras_sigmas, sigmas_from_strength
 from engine.errors import Cancelled, RequestError
 from engine.gain import apply_ceiling, ceiling_gain
@@ -31,11 +32,13 @@ from engine.generation.plans import PLANS, Plan, Rates, fit, mono
 from engine.generation.procedures import (
     chain_hooks,
     guided,
+    harmony_guided,
     inpaint_hook,
     loop_hook,
     match_bridge_level,
     plan_windows,
     randn_per_take,
+    sounding_classes,
     splice,
 )
 from engine.generation.request import (
@@ -140,6 +143,7 @@ class Generator:
             steps=pick("steps", req.steps, d),
             cfg_context=pick("cfg_context", req.cfg_context, d),
             cfg_clap=pick("cfg_clap", req.cfg_clap, d),
+            harmony=self._harmony(req),
             sampler=pick("sampler", req.sampler or None, d),
             s_churn=pick("s_churn", req.s_churn),
             seed=int(req.seed),
@@ -165,6 +169,15 @@ class Generator:
             raise RequestError(f"unsupported sample rate {req.sample_rate} Hz")
         check_mode_inputs(req)
         beat_grid_of(req)
+
+    def _harmony(self, req: GenerationRequest) -> float:
+        """The harmony guidance this request runs with: the request's, else the bundle's
+        default; 0 without a context (there is no harmony to follow)."""
+        value = pick("harmony", req.harmony, self.bundle.defaults)
+        if value > 0 and self.bundle.harmony_probe is None:
+            raise RequestError(f"the model {self.bundle.name} has no harmony probe, which "
+                               "harmony guidance needs: set harmony to 0")
+        return value if req.context is not None else 0.0
 
     def _uses_text_prior(self, req: GenerationRequest) -> bool:
         """Whether the prompt goes through the bundle's text prior: only where a text
@@ -244,6 +257,10 @@ class Generator:
         ctx = None if job.context is None else job.context[..., sl]
         denoiser = guided(self.bundle.precond, ctx, job.clap, job.r.cfg_context,
                           job.r.cfg_clap)
+        if job.r.harmony > 0 and ctx is not None:
+            chroma = ctx[:, self.bundle.manifest["latent"]["dim"]:][:, :CHROMA]
+            denoiser = harmony_guided(denoiser, self.bundle.harmony_probe, sounding_classes(chroma),
+                                      job.r.harmony)
         with torch.inference_mode():
             for step in SAMPLERS[job.r.sampler](denoiser, x, sigmas.to(dev), step_hook=hook,
                                                 s_churn=job.r.s_churn, generator=gens):

@@ -88,6 +88,58 @@ def guided(precond: EDMPrecond, context: torch.Tensor | None, clap: torch.Tensor
     return denoise
 
 
+# ----------------------------------------------------------------------------- harmony guidance
+
+HARMONY_SPREAD = 2  # frames either side whose context pitch classes a frame may use (~±170 ms)
+
+
+def sounding_classes(context_chroma: torch.Tensor, spread: int = HARMONY_SPREAD) -> torch.Tensor:
+    """(B, 12, F) how fully each pitch class sounds in the context near each frame, in [0, 1].
+
+    `context_chroma` is the context's peak-relative chroma (`context_features`: the strongest
+    class of a frame is 1, a silent frame 0). A class at half the frame's strongest or more
+    counts fully, one under a quarter not at all, with a ramp between; the result is the most
+    a class reaches within `spread` frames, so a note may start a little before the chord does.
+    """
+    weight = ((context_chroma - 0.25) / 0.25).clamp(0.0, 1.0)
+    return torch.nn.functional.max_pool1d(weight, 2 * spread + 1, stride=1, padding=spread)
+
+
+def off_harmony(chroma: torch.Tensor, sounding: torch.Tensor) -> torch.Tensor:
+    """(B,) the share of a stem's chroma (B, 12, F; non-negative) that lies on classes the
+    context does not sound, over the frames where the context sounds any."""
+    chroma = chroma.clamp_min(0.0)
+    off = (chroma * (1.0 - sounding)).sum(1) / (chroma.sum(1) + 1e-3)
+    heard = (sounding.amax(1) > 0).to(chroma.dtype).expand_as(off)
+    return (off * heard).sum(-1) / heard.sum(-1).clamp_min(1.0)
+
+
+def harmony_guided(denoiser: Denoiser, probe: torch.nn.Module, sounding: torch.Tensor,
+                   scale: float) -> Denoiser:
+    """A denoiser whose estimate is moved, at every call, down the gradient of `off_harmony`
+    of the chroma a feature probe reads off it: sampling-time guidance by a differentiable
+    read-out, in the manner of guidance-gradient music production (seed 001).
+
+    `probe` maps normalised latents (B, C, F) to features whose first 12 rows are the stem's
+    chroma; `sounding` is (1 or B, 12, F) from `sounding_classes`. The step is the gradient
+    scaled to an RMS of `scale` per take (in units of the data's standard deviation) and
+    weighted by how far off the take is, so a take that already sits in the harmony is barely
+    moved. Only the probe is differentiated, never the diffusion network.
+    """
+    def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        d = denoiser(x, sigma)
+        with torch.inference_mode(False), torch.enable_grad():
+            z = d.detach().clone().requires_grad_(True)
+            off = off_harmony(probe(z)[:, :12], sounding)
+            (grad,) = torch.autograd.grad(off.sum(), z)
+        rms = grad.pow(2).mean(dim=(1, 2), keepdim=True).sqrt().clamp_min(1e-12)
+        step = (scale * off.detach()[:, None, None]) * grad / rms
+        # a take whose read-out overflowed is left as the network made it
+        return d - torch.where(torch.isfinite(step), step, torch.zeros_like(step))
+
+    return denoise
+
+
 # ----------------------------------------------------------------------------- noise
 
 

@@ -41,6 +41,7 @@ class GenerationRequest:
     mix: float | None = None
     cfg_context: float | None = None
     cfg_clap: float | None = None
+    harmony: float | None = None  # harmony guidance (None: the bundle's default)
     steps: int | None = None
     seed: int = 0
     takes: int = 1
@@ -150,6 +151,7 @@ class ResolvedRequest:
     steps: int
     cfg_context: float
     cfg_clap: float
+    harmony: float
     sampler: str
     s_churn: float
     seed: int

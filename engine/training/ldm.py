@@ -68,6 +68,7 @@ from engine.generation.driver import Generator, pick_device, run_to_end
 from engine.generation.request import GenerationRequest
 from engine.models.cae import latent_stats
 from engine.models.conditioning.prior import DEFAULT_K, make_prior
+from engine.models.probe import FeatureProbe, load_probe, save_probe
 from engine.models.unet import UNet1d, arch_config, param_count, warm_start
 from engine.train_state import has_state, load_state, save_state, state_paths, stop_on_sigterm
 from engine.training.dataset.build import load_manifest
@@ -78,6 +79,8 @@ from engine.weights import load_into, read_checkpoint, save_module
 CLAP_CROP_S = 5.0
 CLAP_HOP_S = 2.5
 PRIOR_FILE = "prior.safetensors"
+PROBE_FILE = "probe.safetensors"
+HARMONY_PROBE_FILE = "harmony_probe.safetensors"
 BASS_FEATURES = "bass_features"  # the low-register chroma files, beside "features"
 
 
@@ -119,6 +122,10 @@ class LDMTrainConfig:
     # and onsets off D(x; σ), compared with the target stem's own (0: off)
     feature_loss: float = 0.0
     probe_steps: int = 1500
+    # fit the probe that harmony guidance reads (the low register's pitch classes of a stem,
+    # off its latents; exported with the bundle) for this many steps; needs
+    # `context_features` (0: none, and the bundle cannot steer towards the harmony)
+    harmony_probe_steps: int = 1500
     # neighbours averaged by the bundle's text prior (engine.models.conditioning.prior; 0: no prior)
     text_prior_k: int = 8
     checkpoint_every: int = 500
@@ -374,23 +381,6 @@ class SongGrids:
                              self.sample_rate, int(sample["frame_offset"]))
 
 
-class FeatureProbe(torch.nn.Module):
-    """Reads a stem's chroma and onsets (`engine.diffusion.context_features`) off its
-    normalised latents, per frame, for `feature_loss`: a small conv net, frozen once fitted."""
-
-    kind = "riffwright-feature-probe"
-
-    def __init__(self, latent_dim: int, feature_dim: int, width: int = 128):
-        super().__init__()
-        self.net = torch.nn.Sequential(
-            torch.nn.Conv1d(latent_dim, width, 3, padding=1), torch.nn.SiLU(),
-            torch.nn.Conv1d(width, width, 3, padding=1), torch.nn.SiLU(),
-            torch.nn.Conv1d(width, feature_dim, 1))
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z)
-
-
 def _fit_probe(path: Path, probe: FeatureProbe, out: Path, frames: int, draw, loss_fn,
                score, steps: int, batch: int, seed: int, config: dict) -> tuple:
     """Fit `probe` on training pairs (or load it from `path`); (frozen probe, held-out score).
@@ -439,7 +429,26 @@ def train_feature_probe(out: Path, mean: torch.Tensor, std: torch.Tensor, dim: i
     """Fit (or load) `out/probe.safetensors`: features of a stem from its clean latents.
 
     Reports the share of held-out feature variance it explains (R²)."""
-    windows = ContextFeatureWindows(out / "features", dim)
+    return _train_probe(out, "features", PROBE_FILE, "feature probe", mean, std, dim, steps,
+                        frames, batch, seed, log)
+
+
+def train_harmony_probe(out: Path, mean: torch.Tensor, std: torch.Tensor, steps: int,
+                        frames: int = 64, batch: int = 32, seed: int = 0,
+                        log=print) -> FeatureProbe:
+    """Fit (or load) `out/harmony_probe.safetensors`: the pitch classes of a stem's low
+    register (`context_features.bass_features`) from its clean latents. The exported bundle
+    ships it for harmony guidance (`engine.generation.procedures.harmony_guided`)."""
+    return _train_probe(out, BASS_FEATURES, HARMONY_PROBE_FILE, "harmony probe", mean, std,
+                        BASS_DIM, steps, frames, batch, seed, log)
+
+
+def _train_probe(out: Path, folder: str, file: str, what: str, mean: torch.Tensor,
+                 std: torch.Tensor, dim: int, steps: int, frames: int, batch: int, seed: int,
+                 log) -> FeatureProbe:
+    """Fit (or load) `out/file`, a probe from clean target latents to their features in
+    `out/folder`; log the share of held-out feature variance it explains (R²)."""
+    windows = ContextFeatureWindows(out / folder, dim)
 
     def draw(pairs, n, rng):
         ps, z = _target_latents(pairs, n, mean, std)
@@ -448,11 +457,11 @@ def train_feature_probe(out: Path, mean: torch.Tensor, std: torch.Tensor, dim: i
     def r2(pred, f):
         return 1 - ((pred - f) ** 2).sum() / ((f - f.mean((0, 2), keepdim=True)) ** 2).sum()
 
-    probe, value = _fit_probe(out / "probe.safetensors", FeatureProbe(int(mean.shape[1]), dim),
+    probe, value = _fit_probe(out / file, FeatureProbe(int(mean.shape[1]), dim),
                               out, frames, draw, torch.nn.functional.mse_loss, r2, steps, batch,
                               seed, {"latent_dim": int(mean.shape[1]), "feature_dim": dim})
     if steps and value is not None:
-        log(f"feature probe: {steps} steps, explains {value:.0%} of held-out feature variance")
+        log(f"{what}: {steps} steps, explains {value:.0%} of held-out feature variance")
     return probe
 
 
@@ -485,6 +494,15 @@ def _export_bundle(src_bundle: Path, out: Path, ema: torch.nn.Module, stats: dic
     prior = out / PRIOR_FILE if cfg.text_prior_k and (out / PRIOR_FILE).exists() else None
     if prior is not None:
         shutil.copy2(prior, staging / PRIOR_FILE)
+    probe = out / HARMONY_PROBE_FILE
+    probe = probe if _fits_harmony_probe(cfg) and probe.exists() else None
+    if probe is not None:  # for harmony guidance; float16 like the other weights
+        _, _, saved = read_checkpoint(probe, expected_kind=FeatureProbe.kind)
+        save_probe(load_probe(probe, int(src["latent"]["dim"])), staging / HARMONY_PROBE_FILE,
+                   saved.get("heldout_score"), dtype=torch.float16)
+    defaults = {**DEFAULT_PARAMETERS, **src.get("defaults", {})}
+    if probe is None:
+        defaults["harmony"] = 0.0
     card = src_bundle / "MODEL_CARD.md"
     if card.exists():
         shutil.copy2(card, staging / "MODEL_CARD.md")
@@ -503,7 +521,8 @@ def _export_bundle(src_bundle: Path, out: Path, ema: torch.nn.Module, stats: dic
         "conditioner": src["conditioner"],
         "ldm": {"file": "ldm.safetensors", "arch": cfg.arch},
         **({"prior": {"file": PRIOR_FILE}} if prior is not None else {}),
-        "defaults": {**DEFAULT_PARAMETERS, **src.get("defaults", {})},
+        **({"harmony_probe": {"file": HARMONY_PROBE_FILE}} if probe is not None else {}),
+        "defaults": defaults,
         "training": {"steps": step, "config": asdict(cfg), **info.get("training", {})},
     }
     write_bundle_manifest(staging, manifest)
@@ -594,9 +613,15 @@ def _prepare_data(data, out: Path, b, cfg: LDMTrainConfig) -> None:
                          cfg.text_prior_k).save(out / PRIOR_FILE)
     if cfg.context_features or cfg.feature_loss:
         context_feature_files(out / "latents" / "index.json", out / "features")
-    if cfg.bass_chroma:
+    if cfg.bass_chroma or _fits_harmony_probe(cfg):
         bass_feature_files(out / "latents" / "index.json", out / BASS_FEATURES)
     _write_latent_stats(out)
+
+
+def _fits_harmony_probe(cfg: LDMTrainConfig) -> bool:
+    """Whether the run fits a harmony probe: guidance needs the context's chroma, which
+    only models with context features take."""
+    return cfg.context_features and cfg.harmony_probe_steps > 0
 
 
 @dataclass
@@ -914,6 +939,9 @@ def train_ldm(data: str | os.PathLike, out: str | os.PathLike, bundle: str | os.
     step = _resume(out, cfg, model)
     _wrap_for_training(model, world, dev)
     probe = _feature_probe(cfg, out, mean, std, dev, rank, world)
+    if rank == 0 and _fits_harmony_probe(cfg):
+        train_harmony_probe(out, mean, std, cfg.harmony_probe_steps, cfg.frames,
+                            seed=cfg.seed)
     src = _batches(cfg, out, b, index, mean, std, dev, probe, step, rank, world)
     run = _Run(data, out, src_bundle, cfg, name, stats, index, rank, world, dev)
     if rank == 0:
