@@ -121,6 +121,9 @@ class SessionController:
         self.stack = stack
         # guidance/steps of the loaded model, adopted by recipes that still hold the old ones
         self.model_defaults = {k: getattr(DEFAULT_RECIPE, k) for k in MODEL_DEFAULT_KEYS}
+        # whether the loaded model can steer towards the harmony (a session's setting stays
+        # in its recipe and waits for such a model)
+        self.harmony_available = False
 
     def bind(self, session: Session, stack: UndoStack) -> None:
         self.session, self.stack = session, stack
@@ -341,6 +344,7 @@ class SessionController:
             "mix": recipe.mix if (prompt and reference is not None) else None,
             "cfg_context": recipe.cfg_context,
             "cfg_clap": recipe.cfg_clap,
+            "harmony": recipe.harmony if self.harmony_available else 0.0,
             "steps": recipe.steps,
             "seed": recipe.seed,
             "takes": recipe.takes,
@@ -742,8 +746,10 @@ def _seed_line(prov, par, app, action) -> str:
 
 
 def _guidance_line(prov, par, app, action) -> str:
+    harmony = par.get("harmony") or 0
     return (f"Guidance: context {_fmt_num(par.get('cfg_context'))}, prompt "
-            f"{_fmt_num(par.get('cfg_clap'))}; {par.get('steps')} steps "
+            f"{_fmt_num(par.get('cfg_clap'))}"
+            f"{f', harmony {_fmt_num(harmony)}' if harmony else ''}; {par.get('steps')} steps "
             f"({par.get('sampler', 'heun')})")
 
 
@@ -790,7 +796,7 @@ _SOURCE_INPUTS = {"variation": ("--variation-of", "variation_of", "source.wav"),
 # (None: every mode); the flags are the parameter table's (engine.params)
 _PARAM_OPTIONS = (("duration", ("single", "continue", None)), ("loop", None),
                   ("strength", ("variation", "regenerate")), ("cfg_context", None),
-                  ("cfg_clap", None), ("steps", None))
+                  ("cfg_clap", None), ("harmony", None), ("steps", None))
 
 
 def _file_of(inputs: dict, name: str, fallback: str) -> str:

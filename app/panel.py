@@ -33,6 +33,10 @@ from app.controller import DEFAULT_RECIPE
 from engine.document.recipe import Recipe
 from engine.params import PARAMS
 
+HARMONY_TIP = ("Harmony guidance: steer the notes towards the pitch classes the context "
+               "plays (0 = off). It helps a bass sit in the chords; it does not place notes "
+               "on the beat")
+
 
 def _set_range(spin: QSpinBox | QDoubleSpinBox, name: str) -> None:
     """A spin box over the range engine.params gives `name`."""
@@ -161,6 +165,9 @@ class GuidancePanel(QWidget):
         self.cfg_clap = self._slider(g, "CFG CLAP", 0.05, DEFAULT_RECIPE.cfg_clap,
                                      "cfg_clap",
                                      "How strongly to follow the prompt/reference (w_clap)")
+        self.harmony = self._slider(g, "Harmony", 0.1, DEFAULT_RECIPE.harmony, "harmony",
+                                    HARMONY_TIP)
+        self.set_harmony_available(False)
         form = QFormLayout()
         form.setLabelAlignment(Qt.AlignLeft)
         self.steps = QSpinBox()
@@ -296,6 +303,7 @@ class GuidancePanel(QWidget):
             mix=self.mix.value(),
             cfg_context=self.cfg_context.value(),
             cfg_clap=self.cfg_clap.value(),
+            harmony=self.harmony.value(),
             steps=self.steps.value(),
             seed=self.seed.value(),
             seed_locked=self.seed_lock.isChecked(),
@@ -319,8 +327,8 @@ class GuidancePanel(QWidget):
                 c.setPosition(min(cur, len(r.prompt)))
                 self.prompt.setTextCursor(c)
             self.reference.setCurrentIndex(max(0, self.reference.findData(r.reference_track)))
-            for key in ("mix", "cfg_context", "cfg_clap", "stereo_width", "loop_frac",
-                        "strength"):
+            for key in ("mix", "cfg_context", "cfg_clap", "harmony", "stereo_width",
+                        "loop_frac", "strength"):
                 getattr(self, key).set_value(getattr(r, key))
             self.steps.setValue(r.steps)
             self.seed.setValue(r.seed)
@@ -360,6 +368,13 @@ class GuidancePanel(QWidget):
     def set_device(self, text: str, ok: bool = True) -> None:
         self.device.setText(text)
         self.device.setStyleSheet("" if ok else "background: #8b919b;")
+
+    def set_harmony_available(self, available: bool) -> None:
+        """The loaded model has a harmony probe (harmony guidance) or not."""
+        self.harmony.setEnabled(available)
+        self.harmony.setToolTip(HARMONY_TIP if available else
+                                "This model cannot steer its notes towards the context's "
+                                "harmony (it has no harmony probe)")
 
     def set_text_prior_available(self, available: bool) -> None:
         """The loaded model has a text prior (engine.models.conditioning.prior) or not."""

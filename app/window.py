@@ -317,6 +317,8 @@ class MainWindow(QMainWindow):
     def _model_ready(self, name: str, device: str) -> None:
         info = self.bridge.generator
         self.panel.set_text_prior_available(bool(info and info.text_prior))
+        self.panel.set_harmony_available(bool(info and info.harmony))
+        self.ctl.harmony_available = bool(info and info.harmony)
         self.device_status.setText(f"model: {name}")
         self.panel.set_device(device, True)
         self.panel.set_models(list_models(), self.bridge.model_path, name)
@@ -325,6 +327,8 @@ class MainWindow(QMainWindow):
     def _model_failed(self, msg: str) -> None:
         self.device_status.setText("model: not loaded")
         self.panel.set_text_prior_available(False)
+        self.panel.set_harmony_available(False)
+        self.ctl.harmony_available = False
         self.panel.set_device("no model", False)
         self.message(msg)
 

@@ -18,16 +18,24 @@ from engine.params import PARAMS
 OLD_KEYS = {"prompt", "reference_track", "reference_file", "mix", "cfg_context", "cfg_clap",
             "steps", "stereo_width", "loop_n", "loop_frac", "strength", "duration", "seed",
             "seed_locked", "takes", "text_prior"}
+# keys added since, which an older session.json lacks (they take their defaults)
+NEW_KEYS = {"harmony"}
 
 
 def test_every_generation_field_comes_from_the_parameter_table():
-    assert set(TABLE_FIELDS) | set(APP_FIELDS) == set(FIELDS) == OLD_KEYS
+    assert set(TABLE_FIELDS) | set(APP_FIELDS) == set(FIELDS) == OLD_KEYS | NEW_KEYS
     r = Recipe()
     for name, p in TABLE_FIELDS.items():
         assert p is PARAMS[name]
         assert type(getattr(r, name)) is p.kind, name
     assert (r.steps, r.cfg_context, r.mix) == (PARAMS["steps"].default,
                                               PARAMS["cfg_context"].default, PARAMS["mix"].default)
+
+
+def test_a_recipe_saved_before_harmony_guidance_loads_with_it_off():
+    old = {k: v for k, v in Recipe(cfg_context=7.0).to_dict().items() if k in OLD_KEYS}
+    r = Recipe.from_dict(old)
+    assert r.harmony == PARAMS["harmony"].default == 0.0 and r.cfg_context == 7.0
 
 
 def test_in_code_a_recipe_is_strict_and_frozen():
@@ -78,15 +86,17 @@ def _old_session(tmp_path, recipe: dict):
     return folder
 
 
-def test_an_old_session_file_loads_unchanged_and_saves_the_same_keys(tmp_path):
+def test_an_old_session_file_keeps_its_values_and_gains_new_settings_at_their_defaults(
+        tmp_path):
     old = {"prompt": "walking bass", "reference_track": None, "reference_file": None,
            "mix": 0.5, "cfg_context": 8.0, "cfg_clap": 6.0, "steps": 40, "stereo_width": 0.4,
            "loop_n": 1, "loop_frac": 0.5, "strength": 0.5, "duration": 10.0, "seed": 77,
            "seed_locked": True, "takes": 2, "text_prior": False}
     s = Session.load(_old_session(tmp_path, old))
-    assert isinstance(s.recipe, Recipe) and s.recipe.to_dict() == old
+    now = {**old, **{k: PARAMS[k].default for k in NEW_KEYS}}
+    assert isinstance(s.recipe, Recipe) and s.recipe.to_dict() == now
     s.save(tmp_path / "again")
-    assert json.loads((tmp_path / "again" / "session.json").read_text())["recipe"] == old
+    assert json.loads((tmp_path / "again" / "session.json").read_text())["recipe"] == now
     # a session without settings stays without them (the app fills in its panel's)
     assert Session.load(_old_session(tmp_path / "e", {})).recipe is None
 

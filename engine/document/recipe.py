@@ -45,6 +45,7 @@ class Recipe:
     mix: float = _default("mix")
     cfg_context: float = _default("cfg_context")
     cfg_clap: float = _default("cfg_clap")
+    harmony: float = _default("harmony")
     steps: int = _default("steps")
     stereo_width: float = _default("stereo_width")
     loop_n: int = _default("loop_n")
