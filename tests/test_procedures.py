@@ -251,3 +251,30 @@ def test_harmony_guidance_moves_a_take_into_the_harmony_and_leaves_a_fitting_one
     assert before[0] > 0.98 and after[0] < 0.5
     assert torch.allclose(d[1], x[1], atol=1e-2)  # already in the chord: barely moved
     assert torch.equal(harmony_guided(identity, probe, snd, scale=0.0)(x, torch.ones(2)), x)
+
+
+class _WithDrumRow(torch.nn.Module):
+    """The stand-in chroma, and a 13th row that says how much the take is a drum part."""
+
+    def __init__(self, drums: float):
+        super().__init__()
+        self.drums = drums
+
+    def forward(self, z):
+        chroma = z[:, :12].exp()
+        return torch.cat([chroma, torch.full_like(chroma[:, :1], self.drums)], dim=1)
+
+
+def test_harmony_guidance_leaves_what_the_probe_hears_as_drums_alone():
+    snd = sounding_classes(_chroma(16, {0: 1.0, 4: 1.0, 7: 1.0}))
+    x = torch.full((1, 16, 16), -4.0)
+    x[:, 1] = 1.0  # off the chord
+
+    def identity(x, sigma):
+        return x
+
+    pitched = harmony_guided(identity, _WithDrumRow(0.0), snd, scale=0.5)(x, torch.ones(1))
+    drums = harmony_guided(identity, _WithDrumRow(1.0), snd, scale=0.5)(x, torch.ones(1))
+    half = harmony_guided(identity, _WithDrumRow(0.5), snd, scale=0.5)(x, torch.ones(1))
+    assert not torch.equal(pitched, x) and torch.equal(drums, x)
+    torch.testing.assert_close(half - x, 0.5 * (pitched - x))

@@ -185,11 +185,12 @@ def test_context_features_extend_a_trained_model(setup, capsys):
     a = run_to_end(Generator(b).run(req))[0].audio
     assert a.shape == (1, 2 * SR) and np.isfinite(a).all()
     assert np.array_equal(a, run_to_end(Generator(b).run(req))[0].audio)
-    # the run's harmony probe (the low register's pitch classes) travels in the bundle, in
-    # float16, so harmony guidance works with it; a model without context features has none
+    # the run's harmony probe (the low register's pitch classes, and a drum row) travels in
+    # the bundle, in float16, so harmony guidance works with it; a model without context
+    # features has none
     assert "harmony probe: 5 steps" in printed
     tensors, _, probe_meta = read_checkpoint(out / "harmony_probe.safetensors")
-    assert b.harmony_probe is not None and probe_meta["feature_dim"] == BASS_DIM
+    assert b.harmony_probe is not None and probe_meta["feature_dim"] == BASS_DIM + 1
     assert tensors["net.0.weight"].dtype == torch.float16
     assert load_bundle(base).harmony_probe is None
     # the guidance reads the probe at every network call, and only when asked to (a stand-in

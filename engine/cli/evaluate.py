@@ -42,6 +42,8 @@ def add_parser(sub, parser_class) -> None:
     em.add_argument("--takes", type=int, default=1, help="generations per context (averaged)")
     em.add_argument("--cfg-context", type=float, help="override the bundle's context guidance")
     em.add_argument("--cfg-clap", type=float, help="override the bundle's CLAP guidance")
+    em.add_argument("--harmony", type=float,
+                    help="override the bundle's harmony guidance (0 = off)")
     em.add_argument("--no-text-prior", action="store_true",
                     help="give the model the prompt's raw text embedding")
     em.add_argument("--no-beat-grid", action="store_true",
@@ -84,7 +86,8 @@ def run_model(args: argparse.Namespace) -> int:
     summary = evaluate_model(args.model, data=args.data, out=args.out, limit=args.limit,
                              steps=args.steps, contexts=args.contexts, targets=args.targets,
                              takes=args.takes, cfg_context=args.cfg_context,
-                             cfg_clap=args.cfg_clap, seconds=args.seconds,
+                             cfg_clap=args.cfg_clap, harmony=args.harmony,
+                             seconds=args.seconds,
                              generated=args.generated, beat_grid=not args.no_beat_grid,
                              text_prior=False if args.no_text_prior else None)
     print(json.dumps(summary, indent=1))

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from engine.diffusion.edm import Denoiser, EDMPrecond
+from engine.models.probe import CHROMA_ROWS, DRUM_ROW
 
 # ----------------------------------------------------------------------------- guidance
 
@@ -121,19 +122,25 @@ def harmony_guided(denoiser: Denoiser, probe: torch.nn.Module, sounding: torch.T
     read-out, in the manner of guidance-gradient music production (seed 001).
 
     `probe` maps normalised latents (B, C, F) to features whose first 12 rows are the stem's
-    chroma; `sounding` is (1 or B, 12, F) from `sounding_classes`. The step is the gradient
-    scaled to an RMS of `scale` per take (in units of the data's standard deviation) and
-    weighted by how far off the take is, so a take that already sits in the harmony is barely
-    moved. Only the probe is differentiated, never the diffusion network.
+    chroma and, if it has a 13th, how much the stem is a drum part (0-1); `sounding` is
+    (1 or B, 12, F) from `sounding_classes`. The step is the gradient scaled to an RMS of
+    `scale` per take (in units of the data's standard deviation), weighted by how far off the
+    take is, so a take that already sits in the harmony is barely moved, and by how little
+    it is a drum part, so drums are not tuned into pitched thumps. Only the probe is
+    differentiated, never the diffusion network.
     """
     def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         d = denoiser(x, sigma)
         with torch.inference_mode(False), torch.enable_grad():
             z = d.detach().clone().requires_grad_(True)
-            off = off_harmony(probe(z)[:, :12], sounding)
+            read = probe(z)
+            off = off_harmony(read[:, :CHROMA_ROWS], sounding)
             (grad,) = torch.autograd.grad(off.sum(), z)
+        weight = off.detach()
+        if read.shape[1] > DRUM_ROW:
+            weight = weight * (1.0 - read[:, DRUM_ROW].detach().mean(-1).clamp(0.0, 1.0))
         rms = grad.pow(2).mean(dim=(1, 2), keepdim=True).sqrt().clamp_min(1e-12)
-        step = (scale * off.detach()[:, None, None]) * grad / rms
+        step = (scale * weight[:, None, None]) * grad / rms
         # a take whose read-out overflowed is left as the network made it
         return d - torch.where(torch.isfinite(step), step, torch.zeros_like(step))
 

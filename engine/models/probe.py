@@ -1,13 +1,18 @@
-"""The feature probe: a stem's chroma and onsets read off its normalised latents.
+"""Feature probes: what a stem sounds like, read off its normalised latents.
 
 A small conv net, fitted once per training run on clean target latents against the stem's
-own features (`engine.diffusion.context_features`: 12 chroma rows, then the onsets) and then
-frozen. Training uses it for `feature_loss`; a bundle that ships it (`probe.safetensors`) can
-steer sampling towards the context's harmony with it (`engine.generation.procedures.
-harmony_guided`), because it is differentiable and costs next to nothing beside the U-Net.
+own features and then frozen. Two are fitted:
 
-File: `probe.safetensors`, `riffwright.kind` = "riffwright-feature-probe", config
-{latent_dim, feature_dim, heldout_score}; the width is read off the weights.
+- the feature probe (`probe.safetensors` in the run folder): 12 chroma rows, then the onsets
+  (`engine.diffusion.context_features`), for the training's `feature_loss`;
+- the harmony probe (`harmony_probe.safetensors`, shipped in the bundle): the pitch classes of
+  the stem's low register (12 rows, `context_features.bass_features`) and, in a 13th row, how
+  much the stem is a drum part. Harmony guidance (`engine.generation.procedures.
+  harmony_guided`) steers sampling with it, because it is differentiable and costs next to
+  nothing beside the U-Net; the drum row lets it leave drums alone.
+
+Both files: `riffwright.kind` = "riffwright-feature-probe", config {latent_dim, feature_dim,
+heldout_score}; the width is read off the weights.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from engine.weights import load_into, read_checkpoint
 
 KIND = "riffwright-feature-probe"
 CHROMA_ROWS = 12  # the first rows of its output are the chroma
+DRUM_ROW = 12  # a harmony probe's row after them: how much the stem is a drum part
 
 
 class FeatureProbe(torch.nn.Module):

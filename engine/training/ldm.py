@@ -436,27 +436,37 @@ def train_feature_probe(out: Path, mean: torch.Tensor, std: torch.Tensor, dim: i
 def train_harmony_probe(out: Path, mean: torch.Tensor, std: torch.Tensor, steps: int,
                         frames: int = 64, batch: int = 32, seed: int = 0,
                         log=print) -> FeatureProbe:
-    """Fit (or load) `out/harmony_probe.safetensors`: the pitch classes of a stem's low
-    register (`context_features.bass_features`) from its clean latents. The exported bundle
-    ships it for harmony guidance (`engine.generation.procedures.harmony_guided`)."""
+    """Fit (or load) `out/harmony_probe.safetensors`: from a stem's clean latents, the pitch
+    classes of its low register (`context_features.bass_features`) and, in one more row,
+    whether it is a drum part (1) or not (0). The exported bundle ships it for harmony
+    guidance (`engine.generation.procedures.harmony_guided`), which leaves drums alone."""
+    def drums(sample: dict, n: int) -> np.ndarray:
+        return np.full((1, n), float(sample.get("family") == "drums"), np.float32)
+
     return _train_probe(out, BASS_FEATURES, HARMONY_PROBE_FILE, "harmony probe", mean, std,
-                        BASS_DIM, steps, frames, batch, seed, log)
+                        BASS_DIM, steps, frames, batch, seed, log, extra=(1, drums))
 
 
 def _train_probe(out: Path, folder: str, file: str, what: str, mean: torch.Tensor,
                  std: torch.Tensor, dim: int, steps: int, frames: int, batch: int, seed: int,
-                 log) -> FeatureProbe:
+                 log, extra: tuple | None = None) -> FeatureProbe:
     """Fit (or load) `out/file`, a probe from clean target latents to their features in
-    `out/folder`; log the share of held-out feature variance it explains (R²)."""
+    `out/folder` (and `extra` = (rows, fn(sample, frames) -> rows x frames) more rows after
+    them); log the share of held-out feature variance it explains (R²)."""
     windows = ContextFeatureWindows(out / folder, dim)
+
+    def target(p: dict) -> np.ndarray:
+        f = windows.window(p, frames, "target")
+        return f if extra is None else np.concatenate([f, extra[1](p, frames)])
 
     def draw(pairs, n, rng):
         ps, z = _target_latents(pairs, n, mean, std)
-        return z, torch.from_numpy(np.stack([windows.window(p, frames, "target") for p in ps]))
+        return z, torch.from_numpy(np.stack([target(p) for p in ps]))
 
     def r2(pred, f):
         return 1 - ((pred - f) ** 2).sum() / ((f - f.mean((0, 2), keepdim=True)) ** 2).sum()
 
+    dim += extra[0] if extra else 0
     probe, value = _fit_probe(out / file, FeatureProbe(int(mean.shape[1]), dim),
                               out, frames, draw, torch.nn.functional.mse_loss, r2, steps, batch,
                               seed, {"latent_dim": int(mean.shape[1]), "feature_dim": dim})
