@@ -40,6 +40,7 @@ class ModelInfo:
     defaults: dict = field(default_factory=dict)  # the bundle's guidance and steps
     text_prior: bool = False  # the bundle has a text prior
     harmony: bool = False  # the bundle has a harmony probe (harmony guidance)
+    rhythm: bool = False  # and a rhythm probe (rhythm guidance)
 
 
 def list_models() -> list[dict]:
@@ -210,7 +211,7 @@ class EngineBridge(QObject):
         if isinstance(msg, service.Ready):
             self.loading = False
             self.generator = ModelInfo(msg.name, msg.device, msg.path, dict(msg.defaults),
-                                       msg.text_prior, msg.harmony)
+                                       msg.text_prior, msg.harmony, msg.rhythm)
             self.model_path = msg.path
             self.sig_model_ready.emit(msg.name, msg.device)
         elif isinstance(msg, service.LoadFailed):

@@ -121,9 +121,9 @@ class SessionController:
         self.stack = stack
         # guidance/steps of the loaded model, adopted by recipes that still hold the old ones
         self.model_defaults = {k: getattr(DEFAULT_RECIPE, k) for k in MODEL_DEFAULT_KEYS}
-        # whether the loaded model can steer towards the harmony (a session's setting stays
-        # in its recipe and waits for such a model)
-        self.harmony_available = False
+        # whether the loaded model can steer towards the harmony and the onsets (a session's
+        # settings stay in its recipe and wait for such a model)
+        self.harmony_available = self.rhythm_available = False
 
     def bind(self, session: Session, stack: UndoStack) -> None:
         self.session, self.stack = session, stack
@@ -345,6 +345,7 @@ class SessionController:
             "cfg_context": recipe.cfg_context,
             "cfg_clap": recipe.cfg_clap,
             "harmony": recipe.harmony if self.harmony_available else 0.0,
+            "rhythm": recipe.rhythm if self.rhythm_available else 0.0,
             "steps": recipe.steps,
             "seed": recipe.seed,
             "takes": recipe.takes,
@@ -746,10 +747,9 @@ def _seed_line(prov, par, app, action) -> str:
 
 
 def _guidance_line(prov, par, app, action) -> str:
-    harmony = par.get("harmony") or 0
+    steer = "".join(f", {k} {_fmt_num(par[k])}" for k in ("harmony", "rhythm") if par.get(k))
     return (f"Guidance: context {_fmt_num(par.get('cfg_context'))}, prompt "
-            f"{_fmt_num(par.get('cfg_clap'))}"
-            f"{f', harmony {_fmt_num(harmony)}' if harmony else ''}; {par.get('steps')} steps "
+            f"{_fmt_num(par.get('cfg_clap'))}{steer}; {par.get('steps')} steps "
             f"({par.get('sampler', 'heun')})")
 
 
@@ -796,7 +796,8 @@ _SOURCE_INPUTS = {"variation": ("--variation-of", "variation_of", "source.wav"),
 # (None: every mode); the flags are the parameter table's (engine.params)
 _PARAM_OPTIONS = (("duration", ("single", "continue", None)), ("loop", None),
                   ("strength", ("variation", "regenerate")), ("cfg_context", None),
-                  ("cfg_clap", None), ("harmony", None), ("steps", None))
+                  ("cfg_clap", None), ("harmony", None), ("rhythm", None),
+                  ("steps", None))
 
 
 def _file_of(inputs: dict, name: str, fallback: str) -> str:

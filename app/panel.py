@@ -34,8 +34,9 @@ from engine.document.recipe import Recipe
 from engine.params import PARAMS
 
 HARMONY_TIP = ("Harmony guidance: steer the notes towards the pitch classes the context "
-               "plays (0 = off). It helps a bass sit in the chords; it does not place notes "
-               "on the beat")
+               "plays (0 = off). It helps a bass sit in the chords; drums are left alone")
+RHYTHM_TIP = ("Rhythm guidance: steer the part's note starts towards the context's onsets "
+              "(0 = off); drums are left alone")
 
 
 def _set_range(spin: QSpinBox | QDoubleSpinBox, name: str) -> None:
@@ -167,7 +168,9 @@ class GuidancePanel(QWidget):
                                      "How strongly to follow the prompt/reference (w_clap)")
         self.harmony = self._slider(g, "Harmony", 0.1, DEFAULT_RECIPE.harmony, "harmony",
                                     HARMONY_TIP)
-        self.set_harmony_available(False)
+        self.rhythm = self._slider(g, "Rhythm", 0.1, DEFAULT_RECIPE.rhythm, "rhythm",
+                                   RHYTHM_TIP)
+        self.set_guidance_available(False, False)
         form = QFormLayout()
         form.setLabelAlignment(Qt.AlignLeft)
         self.steps = QSpinBox()
@@ -304,6 +307,7 @@ class GuidancePanel(QWidget):
             cfg_context=self.cfg_context.value(),
             cfg_clap=self.cfg_clap.value(),
             harmony=self.harmony.value(),
+            rhythm=self.rhythm.value(),
             steps=self.steps.value(),
             seed=self.seed.value(),
             seed_locked=self.seed_lock.isChecked(),
@@ -327,8 +331,8 @@ class GuidancePanel(QWidget):
                 c.setPosition(min(cur, len(r.prompt)))
                 self.prompt.setTextCursor(c)
             self.reference.setCurrentIndex(max(0, self.reference.findData(r.reference_track)))
-            for key in ("mix", "cfg_context", "cfg_clap", "harmony", "stereo_width",
-                        "loop_frac", "strength"):
+            for key in ("mix", "cfg_context", "cfg_clap", "harmony", "rhythm",
+                        "stereo_width", "loop_frac", "strength"):
                 getattr(self, key).set_value(getattr(r, key))
             self.steps.setValue(r.steps)
             self.seed.setValue(r.seed)
@@ -369,12 +373,17 @@ class GuidancePanel(QWidget):
         self.device.setText(text)
         self.device.setStyleSheet("" if ok else "background: #8b919b;")
 
-    def set_harmony_available(self, available: bool) -> None:
-        """The loaded model has a harmony probe (harmony guidance) or not."""
-        self.harmony.setEnabled(available)
-        self.harmony.setToolTip(HARMONY_TIP if available else
+    def set_guidance_available(self, harmony: bool, rhythm: bool) -> None:
+        """Whether the loaded model can steer towards the context's harmony (a harmony
+        probe) and onsets (a rhythm probe too); a slider it cannot use is greyed out."""
+        self.harmony.setEnabled(harmony)
+        self.harmony.setToolTip(HARMONY_TIP if harmony else
                                 "This model cannot steer its notes towards the context's "
                                 "harmony (it has no harmony probe)")
+        self.rhythm.setEnabled(rhythm)
+        self.rhythm.setToolTip(RHYTHM_TIP if rhythm else
+                               "This model cannot steer its onsets towards the context's "
+                               "(it has no rhythm probe)")
 
     def set_text_prior_available(self, available: bool) -> None:
         """The loaded model has a text prior (engine.models.conditioning.prior) or not."""

@@ -317,8 +317,10 @@ class MainWindow(QMainWindow):
     def _model_ready(self, name: str, device: str) -> None:
         info = self.bridge.generator
         self.panel.set_text_prior_available(bool(info and info.text_prior))
-        self.panel.set_harmony_available(bool(info and info.harmony))
+        self.panel.set_guidance_available(bool(info and info.harmony),
+                                          bool(info and info.rhythm))
         self.ctl.harmony_available = bool(info and info.harmony)
+        self.ctl.rhythm_available = bool(info and info.rhythm)
         self.device_status.setText(f"model: {name}")
         self.panel.set_device(device, True)
         self.panel.set_models(list_models(), self.bridge.model_path, name)
@@ -327,8 +329,8 @@ class MainWindow(QMainWindow):
     def _model_failed(self, msg: str) -> None:
         self.device_status.setText("model: not loaded")
         self.panel.set_text_prior_available(False)
-        self.panel.set_harmony_available(False)
-        self.ctl.harmony_available = False
+        self.panel.set_guidance_available(False, False)
+        self.ctl.harmony_available = self.ctl.rhythm_available = False
         self.panel.set_device("no model", False)
         self.message(msg)
 

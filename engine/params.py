@@ -76,6 +76,9 @@ _TABLE = (
     Param("harmony", float, 0.0, "harmony guidance: steer the notes towards the pitch classes "
           "the context sounds (needs a model with a harmony probe; 0 = off)", 0.0, 5.0,
           bundle=True),
+    Param("rhythm", float, 0.0, "rhythm guidance: steer the part's onsets towards the "
+          "context's (needs a model with harmony and rhythm probes; drums are left alone; "
+          "0 = off)", 0.0, 5.0, bundle=True),
     Param("sampler", str, "heun", "ODE sampler", choices=("heun", "euler"), bundle=True),
     Param("stereo_width", float, 0.4, "pseudo-stereo width, 0 = mono, 1 = widest", 0.0, 1.0,
           bundle=True, label="stereo width"),

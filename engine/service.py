@@ -43,7 +43,7 @@ PROGRESS_INTERVAL_S = 0.05  # progress events at most 20 per second (the GUI red
 WATCH_INTERVAL_S = 0.25  # how often the engine looks for a dead GUI process
 EXIT_PARENT_GONE = 3  # exit status when the engine quits because the GUI process died
 # the bundle's own defaults the panel adopts when a model loads (guidance suits each model)
-MODEL_DEFAULT_KEYS = ("cfg_context", "cfg_clap", "harmony", "steps")
+MODEL_DEFAULT_KEYS = ("cfg_context", "cfg_clap", "harmony", "rhythm", "steps")
 
 
 # ---- plain data
@@ -136,7 +136,8 @@ class Quit:
 class Ready:
     """The model is loaded: its name, the device label ("CPU", "CUDA", "MPS"), its folder,
     the bundle's guidance defaults (`MODEL_DEFAULT_KEYS`), whether it has a text prior and
-    whether it can steer towards the context's harmony (a harmony probe)."""
+    whether it can steer towards the context's harmony (a harmony probe) and onsets (that and
+    a rhythm probe)."""
 
     name: str
     device: str
@@ -144,6 +145,7 @@ class Ready:
     defaults: dict
     text_prior: bool
     harmony: bool = False
+    rhythm: bool = False
 
 
 @dataclass(frozen=True)
@@ -256,7 +258,8 @@ def ready_event(generator) -> Ready:
     b = generator.bundle
     defaults = {k: b.defaults[k] for k in MODEL_DEFAULT_KEYS if k in b.defaults}
     return Ready(b.name, device_label(generator.device), str(b.path), defaults,
-                 b.prior is not None, b.harmony_probe is not None)
+                 b.prior is not None, b.harmony_probe is not None,
+                 b.harmony_probe is not None and b.rhythm_probe is not None)
 
 
 def drive_job(job_id: int, start, cancel, emit) -> None:

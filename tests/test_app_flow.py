@@ -403,15 +403,20 @@ def test_the_loaded_model_brings_its_guidance(qtbot, win):
     assert win.panel.text_prior.isEnabled()
     win.panel.text_prior.setChecked(False)
     assert win.session.recipe.text_prior is False and not win.panel.recipe().text_prior
-    # nor a harmony probe: its slider is greyed out, and a session's harmony is not sent
+    # nor guidance probes: their sliders are greyed out, and a session's settings not sent
     assert win.bridge.generator.harmony is False and not win.ctl.harmony_available
+    assert win.bridge.generator.rhythm is False and not win.ctl.rhythm_available
     assert not win.panel.harmony.isEnabled() and "no harmony probe" in win.panel.harmony.toolTip()
+    assert not win.panel.rhythm.isEnabled() and "no rhythm probe" in win.panel.rhythm.toolTip()
     win.ctl.set_recipe_value("harmony", 3.0)
-    assert win.ctl.build_job("generate", win.ctl.recipe).request["harmony"] == 0.0
-    win.panel.set_harmony_available(True)
-    win.ctl.harmony_available = True
-    assert win.panel.harmony.isEnabled()
-    assert win.ctl.build_job("generate", win.ctl.recipe).request["harmony"] == 3.0
+    win.ctl.set_recipe_value("rhythm", 2.0)
+    req = win.ctl.build_job("generate", win.ctl.recipe).request
+    assert req["harmony"] == 0.0 and req["rhythm"] == 0.0
+    win.panel.set_guidance_available(True, True)
+    win.ctl.harmony_available = win.ctl.rhythm_available = True
+    assert win.panel.harmony.isEnabled() and win.panel.rhythm.isEnabled()
+    req = win.ctl.build_job("generate", win.ctl.recipe).request
+    assert req["harmony"] == 3.0 and req["rhythm"] == 2.0
 
 
 def test_recipes_adopt_a_model_default_unless_set_by_hand(qtbot, win_nomodel):

@@ -140,10 +140,37 @@ def test_a_harmony_probe_loads_and_a_wrong_one_is_named(tiny, tmp_path):
     assert gen.resolve(GenerationRequest(duration=1.0)).harmony == 0.0
     assert gen.resolve(GenerationRequest(context=ctx)).harmony == 1.5
     for kw, why in (({"latent_dim": 32}, "reads 32-channel latents"),
-                    ({"feature_dim": 4}, "fewer than the 12 chroma rows"),
+                    ({"feature_dim": 4}, "fewer than the 12 rows"),
                     ({"file": "../harmony_probe.safetensors"}, "inside")):
         with pytest.raises(BundleError, match=why):
             load_bundle(_with_probe(copy(tiny, tmp_path / str(len(why))), **kw))
+
+
+def test_rhythm_guidance_needs_both_probes(tiny, tmp_path):
+    from engine.errors import RequestError
+    from engine.generation.driver import Generator
+    from engine.generation.request import GenerationRequest
+    from engine.models.probe import FeatureProbe, save_probe
+
+    ctx = torch.zeros(1, 48000).numpy()
+    b = _with_probe(copy(tiny, tmp_path))  # a harmony probe, no rhythm probe
+    gen = Generator(load_bundle(b))
+    with pytest.raises(RequestError, match="lacks the probes rhythm guidance needs"):
+        gen.resolve(GenerationRequest(context=ctx, rhythm=1.0))
+    m = json.loads((b / "bundle.json").read_text())
+    m["defaults"]["rhythm"] = 2.0
+    (b / "bundle.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="needs a harmony and a rhythm probe"):
+        load_bundle(b)
+    save_probe(FeatureProbe(64, 12, width=8), b / "rhythm_probe.safetensors")
+    m["rhythm_probe"] = {"file": "rhythm_probe.safetensors"}
+    (b / "bundle.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="fewer than the 16 rows"):
+        load_bundle(b)  # a rhythm probe must give the onset rows
+    save_probe(FeatureProbe(64, 16, width=8), b / "rhythm_probe.safetensors")
+    gen = Generator(load_bundle(b))
+    assert gen.resolve(GenerationRequest(context=ctx)).rhythm == 2.0
+    assert gen.resolve(GenerationRequest(duration=1.0)).rhythm == 0.0
 
 
 def test_harmony_guidance_without_a_probe_is_a_clear_error(tiny, tmp_path):

@@ -11,11 +11,15 @@ from engine.generation.procedures import (
     guided,
     harmony_guided,
     inpaint_hook,
+    off_beat,
+    onset_places,
+    quarter_frames,
     loop_hook,
     off_harmony,
     plan_windows,
     randn_per_take,
     region_frames,
+    rhythm_guided,
     sounding_classes,
     splice,
     tile_period,
@@ -278,3 +282,45 @@ def test_harmony_guidance_leaves_what_the_probe_hears_as_drums_alone():
     half = harmony_guided(identity, _WithDrumRow(0.5), snd, scale=0.5)(x, torch.ones(1))
     assert not torch.equal(pitched, x) and torch.equal(drums, x)
     torch.testing.assert_close(half - x, 0.5 * (pitched - x))
+
+
+def test_onset_places_mark_strong_context_onsets_and_their_neighbours():
+    on = torch.full((1, 4, 3), 0.45)  # ordinary quarter frames
+    on[0, 1, 1] = 1.5  # a strong onset in the second quarter of frame 1: place 5
+    p = onset_places(on)
+    assert p.shape == (1, 1, 12)
+    assert torch.equal(p[0, 0, 3:8], torch.ones(5)) and p[0, 0, :3].sum() == 0
+    assert p[0, 0, 8:].sum() == 0
+    assert abs(float(off_beat(torch.ones(1, 1, 12), p)) - 7 / 12) < 1e-3
+
+
+class _OnsetReadout(torch.nn.Module):
+    """A stand-in feature probe: rows 12-15 (the onsets) are the exponential of latent
+    channels 12-15."""
+
+    def forward(self, z):
+        return torch.cat([z[:, :12], z[:, 12:16].exp()], dim=1)
+
+
+def test_rhythm_guidance_moves_onsets_to_the_context_and_leaves_drums_alone():
+    ctx = torch.full((1, 4, 8), 0.45)
+    ctx[0, 0, ::2] = 2.0  # the context starts a note on every other frame
+    places = onset_places(ctx)
+    x = torch.full((1, 16, 8), -6.0)
+    x[:, 12, 1::2] = 1.0  # the take's onsets fall on the frames between
+
+    def identity(x, sigma):
+        return x
+
+    probe = _OnsetReadout()
+
+    def off(z):
+        return float(off_beat(quarter_frames(probe(z)[:, 12:16]), places))
+
+    d = x
+    with torch.inference_mode():
+        for _ in range(10):
+            d = rhythm_guided(identity, probe, _WithDrumRow(0.0), places, 0.5)(d, torch.ones(1))
+    assert off(x) > 0.9 and off(d) < off(x) - 0.3
+    drums = rhythm_guided(identity, probe, _WithDrumRow(1.0), places, 0.5)(x, torch.ones(1))
+    assert torch.equal(drums, x)

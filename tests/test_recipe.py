@@ -19,7 +19,7 @@ OLD_KEYS = {"prompt", "reference_track", "reference_file", "mix", "cfg_context",
             "steps", "stereo_width", "loop_n", "loop_frac", "strength", "duration", "seed",
             "seed_locked", "takes", "text_prior"}
 # keys added since, which an older session.json lacks (they take their defaults)
-NEW_KEYS = {"harmony"}
+NEW_KEYS = {"harmony", "rhythm"}
 
 
 def test_every_generation_field_comes_from_the_parameter_table():
@@ -32,10 +32,11 @@ def test_every_generation_field_comes_from_the_parameter_table():
                                               PARAMS["cfg_context"].default, PARAMS["mix"].default)
 
 
-def test_a_recipe_saved_before_harmony_guidance_loads_with_it_off():
+def test_a_recipe_saved_before_harmony_and_rhythm_guidance_loads_with_them_off():
     old = {k: v for k, v in Recipe(cfg_context=7.0).to_dict().items() if k in OLD_KEYS}
     r = Recipe.from_dict(old)
     assert r.harmony == PARAMS["harmony"].default == 0.0 and r.cfg_context == 7.0
+    assert r.rhythm == PARAMS["rhythm"].default == 0.0
 
 
 def test_in_code_a_recipe_is_strict_and_frozen():

@@ -193,6 +193,9 @@ def test_context_features_extend_a_trained_model(setup, capsys):
     assert b.harmony_probe is not None and probe_meta["feature_dim"] == BASS_DIM + 1
     assert tensors["net.0.weight"].dtype == torch.float16
     assert load_bundle(base).harmony_probe is None
+    # the feature probe goes with it, for rhythm guidance
+    assert read_checkpoint(out / "rhythm_probe.safetensors")[2]["feature_dim"] == FEATURE_DIM
+    assert b.rhythm_probe is not None and load_bundle(base).rhythm_probe is None
     # the guidance reads the probe at every network call, and only when asked to (a stand-in
     # probe counts; this untrained CAE decodes any latents to the same near-silence)
     b.harmony_probe = _CountingChroma()
@@ -202,6 +205,9 @@ def test_context_features_extend_a_trained_model(setup, capsys):
     assert b.harmony_probe.calls == 3  # two Heun steps: three network calls
     assert np.isfinite(steered.audio).all()
     assert steered.provenance["parameters"]["harmony"] == 2.0
+    b.rhythm_probe = _CountingChroma()
+    run_to_end(Generator(b).run(replace(req, rhythm=1.0)))
+    assert b.rhythm_probe.calls == 3 and b.harmony_probe.calls == 6  # which parts are drums
     with pytest.raises(Exception, match="with context features"):
         train_ldm(data, root / "feat", bundle, cfg(steps=4), device="cpu")
     # a model without features cannot continue a run that has them

@@ -11,7 +11,9 @@ my-bundle/
   prior.safetensors      optional: the text prior, audio embeddings of the training stems
                          that text prompts are mapped onto (engine.models.conditioning.prior)
   harmony_probe.safetensors  optional: a probe that reads the low register's pitch classes
-                         off latents, for harmony guidance (engine.models.probe)
+                         (and whether a stem is drums) off latents, for harmony guidance
+  rhythm_probe.safetensors   optional: a probe that reads a stem's onsets off latents, for
+                         rhythm guidance (both: engine.models.probe)
   MODEL_CARD.md          optional: data, training, figures, limits
 ```
 
@@ -55,7 +57,7 @@ from engine.weights import load_into, read_checkpoint, save_module, sha256_file
 
 FORMAT_VERSION = 1
 MANIFEST = "bundle.json"
-OPTIONAL_SECTIONS = ("prior", "harmony_probe")  # optional files, each a section {"file": name}
+OPTIONAL_SECTIONS = ("prior", "harmony_probe", "rhythm_probe")  # optional files, each a section {"file": name}
 # what a new bundle's `defaults` hold: every parameter a bundle may set (engine.params)
 DEFAULT_PARAMETERS = bundle_default_values()
 
@@ -323,6 +325,7 @@ class Bundle:
     latent_std: Any = field(repr=False)
     prior: Any = field(default=None, repr=False)  # engine.models.conditioning.prior.TextPrior
     harmony_probe: Any = field(default=None, repr=False)  # engine.models.probe.FeatureProbe
+    rhythm_probe: Any = field(default=None, repr=False)  # engine.models.probe.FeatureProbe
 
     @property
     def name(self) -> str:
@@ -427,6 +430,27 @@ def _load_prior(spec: dict | None, root: Path, conditioner, device):
     return prior
 
 
+def _load_probes(m: dict, root: Path, device) -> tuple:
+    """(harmony probe, rhythm probe), each None where the bundle has none; a default that
+    needs a missing probe is an error. Rhythm guidance needs both (the harmony probe says
+    what is a drum part)."""
+    from engine.models.probe import ONSET_ROWS_END, load_probe
+
+    dim = m["latent"]["dim"]
+    harmony = rhythm = None
+    if "harmony_probe" in m:
+        harmony = load_probe(root / m["harmony_probe"]["file"], dim, device)
+    if "rhythm_probe" in m:
+        rhythm = load_probe(root / m["rhythm_probe"]["file"], dim, device, ONSET_ROWS_END)
+    if harmony is None and float(m["defaults"].get("harmony", 0.0)) > 0:
+        raise BundleError(f"{root}: the default harmony guidance needs a harmony probe, and "
+                          "the bundle has none")
+    if (harmony is None or rhythm is None) and float(m["defaults"].get("rhythm", 0.0)) > 0:
+        raise BundleError(f"{root}: the default rhythm guidance needs a harmony and a rhythm "
+                          "probe, and the bundle lacks one")
+    return harmony, rhythm
+
+
 def load_bundle(path: str | os.PathLike | None = None, device: Any = "cpu") -> Bundle:
     """Load a bundle onto `device`, checking every shape against its config.
 
@@ -485,14 +509,7 @@ def _load_bundle(root: Path, device: Any) -> Bundle:
     mean = torch.tensor(lat["mean"], dtype=torch.float32, device=device).reshape(1, -1, 1)
     std = torch.tensor(lat["std"], dtype=torch.float32, device=device).reshape(1, -1, 1)
     prior = _load_prior(m.get("prior"), root, conditioner, device)
-    probe = None
-    if "harmony_probe" in m:
-        from engine.models.probe import load_probe
-
-        probe = load_probe(root / m["harmony_probe"]["file"], lat["dim"], device)
-    elif float(m["defaults"].get("harmony", 0.0)) > 0:
-        raise BundleError(f"{root}: the default harmony guidance needs a harmony probe, and "
-                          "the bundle has none")
+    probes = _load_probes(m, root, device)
     digests = {}  # the loaders hashed their external checkpoints already
     for section, obj in (("cae", cae), ("conditioner", conditioner)):
         refs = external_checkpoints(root, {section: m[section]})
@@ -500,7 +517,7 @@ def _load_bundle(root: Path, device: Any) -> Bundle:
         if refs and isinstance(digest, str) and len(digest) == 64:
             digests[str(refs[0].resolve())] = digest
     return Bundle(root, m, cae, conditioner, precond, device, bundle_hash(root, digests),
-                  mean, std, prior, probe)
+                  mean, std, prior, *probes)
 
 
 def write_manifest(path: str | os.PathLike, manifest: dict) -> None:

@@ -44,6 +44,8 @@ def add_parser(sub, parser_class) -> None:
     em.add_argument("--cfg-clap", type=float, help="override the bundle's CLAP guidance")
     em.add_argument("--harmony", type=float,
                     help="override the bundle's harmony guidance (0 = off)")
+    em.add_argument("--rhythm", type=float,
+                    help="override the bundle's rhythm guidance (0 = off)")
     em.add_argument("--no-text-prior", action="store_true",
                     help="give the model the prompt's raw text embedding")
     em.add_argument("--no-beat-grid", action="store_true",
@@ -87,6 +89,7 @@ def run_model(args: argparse.Namespace) -> int:
                              steps=args.steps, contexts=args.contexts, targets=args.targets,
                              takes=args.takes, cfg_context=args.cfg_context,
                              cfg_clap=args.cfg_clap, harmony=args.harmony,
+                             rhythm=args.rhythm,
                              seconds=args.seconds,
                              generated=args.generated, beat_grid=not args.no_beat_grid,
                              text_prior=False if args.no_text_prior else None)

@@ -73,6 +73,7 @@ def add_generation_arguments(p: argparse.ArgumentParser, arrange: bool = False) 
     param_flag(p, "cfg_context", "W")
     param_flag(p, "cfg_clap", "W")
     param_flag(p, "harmony", "H")
+    param_flag(p, "rhythm", "R")
     p.add_argument("--no-text-prior", action="store_true",
                    help="give the model the prompt's raw text embedding, not the text "
                         "prior's (default: the text prior when the bundle has one)")

@@ -46,6 +46,7 @@ class Recipe:
     cfg_context: float = _default("cfg_context")
     cfg_clap: float = _default("cfg_clap")
     harmony: float = _default("harmony")
+    rhythm: float = _default("rhythm")
     steps: int = _default("steps")
     stereo_width: float = _default("stereo_width")
     loop_n: int = _default("loop_n")

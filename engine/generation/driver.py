@@ -7,9 +7,10 @@ generator; either stops within one step and writes nothing.
 
 A run reads as plan (`plans.py`, one function per mode) -> encode -> condition -> sample ->
 decode and splice. Every procedure goes through one latent routine, `_sample_latents`,
-which composes the sampler with wrappers: guidance (and harmony guidance, with a bundle
-that ships a harmony probe) around the denoiser, inpainting and loop sampling around the
-step, windows for any length, a start from a noised latent for variations. See `engine.generation.procedures`.
+which composes the sampler with wrappers: guidance (and harmony and rhythm guidance, with a
+bundle that ships their probes) around the denoiser, inpainting and loop sampling around the
+step, windows for any length, a start from a noised latent for variations. See
+`engine.generation.procedures`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 
 from engine import __version__
-from engine.diffusion.context_features import CHROMA
+from engine.diffusion.context_features import CHROMA, FEATURE_DIM
 from engine.diffusion.edm import SAMPLERS, karras_sigmas, sigmas_from_strength
 from engine.errors import Cancelled, RequestError
 from engine.gain import apply_ceiling, ceiling_gain
@@ -36,8 +37,10 @@ from engine.generation.procedures import (
     inpaint_hook,
     loop_hook,
     match_bridge_level,
+    onset_places,
     plan_windows,
     randn_per_take,
+    rhythm_guided,
     sounding_classes,
     splice,
 )
@@ -144,6 +147,7 @@ class Generator:
             cfg_context=pick("cfg_context", req.cfg_context, d),
             cfg_clap=pick("cfg_clap", req.cfg_clap, d),
             harmony=self._harmony(req),
+            rhythm=self._rhythm(req),
             sampler=pick("sampler", req.sampler or None, d),
             s_churn=pick("s_churn", req.s_churn),
             seed=int(req.seed),
@@ -177,6 +181,15 @@ class Generator:
         if value > 0 and self.bundle.harmony_probe is None:
             raise RequestError(f"the model {self.bundle.name} has no harmony probe, which "
                                "harmony guidance needs: set harmony to 0")
+        return value if req.context is not None else 0.0
+
+    def _rhythm(self, req: GenerationRequest) -> float:
+        """The rhythm guidance this request runs with, as `_harmony` says; it needs both
+        probes (the harmony probe tells drums apart)."""
+        value = pick("rhythm", req.rhythm, self.bundle.defaults)
+        if value > 0 and (self.bundle.rhythm_probe is None or self.bundle.harmony_probe is None):
+            raise RequestError(f"the model {self.bundle.name} lacks the probes rhythm guidance "
+                               "needs: set rhythm to 0")
         return value if req.context is not None else 0.0
 
     def _uses_text_prior(self, req: GenerationRequest) -> bool:
@@ -257,16 +270,29 @@ class Generator:
         ctx = None if job.context is None else job.context[..., sl]
         denoiser = guided(self.bundle.precond, ctx, job.clap, job.r.cfg_context,
                           job.r.cfg_clap)
-        if job.r.harmony > 0 and ctx is not None:
-            chroma = ctx[:, self.bundle.manifest["latent"]["dim"]:][:, :CHROMA]
-            denoiser = harmony_guided(denoiser, self.bundle.harmony_probe, sounding_classes(chroma),
-                                      job.r.harmony)
+        denoiser = self._steer(denoiser, ctx, job.r)
         with torch.inference_mode():
             for step in SAMPLERS[job.r.sampler](denoiser, x, sigmas.to(dev), step_hook=hook,
                                                 s_churn=job.r.s_churn, generator=gens):
                 x = step.x
                 yield ticker.tick(step.denoised)
         out[..., sl] = x if hook is None else hook.finish(x)
+
+    def _steer(self, denoiser, ctx: torch.Tensor | None, r: ResolvedRequest):
+        """`denoiser` with harmony guidance, then rhythm guidance, where the request asks
+        for them (`procedures.harmony_guided`, `rhythm_guided`); both read the context's
+        features, which follow its latents."""
+        if ctx is None:
+            return denoiser
+        feats = ctx[:, self.bundle.manifest["latent"]["dim"]:]
+        if r.harmony > 0:
+            denoiser = harmony_guided(denoiser, self.bundle.harmony_probe,
+                                      sounding_classes(feats[:, :CHROMA]), r.harmony)
+        if r.rhythm > 0:
+            denoiser = rhythm_guided(denoiser, self.bundle.rhythm_probe,
+                                     self.bundle.harmony_probe,
+                                     onset_places(feats[:, CHROMA:FEATURE_DIM]), r.rhythm)
+        return denoiser
 
     def _window_known(self, job: Sampling, out: torch.Tensor, w, k: int, c: int
                       ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -4,6 +4,8 @@ None of these is a sampler of its own: each returns a denoiser, a step hook or a
 function that `engine.diffusion.edm`'s samplers and `engine.generation.driver` compose.
 
 - `guided`: two-scale classifier-free guidance, all branches in one batched forward pass.
+- `harmony_guided`, `rhythm_guided`: move the denoised estimate towards the context's pitch
+  classes / onsets, down the gradient of what a small probe reads off it (`steered`).
 - `inpaint_hook`: replace the kept frames by the known latents noised to the current σ.
 - `loop_hook`: make the window periodic (the first 1/n of the frames tiled over it) for the
   first fraction of the steps.
@@ -118,27 +120,86 @@ def off_harmony(chroma: torch.Tensor, sounding: torch.Tensor) -> torch.Tensor:
 def harmony_guided(denoiser: Denoiser, probe: torch.nn.Module, sounding: torch.Tensor,
                    scale: float) -> Denoiser:
     """A denoiser whose estimate is moved, at every call, down the gradient of `off_harmony`
-    of the chroma a feature probe reads off it: sampling-time guidance by a differentiable
-    read-out, in the manner of guidance-gradient music production (seed 001).
+    of the chroma a probe reads off it: sampling-time guidance by a differentiable read-out,
+    in the manner of guidance-gradient music production (seed 001).
 
     `probe` maps normalised latents (B, C, F) to features whose first 12 rows are the stem's
     chroma and, if it has a 13th, how much the stem is a drum part (0-1); `sounding` is
-    (1 or B, 12, F) from `sounding_classes`. The step is the gradient scaled to an RMS of
-    `scale` per take (in units of the data's standard deviation), weighted by how far off the
-    take is, so a take that already sits in the harmony is barely moved, and by how little
-    it is a drum part, so drums are not tuned into pitched thumps. Only the probe is
+    (1 or B, 12, F) from `sounding_classes`. See `steered` for the size of the step.
+    """
+    def objective(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        read = probe(z)
+        return off_harmony(read[:, :CHROMA_ROWS], sounding), _not_drums(read)
+
+    return steered(denoiser, objective, scale)
+
+
+# ----------------------------------------------------------------------------- rhythm guidance
+
+RHYTHM_SPREAD = 2  # quarter frames either side of a context onset that count (~±43 ms)
+ONSET_ROWS = slice(12, 16)  # the feature probe's rows for the four quarter-frame onsets
+
+
+def quarter_frames(onsets: torch.Tensor) -> torch.Tensor:
+    """(B, 4, F) onset strengths per quarter of each frame -> (B, 1, 4F) in time order."""
+    return onsets.transpose(1, 2).reshape(onsets.shape[0], 1, -1)
+
+
+def onset_places(context_onsets: torch.Tensor, spread: int = RHYTHM_SPREAD) -> torch.Tensor:
+    """(B, 1, 4F) how clearly the context has an onset near each quarter frame, in [0, 1].
+
+    `context_onsets` are the context's quarter-frame onset features (B, 4, F): log1p of the
+    spectral flux over its mean where the clip sounds, so about 0.45 is an ordinary quarter
+    frame. Under 0.6 counts as no onset, 1.2 (flux over twice the mean) or more fully; the
+    result is the most a place reaches within `spread` quarter frames."""
+    weight = ((quarter_frames(context_onsets) - 0.6) / 0.6).clamp(0.0, 1.0)
+    return torch.nn.functional.max_pool1d(weight, 2 * spread + 1, stride=1, padding=spread)
+
+
+def off_beat(onsets: torch.Tensor, places: torch.Tensor) -> torch.Tensor:
+    """(B,) the share of a stem's onset strength (B, 1, 4F; clamped at 0) that falls where the
+    context has no onset."""
+    onsets = onsets.clamp_min(0.0)
+    return (onsets * (1.0 - places)).sum((1, 2)) / (onsets.sum((1, 2)) + 1e-3)
+
+
+def rhythm_guided(denoiser: Denoiser, probe: torch.nn.Module, drum_probe: torch.nn.Module,
+                  places: torch.Tensor, scale: float) -> Denoiser:
+    """A denoiser whose estimate is moved down the gradient of `off_beat` of the onsets
+    `probe` reads off it (its rows `ONSET_ROWS`: the training's feature probe), so the part
+    starts its notes where the context starts its own. `drum_probe` (the harmony probe) says
+    how much the take is a drum part: drums, which follow the context's onsets already, are
+    left alone. `places` is (1 or B, 1, 4F) from `onset_places`."""
+    def objective(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return off_beat(quarter_frames(probe(z)[:, ONSET_ROWS]), places), \
+            _not_drums(drum_probe(z))
+
+    return steered(denoiser, objective, scale)
+
+
+def _not_drums(read: torch.Tensor) -> torch.Tensor:
+    """(B,) 1 - how much a probe with a drum row hears a drum part (1 without the row)."""
+    if read.shape[1] <= DRUM_ROW:
+        return read.new_ones(read.shape[0])
+    return 1.0 - read[:, DRUM_ROW].detach().mean(-1).clamp(0.0, 1.0)
+
+
+def steered(denoiser: Denoiser, objective, scale: float) -> Denoiser:
+    """A denoiser whose estimate D is moved, at every call, down the gradient of a read-out.
+
+    `objective(z)` gives (B,) the share of the take that is off (differentiable in z) and (B,)
+    how much the guidance may act on it. The step is the gradient scaled to an RMS of `scale`
+    per take (in units of the data's standard deviation), times how far off the take is (one
+    that already fits is barely moved) and how much it may act. Only the read-out is
     differentiated, never the diffusion network.
     """
     def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         d = denoiser(x, sigma)
         with torch.inference_mode(False), torch.enable_grad():
             z = d.detach().clone().requires_grad_(True)
-            read = probe(z)
-            off = off_harmony(read[:, :CHROMA_ROWS], sounding)
+            off, may = objective(z)
             (grad,) = torch.autograd.grad(off.sum(), z)
-        weight = off.detach()
-        if read.shape[1] > DRUM_ROW:
-            weight = weight * (1.0 - read[:, DRUM_ROW].detach().mean(-1).clamp(0.0, 1.0))
+        weight = off.detach() * may.detach()
         rms = grad.pow(2).mean(dim=(1, 2), keepdim=True).sqrt().clamp_min(1e-12)
         step = (scale * weight[:, None, None]) * grad / rms
         # a take whose read-out overflowed is left as the network made it

@@ -42,6 +42,7 @@ class GenerationRequest:
     cfg_context: float | None = None
     cfg_clap: float | None = None
     harmony: float | None = None  # harmony guidance (None: the bundle's default)
+    rhythm: float | None = None  # rhythm guidance (None: the bundle's default)
     steps: int | None = None
     seed: int = 0
     takes: int = 1
@@ -152,6 +153,7 @@ class ResolvedRequest:
     cfg_context: float
     cfg_clap: float
     harmony: float
+    rhythm: float
     sampler: str
     s_churn: float
     seed: int

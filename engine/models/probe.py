@@ -4,7 +4,9 @@ A small conv net, fitted once per training run on clean target latents against t
 own features and then frozen. Two are fitted:
 
 - the feature probe (`probe.safetensors` in the run folder): 12 chroma rows, then the onsets
-  (`engine.diffusion.context_features`), for the training's `feature_loss`;
+  of the four quarters of each frame (`engine.diffusion.context_features`), for the
+  training's `feature_loss`; shipped as `rhythm_probe.safetensors`, rhythm guidance
+  (`rhythm_guided`) reads its onset rows;
 - the harmony probe (`harmony_probe.safetensors`, shipped in the bundle): the pitch classes of
   the stem's low register (12 rows, `context_features.bass_features`) and, in a 13th row, how
   much the stem is a drum part. Harmony guidance (`engine.generation.procedures.
@@ -27,6 +29,7 @@ from engine.weights import load_into, read_checkpoint
 KIND = "riffwright-feature-probe"
 CHROMA_ROWS = 12  # the first rows of its output are the chroma
 DRUM_ROW = 12  # a harmony probe's row after them: how much the stem is a drum part
+ONSET_ROWS_END = 16  # a feature probe's rows 12-15: the onsets of the four quarter frames
 
 
 class FeatureProbe(torch.nn.Module):
@@ -46,8 +49,10 @@ class FeatureProbe(torch.nn.Module):
         return self.net(z)
 
 
-def load_probe(path: str | Path, latent_dim: int, device="cpu") -> FeatureProbe:
-    """Read a `probe.safetensors` for latents of `latent_dim` channels, frozen, in eval mode."""
+def load_probe(path: str | Path, latent_dim: int, device="cpu",
+               rows: int = CHROMA_ROWS) -> FeatureProbe:
+    """Read a probe for latents of `latent_dim` channels that gives at least `rows` rows,
+    frozen, in eval mode."""
     name = Path(path).name
     tensors, _, config = read_checkpoint(path, expected_kind=KIND)
     try:
@@ -58,9 +63,9 @@ def load_probe(path: str | Path, latent_dim: int, device="cpu") -> FeatureProbe:
     if dims[0] != latent_dim:
         raise BundleError(f"{name} reads {dims[0]}-channel latents, the model makes "
                           f"{latent_dim}")
-    if dims[1] < CHROMA_ROWS:
-        raise BundleError(f"{name} gives {dims[1]} features, fewer than the "
-                          f"{CHROMA_ROWS} chroma rows guidance needs")
+    if dims[1] < rows:
+        raise BundleError(f"{name} gives {dims[1]} features, fewer than the {rows} rows "
+                          "its guidance reads")
     probe = FeatureProbe(dims[0], dims[1], width)
     load_into(probe, tensors, name)
     return probe.float().to(device).requires_grad_(False).eval()

@@ -603,6 +603,7 @@ def _summary(b, gen, items: list[dict], rows: list[dict], embs: dict, seconds: f
                                          cfg_context=request["cfg_context"],
                                          cfg_clap=request["cfg_clap"],
                                          harmony=request["harmony"],
+                                         rhythm=request["rhythm"],
                                          # a context, so that the harmony resolves as
                                          # the items' did (it is off without one)
                                          context=np.zeros((1, b.sample_rate), np.float32),
@@ -612,7 +613,8 @@ def _summary(b, gen, items: list[dict], rows: list[dict], embs: dict, seconds: f
                      "seconds": seconds, "takes": takes,
                      "generated_from": str(gen_dir) if gen_dir else None,
                      **{k: getattr(used, k) for k in ("steps", "cfg_context", "cfg_clap",
-                                                        "harmony", "text_prior")}}
+                                                        "harmony", "rhythm",
+                                                        "text_prior")}}
     summary["note_level"] = summarise_note_level(rows)
     summary["secondary"] = _encoder_summary(summary, rows, embs)
     _frechet_summary(summary, embs)
@@ -631,7 +633,8 @@ def evaluate_model(bundle_dir=None, data=None, out="eval-model", limit: int = 16
                    steps: int | None = None, seconds: float = 10.0, contexts=None,
                    targets=None, device: str = "cpu", progress=print, takes: int = 1,
                    cfg_context: float | None = None, cfg_clap: float | None = None,
-                   harmony: float | None = None, text_prior: bool | None = None, generated=None,
+                   harmony: float | None = None, rhythm: float | None = None,
+                   text_prior: bool | None = None, generated=None,
                    beat_grid: bool = True) -> dict:
     """Evaluate a bundle on a dataset's test split, a folder of cases, or a folder of contexts.
 
@@ -640,7 +643,7 @@ def evaluate_model(bundle_dir=None, data=None, out="eval-model", limit: int = 16
     truths, same names). `takes` generations per context (figures averaged per context);
     `generated`: a folder of takes already made (<id>/*.wav, as the judge reads them) to
     measure instead of generating; contexts without one are skipped. `cfg_context`/`cfg_clap`
-    (and `harmony`, the harmony guidance) override the bundle's default guidance; `text_prior=False` prompts with the raw text
+    (and `harmony`, `rhythm`: harmony and rhythm guidance) override the bundle's defaults; `text_prior=False` prompts with the raw text
     embedding even when the bundle has a text prior; `beat_grid` gives a model that takes a
     beat grid the tempo the data knows (as a session's tempo would be)."""
     from engine.generation.driver import Generator
@@ -654,7 +657,8 @@ def evaluate_model(bundle_dir=None, data=None, out="eval-model", limit: int = 16
     gen_dir = Path(generated) if generated else None
     items = _gather_items(data, contexts, targets, n, limit, gen_dir)
     request = {"steps": steps, "takes": takes, "cfg_context": cfg_context,
-               "cfg_clap": cfg_clap, "harmony": harmony, "text_prior": text_prior}
+               "cfg_clap": cfg_clap, "harmony": harmony, "rhythm": rhythm,
+               "text_prior": text_prior}
     rows = []
     embs = {"generated": [], "ground_truth": [], "mismatched": []}
     for k, it in enumerate(items):
@@ -719,7 +723,8 @@ def _markdown(s: dict) -> str:
         how = f"takes read from `{s['generated_from']}`"
     else:
         how = (f"{s['steps']} steps, guidance {s['cfg_context']:g} context / "
-               f"{s['cfg_clap']:g} CLAP / {s.get('harmony', 0):g} harmony, text prior {'on' if s.get('text_prior') else 'off'}, "
+               f"{s['cfg_clap']:g} CLAP / {s.get('harmony', 0):g} harmony / "
+               f"{s.get('rhythm', 0):g} rhythm, text prior {'on' if s.get('text_prior') else 'off'}, "
                f"beat grid {'from the known tempo' if s.get('beat_grid') else 'none'}")
     lines = ["# Evaluation", "", f"Bundle `{s['bundle']}` ({s['items']} contexts, "
              f"{s['seconds']:g} s each, {s['takes']} take(s) per context, {how})", "",

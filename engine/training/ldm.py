@@ -81,6 +81,7 @@ CLAP_HOP_S = 2.5
 PRIOR_FILE = "prior.safetensors"
 PROBE_FILE = "probe.safetensors"
 HARMONY_PROBE_FILE = "harmony_probe.safetensors"
+RHYTHM_PROBE_FILE = "rhythm_probe.safetensors"  # the feature probe, as a bundle ships it
 BASS_FEATURES = "bass_features"  # the low-register chroma files, beside "features"
 
 
@@ -123,8 +124,9 @@ class LDMTrainConfig:
     feature_loss: float = 0.0
     probe_steps: int = 1500
     # fit the probe that harmony guidance reads (the low register's pitch classes of a stem,
-    # off its latents; exported with the bundle) for this many steps; needs
-    # `context_features` (0: none, and the bundle cannot steer towards the harmony)
+    # off its latents; exported with the bundle, beside the feature probe that rhythm
+    # guidance reads) for this many steps; needs `context_features` (0: none, and the
+    # bundle cannot steer towards the harmony or the onsets)
     harmony_probe_steps: int = 1500
     # neighbours averaged by the bundle's text prior (engine.models.conditioning.prior; 0: no prior)
     text_prior_k: int = 8
@@ -504,15 +506,19 @@ def _export_bundle(src_bundle: Path, out: Path, ema: torch.nn.Module, stats: dic
     prior = out / PRIOR_FILE if cfg.text_prior_k and (out / PRIOR_FILE).exists() else None
     if prior is not None:
         shutil.copy2(prior, staging / PRIOR_FILE)
-    probe = out / HARMONY_PROBE_FILE
-    probe = probe if _fits_harmony_probe(cfg) and probe.exists() else None
-    if probe is not None:  # for harmony guidance; float16 like the other weights
-        _, _, saved = read_checkpoint(probe, expected_kind=FeatureProbe.kind)
-        save_probe(load_probe(probe, int(src["latent"]["dim"])), staging / HARMONY_PROBE_FILE,
-                   saved.get("heldout_score"), dtype=torch.float16)
+    probes = {}  # for harmony and rhythm guidance; float16 like the other weights
+    for section, (run_file, name) in {"harmony_probe": (HARMONY_PROBE_FILE, HARMONY_PROBE_FILE),
+                                      "rhythm_probe": (PROBE_FILE, RHYTHM_PROBE_FILE)}.items():
+        if _fits_harmony_probe(cfg) and (out / run_file).exists():
+            _, _, saved = read_checkpoint(out / run_file, expected_kind=FeatureProbe.kind)
+            save_probe(load_probe(out / run_file, int(src["latent"]["dim"])), staging / name,
+                       saved.get("heldout_score"), dtype=torch.float16)
+            probes[section] = {"file": name}
     defaults = {**DEFAULT_PARAMETERS, **src.get("defaults", {})}
-    if probe is None:
+    if "harmony_probe" not in probes:
         defaults["harmony"] = 0.0
+    if len(probes) < 2:
+        defaults["rhythm"] = 0.0
     card = src_bundle / "MODEL_CARD.md"
     if card.exists():
         shutil.copy2(card, staging / "MODEL_CARD.md")
@@ -531,7 +537,7 @@ def _export_bundle(src_bundle: Path, out: Path, ema: torch.nn.Module, stats: dic
         "conditioner": src["conditioner"],
         "ldm": {"file": "ldm.safetensors", "arch": cfg.arch},
         **({"prior": {"file": PRIOR_FILE}} if prior is not None else {}),
-        **({"harmony_probe": {"file": HARMONY_PROBE_FILE}} if probe is not None else {}),
+        **probes,
         "defaults": defaults,
         "training": {"steps": step, "config": asdict(cfg), **info.get("training", {})},
     }
@@ -951,6 +957,10 @@ def train_ldm(data: str | os.PathLike, out: str | os.PathLike, bundle: str | os.
     probe = _feature_probe(cfg, out, mean, std, dev, rank, world)
     if rank == 0 and _fits_harmony_probe(cfg):
         train_harmony_probe(out, mean, std, cfg.harmony_probe_steps, cfg.frames,
+                            seed=cfg.seed)
+        # rhythm guidance reads the feature probe's onsets (fitted here, as long as the
+        # harmony probe, if the run has no feature loss to have fitted it)
+        train_feature_probe(out, mean, std, FEATURE_DIM, cfg.harmony_probe_steps, cfg.frames,
                             seed=cfg.seed)
     src = _batches(cfg, out, b, index, mean, std, dev, probe, step, rank, world)
     run = _Run(data, out, src_bundle, cfg, name, stats, index, rank, world, dev)
