@@ -14,7 +14,9 @@ from its magnitudes (engine/models/cae/phase.py), and again when the low band be
 the network's own phases without their frame-locked part (the "hybrid" decode, its low band
 brought to the decoded magnitudes' level). The `long` latents were re-recorded when the last
 window of a long take became a full window holding only the overlap (a short one made the
-take's last second ~5 dB louder).
+take's last second ~5 dB louder). The recorded parameters gained `harmony` and `rhythm` when
+harmony and rhythm guidance came (0 here: the untrained bundle has no probes; its takes are
+unchanged).
 """
 
 import numpy as np
@@ -179,6 +181,8 @@ EXPECTED_PARAMETERS: dict = {"mode": "accompaniment",
  "steps": 3,
  "cfg_context": 1.25,
  "cfg_clap": 1.25,
+ "harmony": 0.0,
+ "rhythm": 0.0,
  "sampler": "heun",
  "s_churn": 0.0,
  "stereo_width": 0.0,
