@@ -127,11 +127,28 @@ def _with_probe(b, latent_dim=64, feature_dim=12, file="harmony_probe.safetensor
     return b
 
 
+def _with_features(b):
+    """`b` with an untrained diffusion model that takes the context features (and grid)."""
+    from engine.bundles.bundle import save_ldm
+    from engine.diffusion.context_features import FEATURE_DIM, GRID_DIM
+    from engine.models.unet import UNet1d, UNetConfig
+
+    _, _, config = read_checkpoint(b / "ldm.safetensors")
+    save_ldm(UNet1d(UNetConfig.from_dict({**config, "feature_dim": FEATURE_DIM + GRID_DIM})),
+             b / "ldm.safetensors")
+    return b
+
+
+def test_guidance_probes_need_a_model_that_takes_the_context_features(tiny, tmp_path):
+    with pytest.raises(BundleError, match="takes the context's features"):
+        load_bundle(_with_probe(copy(tiny, tmp_path)))
+
+
 def test_a_harmony_probe_loads_and_a_wrong_one_is_named(tiny, tmp_path):
     from engine.generation.driver import Generator
     from engine.generation.request import GenerationRequest
 
-    b = load_bundle(_with_probe(copy(tiny, tmp_path), harmony=1.5))
+    b = load_bundle(_with_probe(_with_features(copy(tiny, tmp_path)), harmony=1.5))
     assert b.harmony_probe is not None and b.defaults["harmony"] == 1.5
     assert not any(p.requires_grad for p in b.harmony_probe.parameters())
     # without a context there is no harmony to follow: the default does not apply
@@ -143,7 +160,7 @@ def test_a_harmony_probe_loads_and_a_wrong_one_is_named(tiny, tmp_path):
                     ({"feature_dim": 4}, "fewer than the 12 rows"),
                     ({"file": "../harmony_probe.safetensors"}, "inside")):
         with pytest.raises(BundleError, match=why):
-            load_bundle(_with_probe(copy(tiny, tmp_path / str(len(why))), **kw))
+            load_bundle(_with_probe(_with_features(copy(tiny, tmp_path / str(len(why)))), **kw))
 
 
 def test_rhythm_guidance_needs_both_probes(tiny, tmp_path):
@@ -153,7 +170,7 @@ def test_rhythm_guidance_needs_both_probes(tiny, tmp_path):
     from engine.models.probe import FeatureProbe, save_probe
 
     ctx = torch.zeros(1, 48000).numpy()
-    b = _with_probe(copy(tiny, tmp_path))  # a harmony probe, no rhythm probe
+    b = _with_probe(_with_features(copy(tiny, tmp_path)))  # a harmony probe, no rhythm probe
     gen = Generator(load_bundle(b))
     with pytest.raises(RequestError, match="lacks the probes rhythm guidance needs"):
         gen.resolve(GenerationRequest(context=ctx, rhythm=1.0))

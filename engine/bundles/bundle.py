@@ -430,13 +430,17 @@ def _load_prior(spec: dict | None, root: Path, conditioner, device):
     return prior
 
 
-def _load_probes(m: dict, root: Path, device) -> tuple:
+def _load_probes(m: dict, root: Path, device, feature_dim: int) -> tuple:
     """(harmony probe, rhythm probe), each None where the bundle has none; a default that
     needs a missing probe is an error. Rhythm guidance needs both (the harmony probe says
-    what is a drum part)."""
+    what is a drum part); both read the context features, so the diffusion model must take
+    them (`feature_dim` > 0)."""
     from engine.models.probe import ONSET_ROWS_END, load_probe
 
     dim = m["latent"]["dim"]
+    if feature_dim == 0 and any(k in m for k in ("harmony_probe", "rhythm_probe")):
+        raise BundleError(f"{root}: guidance probes need a diffusion model that takes the "
+                          "context's features, and this one does not")
     harmony = rhythm = None
     if "harmony_probe" in m:
         harmony = load_probe(root / m["harmony_probe"]["file"], dim, device)
@@ -509,7 +513,7 @@ def _load_bundle(root: Path, device: Any) -> Bundle:
     mean = torch.tensor(lat["mean"], dtype=torch.float32, device=device).reshape(1, -1, 1)
     std = torch.tensor(lat["std"], dtype=torch.float32, device=device).reshape(1, -1, 1)
     prior = _load_prior(m.get("prior"), root, conditioner, device)
-    probes = _load_probes(m, root, device)
+    probes = _load_probes(m, root, device, ucfg.feature_dim)
     digests = {}  # the loaders hashed their external checkpoints already
     for section, obj in (("cae", cae), ("conditioner", conditioner)):
         refs = external_checkpoints(root, {section: m[section]})

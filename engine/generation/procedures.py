@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from engine.diffusion.edm import Denoiser, EDMPrecond
-from engine.models.probe import CHROMA_ROWS, DRUM_ROW
+from engine.models.probe import CHROMA_ROWS, DRUM_ROW, ONSET_ROWS_END
 
 # ----------------------------------------------------------------------------- guidance
 
@@ -137,7 +137,7 @@ def harmony_guided(denoiser: Denoiser, probe: torch.nn.Module, sounding: torch.T
 # ----------------------------------------------------------------------------- rhythm guidance
 
 RHYTHM_SPREAD = 2  # quarter frames either side of a context onset that count (~±43 ms)
-ONSET_ROWS = slice(12, 16)  # the feature probe's rows for the four quarter-frame onsets
+ONSET_ROWS = slice(CHROMA_ROWS, ONSET_ROWS_END)  # a feature probe's quarter-frame onsets
 
 
 def quarter_frames(onsets: torch.Tensor) -> torch.Tensor:
@@ -150,8 +150,8 @@ def onset_places(context_onsets: torch.Tensor, spread: int = RHYTHM_SPREAD) -> t
 
     `context_onsets` are the context's quarter-frame onset features (B, 4, F): log1p of the
     spectral flux over its mean where the clip sounds, so about 0.45 is an ordinary quarter
-    frame. Under 0.6 counts as no onset, 1.2 (flux over twice the mean) or more fully; the
-    result is the most a place reaches within `spread` quarter frames."""
+    frame. Under 0.6 (a flux 0.8 times the mean) counts as no onset, 1.2 (2.3 times the mean)
+    or more fully; the result is the most a place reaches within `spread` quarter frames."""
     weight = ((quarter_frames(context_onsets) - 0.6) / 0.6).clamp(0.0, 1.0)
     return torch.nn.functional.max_pool1d(weight, 2 * spread + 1, stride=1, padding=spread)
 
