@@ -10,6 +10,7 @@ and while it runs scrolls and zooms the lanes, measuring:
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -64,8 +65,9 @@ def _wait(app, ms: float) -> None:
 _VIEWS = ((0.0, None), (55, 75), (120, 130), (0, 30), (300, 360), (59.5, 61))
 
 
-def _open_window(bundle_path: str | None):
-    """The real window, offscreen when there is no display; (app, window, seconds)."""
+def _open_window(bundle_path: str | None, tmp: Path):
+    """The real window, offscreen when there is no display, its settings and autosaves in
+    `tmp`; (app, window, seconds)."""
     if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6.QtCore import QSettings
@@ -76,7 +78,6 @@ def _open_window(bundle_path: str | None):
 
     app = QApplication.instance() or QApplication(["riffwright-bench"])
     apply_theme(app)
-    tmp = Path(tempfile.mkdtemp(prefix="riffwright-bench-"))
     settings = QSettings(str(tmp / "settings.ini"), QSettings.IniFormat)
     t0 = time.perf_counter()
     win = build_window(settings, model=bundle_path, autosave_root=tmp / "autosave",
@@ -208,18 +209,25 @@ def _spread(name: str, values: list[float]) -> dict:
 
 def run_gui_bench(bundle_path: str | None = None, minutes: float = 10.0, lanes: int = 4,
                   steps: int = 8, seconds: float = 10.0) -> dict:
-    """Measure the GUI under a running generation; returns numbers in ms and seconds."""
-    app, win, startup_s = _open_window(bundle_path)
-    import_s = _import_lanes(app, win, minutes, lanes)
-    if not _model_loaded(app, win):
-        win.close()
-        return {"error": win.last_message or "the model did not load"}
-    idle = _idle_baseline(app, win, minutes)
-    busy = _browse_while_generating(app, win, minutes, steps, seconds)
-    win.close()  # no question asked: the bench's window shows no modal messages
-    return {"session_minutes": minutes, "lanes": lanes,
-            "startup_window_s": round(startup_s, 3), "import_s": round(import_s, 3),
-            **busy, **idle}
+    """Measure the GUI under a running generation; returns numbers in ms and seconds. The
+    window's settings and autosaves (tens of MB for a long session) go to a temporary folder
+    that is removed afterwards."""
+    tmp = Path(tempfile.mkdtemp(prefix="riffwright-bench-"))
+    try:
+        app, win, startup_s = _open_window(bundle_path, tmp)
+        try:
+            import_s = _import_lanes(app, win, minutes, lanes)
+            if not _model_loaded(app, win):
+                return {"error": win.last_message or "the model did not load"}
+            idle = _idle_baseline(app, win, minutes)
+            busy = _browse_while_generating(app, win, minutes, steps, seconds)
+        finally:
+            win.close()  # no question asked: the bench's window shows no modal messages
+        return {"session_minutes": minutes, "lanes": lanes,
+                "startup_window_s": round(startup_s, 3), "import_s": round(import_s, 3),
+                **busy, **idle}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -289,9 +289,15 @@ def test_launcher_opens_the_app_for_an_audio_file(monkeypatch, tmp_path):
 def test_the_gui_bench_runs_its_steps_and_reports(qtbot, tiny_bundle):
     """`riffwright bench --gui` in miniature: the window, lanes, a baseline and a generation
     while browsing, with every number reported."""
+    import tempfile
+    from pathlib import Path
+
     from app.bench import run_gui_bench
 
+    left = lambda: set(Path(tempfile.gettempdir()).glob("riffwright-bench-*"))  # noqa: E731
+    before = left()
     r = run_gui_bench(str(tiny_bundle), minutes=1.1, lanes=2, steps=2, seconds=1.0)
+    assert left() == before  # its settings and autosaves (tens of MB) are removed
     assert r["generation"] == "finished", r
     assert r["lanes"] == 2 and r["redraws"] >= 1 and r["redraw_ms_median"] is not None
     for key in ("startup_window_s", "import_s", "generation_s", "max_stall_ms",
