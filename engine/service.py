@@ -258,8 +258,7 @@ def ready_event(generator) -> Ready:
     b = generator.bundle
     defaults = {k: b.defaults[k] for k in MODEL_DEFAULT_KEYS if k in b.defaults}
     return Ready(b.name, device_label(generator.device), str(b.path), defaults,
-                 b.prior is not None, b.harmony_probe is not None,
-                 b.harmony_probe is not None and b.rhythm_probe is not None)
+                 b.prior is not None, b.steers["harmony"], b.steers["rhythm"])
 
 
 def drive_job(job_id: int, start, cancel, emit) -> None:

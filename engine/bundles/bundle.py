@@ -360,6 +360,13 @@ class Bundle:
         (`engine.diffusion.context_features.bass_features`)."""
         return feature_layout(self.feature_dim)[1]
 
+    @property
+    def steers(self) -> dict[str, bool]:
+        """Which sampling-time guidance the bundle can run: harmony needs the harmony probe,
+        rhythm that (it tells drums apart) and the rhythm probe."""
+        harmony = self.harmony_probe is not None
+        return {"harmony": harmony, "rhythm": harmony and self.rhythm_probe is not None}
+
     def context_condition(self, latents, mono, grid: BeatGrid | None = None):
         """The diffusion model's context input: normalised latents (1, C, F) of the context,
         with the features of its mono model-rate audio appended when the model takes them,

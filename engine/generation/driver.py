@@ -128,6 +128,11 @@ def _optional(name: str, value):
     return None if value is None else pick(name, value)
 
 
+# what a bundle lacks when it cannot run a kind of guidance (Bundle.steers)
+_MISSING_PROBES = {"harmony": "has no harmony probe, which harmony guidance needs",
+                   "rhythm": "lacks the probes rhythm guidance needs"}
+
+
 class Generator:
     """Runs requests against one loaded bundle on one device."""
 
@@ -146,8 +151,8 @@ class Generator:
             steps=pick("steps", req.steps, d),
             cfg_context=pick("cfg_context", req.cfg_context, d),
             cfg_clap=pick("cfg_clap", req.cfg_clap, d),
-            harmony=self._harmony(req),
-            rhythm=self._rhythm(req),
+            harmony=self._guidance(req, "harmony"),
+            rhythm=self._guidance(req, "rhythm"),
             sampler=pick("sampler", req.sampler or None, d),
             s_churn=pick("s_churn", req.s_churn),
             seed=int(req.seed),
@@ -174,22 +179,13 @@ class Generator:
         check_mode_inputs(req)
         beat_grid_of(req)
 
-    def _harmony(self, req: GenerationRequest) -> float:
-        """The harmony guidance this request runs with: the request's, else the bundle's
-        default; 0 without a context (there is no harmony to follow)."""
-        value = pick("harmony", req.harmony, self.bundle.defaults)
-        if value > 0 and self.bundle.harmony_probe is None:
-            raise RequestError(f"the model {self.bundle.name} has no harmony probe, which "
-                               "harmony guidance needs: set harmony to 0")
-        return value if req.context is not None else 0.0
-
-    def _rhythm(self, req: GenerationRequest) -> float:
-        """The rhythm guidance this request runs with, as `_harmony` says; it needs both
-        probes (the harmony probe tells drums apart)."""
-        value = pick("rhythm", req.rhythm, self.bundle.defaults)
-        if value > 0 and (self.bundle.rhythm_probe is None or self.bundle.harmony_probe is None):
-            raise RequestError(f"the model {self.bundle.name} lacks the probes rhythm guidance "
-                               "needs: set rhythm to 0")
+    def _guidance(self, req: GenerationRequest, name: str) -> float:
+        """The harmony or rhythm guidance (`name`) this request runs with: the request's,
+        else the bundle's default; 0 without a context (there is nothing to follow)."""
+        value = pick(name, getattr(req, name), self.bundle.defaults)
+        if value > 0 and not self.bundle.steers[name]:
+            raise RequestError(f"the model {self.bundle.name} {_MISSING_PROBES[name]}: "
+                               f"set {name} to 0")
         return value if req.context is not None else 0.0
 
     def _uses_text_prior(self, req: GenerationRequest) -> bool:

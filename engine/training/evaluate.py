@@ -643,8 +643,9 @@ def evaluate_model(bundle_dir=None, data=None, out="eval-model", limit: int = 16
     truths, same names). `takes` generations per context (figures averaged per context);
     `generated`: a folder of takes already made (<id>/*.wav, as the judge reads them) to
     measure instead of generating; contexts without one are skipped. `cfg_context`/`cfg_clap`
-    (and `harmony`, `rhythm`: harmony and rhythm guidance) override the bundle's defaults; `text_prior=False` prompts with the raw text
-    embedding even when the bundle has a text prior; `beat_grid` gives a model that takes a
+    (and `harmony`, `rhythm`: harmony and rhythm guidance) override the bundle's defaults;
+    `text_prior=False` prompts with the raw text embedding even when the bundle has a text
+    prior; `beat_grid` gives a model that takes a
     beat grid the tempo the data knows (as a session's tempo would be)."""
     from engine.generation.driver import Generator
 
